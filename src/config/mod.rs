@@ -1,0 +1,341 @@
+//! Plugin configuration: the JSON in Envoy's `configuration` field, parsed with serde and then
+//! compiled into [`Settings`], the read-only runtime model every HTTP context shares.
+//!
+//! Every field has an explicit default; unknown fields are refused. An error names the field
+//! (`services[0].routes[3]`) so Envoy's log says exactly what to fix.
+
+use serde::Deserialize;
+
+use crate::routes::RouteTable;
+
+/// The built-in route table: every route the Veza services serve (see the README).
+const VEZA_SERVICES: &str = include_str!("veza_services.json");
+
+pub const DEFAULT_MAX_SERIES: u32 = 2000;
+pub const DEFAULT_FLUSH_INTERVAL_MS: u32 = 1000;
+const MAX_FLUSH_INTERVAL_MS: u32 = 60_000;
+const MAX_SERVICE_NAME_LEN: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Services behind the gateway, each with its route templates and path prefixes.
+    /// Absent: the Veza services.
+    #[serde(default)]
+    pub services: Option<Vec<ServiceConfig>>,
+    /// Where the `endpoint` label comes from.
+    #[serde(default)]
+    pub endpoint_source: EndpointSource,
+    /// Most distinct `http_requests_total` label sets, gateway-wide, before overflow.
+    #[serde(default = "default_max_series")]
+    pub max_series: u32,
+    /// How often each worker hands its aggregated metrics to Envoy; 0 = after every request.
+    #[serde(default = "default_flush_interval_ms")]
+    pub metrics_flush_interval_ms: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The `service` label.
+    pub name: String,
+    /// Route templates, `"/api/v1/tracks/:id"` or `"GET,PUT /api/v1/users/me"`.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// Paths no template matches but that belong to this service (`endpoint="other"`).
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndpointSource {
+    /// The plugin's route table (`services[].routes`).
+    #[default]
+    RouteTable,
+    /// Envoy's route name (`xds.route_name`); unnamed routes are `other`.
+    RouteName,
+}
+
+fn default_max_series() -> u32 {
+    DEFAULT_MAX_SERIES
+}
+
+fn default_flush_interval_ms() -> u32 {
+    DEFAULT_FLUSH_INTERVAL_MS
+}
+
+/// The compiled configuration.
+#[derive(Debug)]
+pub struct Settings {
+    pub routes: RouteTable,
+    pub endpoint_source: EndpointSource,
+    pub max_series: u32,
+    pub flush_interval_ms: u32,
+}
+
+/// A configuration error: which field, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.field, self.message)
+        }
+    }
+}
+
+fn error(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+        // The path is "." (or "?" before any token) when the document itself is at fault.
+        let path = err.path().to_string();
+        let field = if path == "." || path == "?" {
+            String::new()
+        } else {
+            path
+        };
+        error(
+            field,
+            format!("invalid configuration JSON: {}", err.inner()),
+        )
+    })?;
+    deserializer
+        .end()
+        .map_err(|err| error("", format!("invalid configuration JSON: {err}")))?;
+    Ok(value)
+}
+
+/// Parses and compiles the plugin configuration. No bytes (or only white space) means defaults.
+pub fn load(bytes: Option<&[u8]>) -> Result<Settings, ConfigError> {
+    let bytes = bytes.unwrap_or_default();
+    let config: PluginConfig = match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => parse_json(b"{}")?,
+        // serde would also take a JSON array for a struct whose fields all have defaults.
+        Some(b'{') => parse_json(bytes)?,
+        Some(_) => return Err(error("", "the configuration must be a JSON object")),
+    };
+    compile(config)
+}
+
+/// The Veza services, as built in.
+pub fn veza_services() -> Result<Vec<ServiceConfig>, ConfigError> {
+    #[derive(Deserialize)]
+    struct Builtin {
+        services: Vec<ServiceConfig>,
+    }
+    let builtin: Builtin = parse_json(VEZA_SERVICES.as_bytes())?;
+    Ok(builtin.services)
+}
+
+pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
+    if config.max_series == 0 {
+        return Err(error("max_series", "must be at least 1 (got 0)"));
+    }
+    if config.metrics_flush_interval_ms > MAX_FLUSH_INTERVAL_MS {
+        return Err(error(
+            "metrics_flush_interval_ms",
+            format!(
+                "must be at most {MAX_FLUSH_INTERVAL_MS} (got {})",
+                config.metrics_flush_interval_ms
+            ),
+        ));
+    }
+    let services = match config.services {
+        Some(services) => services,
+        None => veza_services()?,
+    };
+    if services.is_empty() {
+        return Err(error("services", "must name at least one service"));
+    }
+    let mut routes = RouteTable::default();
+    for (index, service) in services.iter().enumerate() {
+        let field = format!("services[{index}]");
+        check_service_name(&service.name).map_err(|m| error(format!("{field}.name"), m))?;
+        let id = routes
+            .add_service(&service.name)
+            .map_err(|m| error(format!("{field}.name"), m))?;
+        for (i, prefix) in service.prefixes.iter().enumerate() {
+            routes
+                .add_prefix(prefix, id)
+                .map_err(|m| error(format!("{field}.prefixes[{i}]"), m))?;
+        }
+        for (i, route) in service.routes.iter().enumerate() {
+            routes
+                .add_route(route, id)
+                .map_err(|m| error(format!("{field}.routes[{i}]"), m))?;
+        }
+    }
+    Ok(Settings {
+        routes,
+        endpoint_source: config.endpoint_source,
+        max_series: config.max_series,
+        flush_interval_ms: config.metrics_flush_interval_ms,
+    })
+}
+
+fn check_service_name(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if name.is_empty() || name.len() > MAX_SERVICE_NAME_LEN || !valid_chars {
+        return Err(format!(
+            "{name:?} must be 1 to {MAX_SERVICE_NAME_LEN} characters of a-z, 0-9, '-' and '_'"
+        ));
+    }
+    if name == crate::metrics::names::OTHER {
+        return Err(format!("{name:?} is reserved for unmatched requests"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::labels::Method;
+
+    fn load_str(json: &str) -> Result<Settings, String> {
+        load(Some(json.as_bytes())).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_configuration_serves_veza() {
+        for input in [None, Some(&b""[..]), Some(b"  \n"), Some(b"{}")] {
+            let settings = load(input).unwrap();
+            assert_eq!(settings.max_series, DEFAULT_MAX_SERIES);
+            assert_eq!(settings.flush_interval_ms, DEFAULT_FLUSH_INTERVAL_MS);
+            assert_eq!(settings.endpoint_source, EndpointSource::RouteTable);
+            assert_eq!(
+                settings.routes.services(),
+                ["backend-api", "chat", "stream"]
+            );
+        }
+    }
+
+    #[test]
+    fn veza_routes_resolve_as_the_services_serve_them() {
+        let settings = load(None).unwrap();
+        let routes = &settings.routes;
+        let cases = [
+            (
+                "GET",
+                "/api/v1/tracks/42?x=1",
+                "/api/v1/tracks/:id",
+                "backend-api",
+            ),
+            ("POST", "/api/v1/tracks", "/api/v1/tracks", "backend-api"),
+            ("GET", "/api/v1/users/me", "/api/v1/users/me", "backend-api"),
+            (
+                "GET",
+                "/api/v1/users/7/avatar",
+                "/api/v1/users/:id/avatar",
+                "backend-api",
+            ),
+            (
+                "GET",
+                "/ws/chat?token=eyJ.secret",
+                "/ws/chat",
+                "backend-api",
+            ),
+            (
+                "GET",
+                "/api/v1/shared-resources/a.mp3",
+                "/api/v1/shared-resources/:filename",
+                "backend-api",
+            ),
+            (
+                "DELETE",
+                "/api/v1/shared-resources/9",
+                "/api/v1/shared-resources/:id",
+                "backend-api",
+            ),
+            ("GET", "/api/health", "/api/health", "backend-api"),
+            ("GET", "/ws", "/ws", "chat"),
+            ("POST", "/api/messages", "/api/messages", "chat"),
+            ("GET", "/api/messages/stats", "/api/messages/stats", "chat"),
+            ("GET", "/health", "/health", "chat"),
+            (
+                "GET",
+                "/stream/song.mp3?expires=1&sig=abc",
+                "/stream/:filename",
+                "stream",
+            ),
+            ("GET", "/api/v2/unknown", "other", "backend-api"),
+            ("GET", "/api/messages/unknown", "other", "chat"),
+            ("POST", "/ws/chat", "other", "backend-api"),
+            ("GET", "/favicon.ico", "other", "other"),
+        ];
+        for (method, path, endpoint, service) in cases {
+            let found = routes.resolve(Method::parse(method.as_bytes()), path.as_bytes());
+            let got_endpoint = found
+                .endpoint
+                .and_then(|e| routes.template_text(e))
+                .unwrap_or("other");
+            let got_service = found
+                .service
+                .and_then(|s| routes.service_name(s))
+                .unwrap_or("other");
+            assert_eq!(
+                (got_endpoint, got_service),
+                (endpoint, service),
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_field_has_a_documented_default_and_can_be_set() {
+        let settings = load_str(
+            r#"{"max_series": 10, "metrics_flush_interval_ms": 0, "endpoint_source": "route_name",
+                "services": [{"name": "api", "routes": ["/x/:id"], "prefixes": ["/x"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(settings.max_series, 10);
+        assert_eq!(settings.flush_interval_ms, 0);
+        assert_eq!(settings.endpoint_source, EndpointSource::RouteName);
+        assert_eq!(settings.routes.templates().len(), 1);
+    }
+
+    #[test]
+    fn bad_configuration_names_the_field() {
+        let cases = [
+            ("{", "invalid configuration JSON: EOF while parsing an object"),
+            ("[]", "the configuration must be a JSON object"),
+            ("7", "the configuration must be a JSON object"),
+            (r#"{"max_seriess": 5}"#, "max_seriess: invalid configuration JSON: unknown field `max_seriess`"),
+            (r#"{"max_series": 0}"#, "max_series: must be at least 1 (got 0)"),
+            (r#"{"max_series": -1}"#, "max_series: invalid configuration JSON: invalid value: integer `-1`, expected u32"),
+            (r#"{"metrics_flush_interval_ms": 60001}"#, "metrics_flush_interval_ms: must be at most 60000 (got 60001)"),
+            (r#"{"endpoint_source": "path"}"#, "endpoint_source: invalid configuration JSON: unknown variant `path`"),
+            (r#"{"services": []}"#, "services: must name at least one service"),
+            (r#"{"services": [{"name": "API"}]}"#, "services[0].name: \"API\" must be 1 to 64 characters"),
+            (r#"{"services": [{"name": "other"}]}"#, "services[0].name: \"other\" is reserved"),
+            (r#"{"services": [{"name": "a"}, {"name": "a"}]}"#, "services[1].name: service \"a\" is defined twice"),
+            (r#"{"services": [{"name": "a", "routes": ["/ok", "/x/:"]}]}"#, "services[0].routes[1]: template \"/x/:\": parameter at segment 2 has no name"),
+            (r#"{"services": [{"name": "a", "routes": [7]}]}"#, "services[0].routes[0]: invalid configuration JSON: invalid type: integer `7`, expected a string"),
+            (r#"{"services": [{"name": "a", "prefixes": ["x"]}]}"#, "services[0].prefixes[0]: \"x\" must start with '/'"),
+            (r#"{"services": [{"name": "a", "colour": 1}]}"#, "services[0].colour: invalid configuration JSON: unknown field `colour`"),
+            (r#"{} {}"#, "invalid configuration JSON: trailing characters"),
+        ];
+        for (json, expected) in cases {
+            let err = load_str(json).unwrap_err();
+            assert!(
+                err.starts_with(expected),
+                "{json}\n got: {err}\nwant: {expected}"
+            );
+        }
+    }
+}

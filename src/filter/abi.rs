@@ -1,0 +1,209 @@
+//! The hostcalls the filter makes, declared here so that none of them can panic.
+//!
+//! The SDK's `proxy_wasm::hostcalls` wrappers `panic!` on any status they do not expect, and a
+//! panic traps the VM. These return every non-Ok status as a [`HostError`] instead. Buffers the
+//! host returns are allocated through the SDK's exported `proxy_on_memory_allocate`, which
+//! hands out `Box<[u8]>` allocations; they are taken back as `Vec`s of that exact size.
+
+use std::ptr::null_mut;
+
+use proxy_wasm::types::{BufferType, MapType, MetricType};
+
+use crate::host::{CasOutcome, Host, HostError, MetricId};
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_define_metric(
+        metric_type: MetricType,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> RawStatus;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> RawStatus;
+    fn proxy_get_property(
+        path_data: *const u8,
+        path_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> RawStatus;
+    fn proxy_get_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+    ) -> RawStatus;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> RawStatus;
+    fn proxy_get_buffer_bytes(
+        buffer_type: BufferType,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> RawStatus;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> RawStatus;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> RawStatus;
+}
+
+/// Statuses as plain numbers: the host may return values the SDK's `Status` enum lacks.
+type RawStatus = u32;
+const OK: RawStatus = 0;
+const NOT_FOUND: RawStatus = 1;
+const CAS_MISMATCH: RawStatus = 8;
+
+fn check(status: RawStatus) -> Result<(), HostError> {
+    match status {
+        OK => Ok(()),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Takes ownership of a host-allocated buffer.
+///
+/// # Safety
+/// `data` must be null or come from `proxy_on_memory_allocate(size)`.
+unsafe fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the host allocated exactly `size` bytes through proxy_on_memory_allocate.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+/// A property path in the ABI's form: segments joined by NUL.
+pub struct PropertyPath(&'static [u8]);
+
+pub const REQUEST_DURATION: PropertyPath = PropertyPath(b"request\0duration");
+pub const RESPONSE_CODE: PropertyPath = PropertyPath(b"response\0code");
+pub const ROUTE_NAME: PropertyPath = PropertyPath(b"xds\0route_name");
+
+/// A property's raw bytes; `Ok(None)` when the host has no value for it.
+pub fn property(path: &PropertyPath) -> Result<Option<Vec<u8>>, HostError> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
+    let status = unsafe { proxy_get_property(path.0.as_ptr(), path.0.len(), &mut data, &mut size) };
+    match status {
+        OK => Ok(Some(unsafe { take_buffer(data, size) })),
+        NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
+/// An integer property (`response.code`, `request.duration`): 8 bytes, little-endian.
+pub fn property_u64(path: &PropertyPath) -> Result<Option<u64>, HostError> {
+    Ok(property(path)?
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+        .map(u64::from_le_bytes))
+}
+
+/// The first value of a request header.
+pub fn request_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
+    let status = unsafe {
+        proxy_get_header_map_value(
+            MapType::HttpRequestHeaders,
+            name.as_ptr(),
+            name.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    match status {
+        OK if data.is_null() => Ok(None),
+        OK => Ok(Some(unsafe { take_buffer(data, size) })),
+        NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
+/// The plugin configuration bytes Envoy passed to `on_configure`.
+pub fn plugin_configuration(size: usize) -> Result<Option<Vec<u8>>, HostError> {
+    if size == 0 {
+        return Ok(None);
+    }
+    let mut data = null_mut();
+    let mut len = 0;
+    // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
+    let status = unsafe {
+        proxy_get_buffer_bytes(
+            BufferType::PluginConfiguration,
+            0,
+            size,
+            &mut data,
+            &mut len,
+        )
+    };
+    match status {
+        OK => Ok(Some(unsafe { take_buffer(data, len) })),
+        NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Sets the root context's tick period; 0 stops ticks.
+pub fn set_tick_period_ms(period: u32) -> Result<(), HostError> {
+    // SAFETY: a plain value.
+    check(unsafe { proxy_set_tick_period_milliseconds(period) })
+}
+
+/// [`Host`] over the real hostcalls.
+pub struct EnvoyHost;
+
+impl Host for EnvoyHost {
+    fn define_counter(&mut self, name: &str) -> Result<MetricId, HostError> {
+        let mut id = 0;
+        // SAFETY: pointers are valid for the call.
+        check(unsafe {
+            proxy_define_metric(MetricType::Counter, name.as_ptr(), name.len(), &mut id)
+        })?;
+        Ok(id)
+    }
+
+    fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError> {
+        let delta = i64::try_from(delta).unwrap_or(i64::MAX);
+        // SAFETY: plain values.
+        check(unsafe { proxy_increment_metric(id, delta) })
+    }
+
+    fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        let mut data = null_mut();
+        let mut size = 0;
+        let mut cas = 0;
+        // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
+        let status = unsafe {
+            proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        };
+        match status {
+            OK => Ok(Some((unsafe { take_buffer(data, size) }, cas))),
+            NOT_FOUND => Ok(None),
+            other => Err(HostError(other)),
+        }
+    }
+
+    fn set_shared(&mut self, key: &str, value: &[u8], cas: u32) -> Result<CasOutcome, HostError> {
+        // SAFETY: pointers are valid for the call.
+        let status = unsafe {
+            proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas)
+        };
+        match status {
+            OK => Ok(CasOutcome::Stored),
+            CAS_MISMATCH => Ok(CasOutcome::Mismatch),
+            other => Err(HostError(other)),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! veza-observability: a proxy-wasm filter that gives the Veza platform Prometheus metrics at
+//! the Envoy gateway.
+//!
+//! The crate reads as its architecture:
+//! - [`config`]: the plugin configuration, parsed and compiled into [`config::Settings`];
+//! - [`routes`]: raw paths to bounded `endpoint` and `service` labels;
+//! - [`labels`]: bounded `method` and `status` labels;
+//! - [`metrics`]: metric names, the registry that aggregates in VM memory, per-request metrics;
+//! - [`host`]: the few host capabilities the core needs, as a trait;
+//! - `filter` (wasm32 only): the proxy-wasm root and HTTP contexts, thin glue over the core.
+
+pub mod config;
+pub mod host;
+pub mod labels;
+pub mod metrics;
+pub mod routes;
+
+// Not in test builds: the unit tests run as WASI commands, without a proxy-wasm host.
+#[cfg(all(target_arch = "wasm32", not(test)))]
+mod filter;

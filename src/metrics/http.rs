@@ -1,0 +1,711 @@
+//! `http_requests_total{method,endpoint,status,service}` and
+//! `http_request_duration_seconds{method,endpoint,service}` for every request.
+//!
+//! Each distinct label set is resolved once per VM (route match already done by the caller,
+//! labels formatted, metrics defined, admission checked) and cached under a packed integer key,
+//! so a repeat request costs a hash lookup and two in-memory adds.
+//!
+//! Cardinality: Envoy never frees a wasm metric, so the number of `http_requests_total` label
+//! sets is capped gateway-wide (`max_series`), through a counter in Envoy's shared data that
+//! every worker VM sees. A label set that arrives after the cap is recorded in its service's
+//! overflow series `{method="OTHER",endpoint="other",status="<class>xx"}`: totals and error
+//! ratios stay right, and at most 7 overflow series exist per service.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::config::{EndpointSource, Settings};
+use crate::host::{CasOutcome, Host};
+use crate::labels::{Method, Status};
+use crate::routes::{EndpointId, ServiceId, MAX_TEMPLATE_LEN};
+
+use super::names;
+use super::registry::{CounterHandle, HistogramHandle, Operation, Registry};
+
+/// What the glue read for one finished request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestRecord<'a> {
+    pub method: &'a [u8],
+    /// The raw `:path`, query string included (it never reaches a label).
+    pub path: &'a [u8],
+    /// Envoy's route name, read only with `endpoint_source: route_name`.
+    pub route_name: Option<&'a [u8]>,
+    /// `response.code`; `None` when no response was sent.
+    pub status: Option<u64>,
+    /// `request.duration` in nanoseconds.
+    pub duration_nanos: Option<u64>,
+}
+
+/// How the request ended, for the contexts that follow up on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A request/response exchange: counted and timed.
+    Exchange,
+    /// A `101 Switching Protocols`: counted, kept out of the duration histogram (its duration
+    /// is the whole connection). The WebSocket metrics take it from here.
+    Upgraded,
+}
+
+/// Shared-data key of the gateway-wide count of admitted label sets.
+const SERIES_COUNT_KEY: &str = "veza_observability.series_count";
+/// Shared-data key prefix marking one admitted label set.
+const SERIES_KEY_PREFIX: &str = "veza_observability.series.";
+/// CAS retries before a VM gives up admitting (another VM keeps winning the race).
+const CAS_ATTEMPTS: usize = 8;
+/// Label sets refused by the cap that a VM remembers, so a refused set costs no hostcall
+/// the next time; past this, refusals are checked again each time.
+const REFUSED_CACHE_LIMIT: usize = 4096;
+
+/// Endpoint label space: route templates by index, then interned route names, and `other`.
+const ENDPOINT_OTHER: u32 = u32::MAX;
+const SERVICE_OTHER: u8 = u8::MAX;
+
+#[derive(Clone, Copy)]
+struct Series {
+    requests: CounterHandle,
+    /// `None` for a histogram the host refused to define.
+    duration: Option<HistogramHandle>,
+}
+
+pub struct HttpMetrics {
+    series: IntMap<Option<Series>>,
+    histograms: IntMap<Option<HistogramHandle>>,
+    refused: IntMap<()>,
+    route_names: HashMap<Box<[u8]>, u32>,
+    route_name_labels: Vec<String>,
+    admitted_here: u32,
+}
+
+impl HttpMetrics {
+    pub fn new(host: &mut dyn Host) -> HttpMetrics {
+        // Another worker may have started it: write only if absent.
+        if let Ok(None) = host.get_shared(SERIES_COUNT_KEY) {
+            let _ = host.set_shared(SERIES_COUNT_KEY, &0u32.to_le_bytes(), 0);
+        }
+        HttpMetrics {
+            series: IntMap::default(),
+            histograms: IntMap::default(),
+            refused: IntMap::default(),
+            route_names: HashMap::new(),
+            route_name_labels: Vec::new(),
+            admitted_here: 0,
+        }
+    }
+
+    pub fn record(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        request: &RequestRecord<'_>,
+    ) -> Outcome {
+        let method = Method::parse(request.method);
+        let route = settings.routes.resolve(method, request.path);
+        let endpoint = match settings.endpoint_source {
+            EndpointSource::RouteTable => route.endpoint.unwrap_or(ENDPOINT_OTHER),
+            EndpointSource::RouteName => self.route_name_endpoint(settings, request.route_name),
+        };
+        let service = route.service.unwrap_or(SERVICE_OTHER);
+        let status = Status::from_code(request.status);
+        let labels = LabelSet {
+            method,
+            endpoint,
+            service,
+            status,
+        };
+
+        let series = match self.series.get(&labels.key()) {
+            Some(series) => *series,
+            None => self.resolve(settings, registry, host, labels),
+        };
+        let outcome = if status.code() == Some(101) {
+            Outcome::Upgraded
+        } else {
+            Outcome::Exchange
+        };
+        if let Some(series) = series {
+            registry.add(series.requests, 1);
+            if let (Outcome::Exchange, Some(histogram), Some(nanos)) =
+                (outcome, series.duration, request.duration_nanos)
+            {
+                registry.observe(histogram, nanos);
+            }
+        }
+        outcome
+    }
+
+    /// First sight of a label set in this VM: admit it (or overflow) and define its metrics.
+    fn resolve(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        labels: LabelSet,
+    ) -> Option<Series> {
+        let key = labels.key();
+        let name = self.counter_name(settings, labels);
+        let admitted =
+            !self.refused.contains_key(&key) && self.admit(settings, registry, host, &name);
+        let (labels, name) = if admitted {
+            (labels, name)
+        } else {
+            if self.refused.len() < REFUSED_CACHE_LIMIT {
+                self.refused.insert(key, ());
+            }
+            let overflow = labels.overflow();
+            if let Some(series) = self.series.get(&overflow.key()) {
+                return *series;
+            }
+            (overflow, self.counter_name(settings, overflow))
+        };
+        let series = registry.define_counter(host, &name).map(|requests| Series {
+            requests,
+            duration: self.histogram(settings, registry, host, labels),
+        });
+        // A failed define is cached too: the failure was logged and counted once.
+        self.series.insert(labels.key(), series);
+        series
+    }
+
+    fn histogram(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        labels: LabelSet,
+    ) -> Option<HistogramHandle> {
+        let key = labels.histogram_key();
+        if let Some(handle) = self.histograms.get(&key) {
+            return *handle;
+        }
+        let mut encoded = String::new();
+        names::push_label(&mut encoded, names::LABEL_METHOD, labels.method.as_str());
+        names::push_label(
+            &mut encoded,
+            names::LABEL_ENDPOINT,
+            self.endpoint_label(settings, labels.endpoint),
+        );
+        names::push_label(
+            &mut encoded,
+            names::LABEL_SERVICE,
+            service_label(settings, labels.service),
+        );
+        let handle =
+            registry.define_histogram(host, names::HTTP_REQUEST_DURATION_SECONDS, &encoded);
+        self.histograms.insert(key, handle);
+        handle
+    }
+
+    /// Admits a new label set under the gateway-wide cap.
+    fn admit(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        name: &str,
+    ) -> bool {
+        let marker = format!("{SERIES_KEY_PREFIX}{name}");
+        match host.get_shared(&marker) {
+            Ok(Some(_)) => return true,
+            Ok(None) => {}
+            Err(err) => {
+                registry.host_error(Operation::SharedData, err, SERIES_COUNT_KEY);
+                return self.admit_locally(settings);
+            }
+        }
+        for _ in 0..CAS_ATTEMPTS {
+            let (count, cas) = match host.get_shared(SERIES_COUNT_KEY) {
+                Ok(Some((bytes, cas))) => (decode_count(&bytes), cas),
+                Ok(None) => (0, 0),
+                Err(err) => {
+                    registry.host_error(Operation::SharedData, err, SERIES_COUNT_KEY);
+                    return self.admit_locally(settings);
+                }
+            };
+            if count >= settings.max_series {
+                return false;
+            }
+            match host.set_shared(SERIES_COUNT_KEY, &(count + 1).to_le_bytes(), cas) {
+                Ok(CasOutcome::Stored) => {
+                    if let Err(err) = host.set_shared(&marker, b"1", 0) {
+                        registry.host_error(Operation::SharedData, err, &marker);
+                    }
+                    self.admitted_here += 1;
+                    return true;
+                }
+                Ok(CasOutcome::Mismatch) => continue,
+                Err(err) => {
+                    registry.host_error(Operation::SharedData, err, SERIES_COUNT_KEY);
+                    return self.admit_locally(settings);
+                }
+            }
+        }
+        false
+    }
+
+    /// Without shared data, the cap holds per VM.
+    fn admit_locally(&mut self, settings: &Settings) -> bool {
+        if self.admitted_here < settings.max_series {
+            self.admitted_here += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn counter_name(&self, settings: &Settings, labels: LabelSet) -> String {
+        let status = labels.status.label();
+        names::encode(
+            names::HTTP_REQUESTS_TOTAL,
+            &[
+                (names::LABEL_METHOD, labels.method.as_str()),
+                (
+                    names::LABEL_ENDPOINT,
+                    self.endpoint_label(settings, labels.endpoint),
+                ),
+                (names::LABEL_STATUS, &status),
+                (
+                    names::LABEL_SERVICE,
+                    service_label(settings, labels.service),
+                ),
+            ],
+        )
+    }
+
+    fn endpoint_label<'s>(&'s self, settings: &'s Settings, endpoint: u32) -> &'s str {
+        if endpoint == ENDPOINT_OTHER {
+            return names::OTHER;
+        }
+        let templates = settings.routes.templates().len();
+        match (endpoint as usize).checked_sub(templates) {
+            None => settings
+                .routes
+                .template_text(endpoint as EndpointId)
+                .unwrap_or(names::OTHER),
+            Some(index) => self
+                .route_name_labels
+                .get(index)
+                .map_or(names::OTHER, String::as_str),
+        }
+    }
+
+    /// Route names are interned up to `max_series` distinct names; later ones are `other`.
+    fn route_name_endpoint(&mut self, settings: &Settings, route_name: Option<&[u8]>) -> u32 {
+        let Some(name) = route_name.filter(|n| !n.is_empty()) else {
+            return ENDPOINT_OTHER;
+        };
+        if let Some(id) = self.route_names.get(name) {
+            return *id;
+        }
+        if self.route_name_labels.len() >= settings.max_series as usize {
+            return ENDPOINT_OTHER;
+        }
+        let id = settings.routes.templates().len() + self.route_name_labels.len();
+        let Ok(id) = u32::try_from(id) else {
+            return ENDPOINT_OTHER;
+        };
+        self.route_name_labels.push(sanitize_route_name(name));
+        self.route_names.insert(name.into(), id);
+        id
+    }
+}
+
+fn service_label(settings: &Settings, service: u8) -> &str {
+    if service == SERVICE_OTHER {
+        return names::OTHER;
+    }
+    settings
+        .routes
+        .service_name(service as ServiceId)
+        .unwrap_or(names::OTHER)
+}
+
+/// Route names come from Envoy's config, not from clients, but still become label values:
+/// keep the label encoding's separators and anything unprintable out of them.
+fn sanitize_route_name(name: &[u8]) -> String {
+    name.iter()
+        .take(MAX_TEMPLATE_LEN)
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b"-._~/:@!$&'()*+,%".contains(&b) {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn decode_count(bytes: &[u8]) -> u32 {
+    bytes
+        .get(..4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct LabelSet {
+    method: Method,
+    endpoint: u32,
+    service: u8,
+    status: Status,
+}
+
+impl LabelSet {
+    fn key(self) -> u64 {
+        u64::from(self.endpoint)
+            | u64::from(self.service) << 32
+            | u64::from(self.method as u8) << 40
+            | u64::from(self.status.packed()) << 48
+    }
+
+    fn histogram_key(self) -> u64 {
+        u64::from(self.endpoint)
+            | u64::from(self.service) << 32
+            | u64::from(self.method as u8) << 40
+    }
+
+    fn overflow(self) -> LabelSet {
+        LabelSet {
+            method: Method::Other,
+            endpoint: ENDPOINT_OTHER,
+            service: self.service,
+            status: self.status.class(),
+        }
+    }
+}
+
+/// Keys are already well-mixed packed integers: a multiply is all the hashing they need.
+#[derive(Default)]
+struct IntHasher(u64);
+
+impl Hasher for IntHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (value ^ value >> 29).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IntMap<V> = HashMap<u64, V, BuildHasherDefault<IntHasher>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::host::memory::MemoryHost;
+
+    struct Fixture {
+        host: MemoryHost,
+        registry: Registry,
+        metrics: HttpMetrics,
+        settings: Settings,
+    }
+
+    impl Fixture {
+        fn new(config_json: &str) -> Fixture {
+            let mut host = MemoryHost::default();
+            let registry = Registry::new(&mut host);
+            let metrics = HttpMetrics::new(&mut host);
+            let settings = config::load(Some(config_json.as_bytes())).unwrap();
+            Fixture {
+                host,
+                registry,
+                metrics,
+                settings,
+            }
+        }
+
+        /// A second worker VM in the same Envoy: its own registry, the same host store.
+        fn second_vm(&mut self) -> (Registry, HttpMetrics) {
+            (
+                Registry::new(&mut self.host),
+                HttpMetrics::new(&mut self.host),
+            )
+        }
+
+        fn request(&mut self, method: &str, path: &str, status: u64, millis: u64) -> Outcome {
+            let outcome = self.metrics.record(
+                &self.settings,
+                &mut self.registry,
+                &mut self.host,
+                &RequestRecord {
+                    method: method.as_bytes(),
+                    path: path.as_bytes(),
+                    route_name: None,
+                    status: Some(status),
+                    duration_nanos: Some(millis * 1_000_000),
+                },
+            );
+            self.registry.flush(&mut self.host);
+            outcome
+        }
+
+        fn requests(
+            &self,
+            method: &str,
+            endpoint: &str,
+            status: &str,
+            service: &str,
+        ) -> Option<u64> {
+            self.host.counter(&format!(
+                "method=.={method};.;endpoint=.={endpoint};.;status=.={status};.;service=.={service};.;http_requests_total"
+            ))
+        }
+
+        fn duration(
+            &self,
+            method: &str,
+            endpoint: &str,
+            service: &str,
+            suffix: &str,
+        ) -> Option<u64> {
+            self.host.counter(&format!(
+                "method=.={method};.;endpoint=.={endpoint};.;service=.={service};.;http_request_duration_seconds{suffix}"
+            ))
+        }
+
+        fn request_series(&self) -> usize {
+            self.host
+                .counters()
+                .iter()
+                .filter(|(name, _)| name.ends_with(";http_requests_total"))
+                .count()
+        }
+    }
+
+    #[test]
+    fn labels_follow_the_seed() {
+        let mut f = Fixture::new("{}");
+        f.request("GET", "/api/v1/tracks/1?token=abc", 200, 3);
+        f.request("GET", "/api/v1/tracks/2", 200, 30);
+        f.request("DELETE", "/api/v1/tracks/2", 404, 1);
+        f.request("PROPFIND", "/api/v1/tracks/2", 405, 1);
+        f.request("GET", "/nowhere/at/all", 404, 1);
+        f.request("GET", "/stream/a.mp3?expires=1&sig=s", 206, 1);
+        f.request("GET", "/api/v1/tracks/3", 503, 1);
+        assert_eq!(
+            f.requests("GET", "/api/v1/tracks/:id", "200", "backend-api"),
+            Some(2)
+        );
+        assert_eq!(
+            f.requests("DELETE", "/api/v1/tracks/:id", "404", "backend-api"),
+            Some(1)
+        );
+        assert_eq!(
+            f.requests("OTHER", "/api/v1/tracks/:id", "405", "backend-api"),
+            Some(1)
+        );
+        assert_eq!(f.requests("GET", "other", "404", "other"), Some(1));
+        assert_eq!(
+            f.requests("GET", "/stream/:filename", "206", "stream"),
+            Some(1)
+        );
+        assert_eq!(
+            f.requests("GET", "/api/v1/tracks/:id", "503", "backend-api"),
+            Some(1)
+        );
+        assert_eq!(
+            f.duration("GET", "/api/v1/tracks/:id", "backend-api", "_count"),
+            Some(3)
+        );
+        assert_eq!(
+            f.host.counter("method=.=GET;.;endpoint=.=/api/v1/tracks/:id;.;service=.=backend-api;.;le=.=0.005;.;http_request_duration_seconds_bucket"),
+            Some(2)
+        );
+        assert!(
+            f.host
+                .counters()
+                .iter()
+                .all(|(name, _)| !name.contains("token") && !name.contains("sig")),
+            "query strings never reach a name"
+        );
+    }
+
+    #[test]
+    fn upgrades_are_counted_but_not_timed() {
+        let mut f = Fixture::new("{}");
+        assert_eq!(f.request("GET", "/ws", 101, 60_000), Outcome::Upgraded);
+        assert_eq!(f.request("GET", "/ws", 401, 2), Outcome::Exchange);
+        assert_eq!(f.requests("GET", "/ws", "101", "chat"), Some(1));
+        assert_eq!(f.duration("GET", "/ws", "chat", "_count"), Some(1));
+        assert_eq!(f.duration("GET", "/ws", "chat", "_sum"), Some(0));
+    }
+
+    #[test]
+    fn no_response_and_missing_duration() {
+        let mut f = Fixture::new("{}");
+        f.metrics.record(
+            &f.settings,
+            &mut f.registry,
+            &mut f.host,
+            &RequestRecord {
+                method: b"GET",
+                path: b"/api/v1/tracks",
+                ..RequestRecord::default()
+            },
+        );
+        f.registry.flush(&mut f.host);
+        assert_eq!(
+            f.requests("GET", "/api/v1/tracks", "0", "backend-api"),
+            Some(1)
+        );
+        assert_eq!(
+            f.duration("GET", "/api/v1/tracks", "backend-api", "_count"),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn the_cap_is_gateway_wide_and_overflow_keeps_totals() {
+        let mut f = Fixture::new(r#"{"max_series": 3}"#);
+        for status in [200, 201, 202] {
+            f.request("GET", "/api/v1/tracks/1", status, 1);
+        }
+        // A second worker sees an admitted set (not counted again) and then hits the cap.
+        let (mut registry, mut metrics) = f.second_vm();
+        for status in [200, 500, 501, 200] {
+            metrics.record(
+                &f.settings,
+                &mut registry,
+                &mut f.host,
+                &RequestRecord {
+                    method: b"POST",
+                    path: b"/api/v1/tracks",
+                    status: Some(status),
+                    duration_nanos: Some(1),
+                    ..RequestRecord::default()
+                },
+            );
+            metrics.record(
+                &f.settings,
+                &mut registry,
+                &mut f.host,
+                &RequestRecord {
+                    method: b"GET",
+                    path: b"/api/v1/tracks/9",
+                    status: Some(200),
+                    duration_nanos: Some(1),
+                    ..RequestRecord::default()
+                },
+            );
+        }
+        registry.flush(&mut f.host);
+        assert_eq!(
+            f.requests("GET", "/api/v1/tracks/:id", "200", "backend-api"),
+            Some(5)
+        );
+        assert_eq!(
+            f.requests("POST", "/api/v1/tracks", "200", "backend-api"),
+            None
+        );
+        assert_eq!(f.requests("OTHER", "other", "2xx", "backend-api"), Some(2));
+        assert_eq!(f.requests("OTHER", "other", "5xx", "backend-api"), Some(2));
+        assert_eq!(f.request_series(), 3 + 2);
+        assert_eq!(
+            f.duration("OTHER", "other", "backend-api", "_count"),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn ten_thousand_raw_paths_stay_bounded() {
+        let mut f = Fixture::new(r#"{"max_series": 20}"#);
+        for i in 0..10_000u64 {
+            let path = format!("/api/v1/tracks/{i}?q={i}");
+            f.metrics.record(
+                &f.settings,
+                &mut f.registry,
+                &mut f.host,
+                &RequestRecord {
+                    method: b"GET",
+                    path: path.as_bytes(),
+                    status: Some(200 + i % 100),
+                    duration_nanos: Some(1),
+                    ..RequestRecord::default()
+                },
+            );
+            let path = format!("/random/{i}");
+            f.metrics.record(
+                &f.settings,
+                &mut f.registry,
+                &mut f.host,
+                &RequestRecord {
+                    method: b"GET",
+                    path: path.as_bytes(),
+                    status: Some(404),
+                    duration_nanos: Some(1),
+                    ..RequestRecord::default()
+                },
+            );
+        }
+        f.registry.flush(&mut f.host);
+        assert_eq!(f.request_series(), 20 + 1);
+        let total: u64 = f
+            .host
+            .counters()
+            .iter()
+            .filter(|(name, _)| name.ends_with(";http_requests_total"))
+            .map(|(_, value)| value)
+            .sum();
+        assert_eq!(total, 20_000);
+        assert_eq!(f.requests("GET", "other", "404", "other"), Some(10_000));
+        assert_eq!(
+            f.requests("OTHER", "other", "2xx", "backend-api"),
+            Some(10_000 - 19 * 100)
+        );
+    }
+
+    #[test]
+    fn route_names_as_endpoints() {
+        let mut f = Fixture::new(r#"{"endpoint_source": "route_name", "max_series": 2}"#);
+        for name in [&b"tracks"[..], b"tracks", b"bad;.;name=.=x", b"third", b""] {
+            f.metrics.record(
+                &f.settings,
+                &mut f.registry,
+                &mut f.host,
+                &RequestRecord {
+                    method: b"GET",
+                    path: b"/api/v1/tracks/1",
+                    route_name: Some(name),
+                    status: Some(200),
+                    duration_nanos: Some(1),
+                },
+            );
+        }
+        f.registry.flush(&mut f.host);
+        assert_eq!(f.requests("GET", "tracks", "200", "backend-api"), Some(2));
+        assert_eq!(
+            f.requests("GET", "bad_._name_._x", "200", "backend-api"),
+            Some(1)
+        );
+        assert_eq!(f.requests("OTHER", "other", "2xx", "backend-api"), Some(2));
+    }
+
+    #[test]
+    fn a_repeat_request_makes_no_hostcall() {
+        let mut f = Fixture::new("{}");
+        let record = RequestRecord {
+            method: b"GET",
+            path: b"/api/v1/tracks/1",
+            status: Some(200),
+            duration_nanos: Some(1),
+            ..RequestRecord::default()
+        };
+        f.metrics
+            .record(&f.settings, &mut f.registry, &mut f.host, &record);
+        let calls = f.host.hostcalls;
+        for _ in 0..100 {
+            f.metrics
+                .record(&f.settings, &mut f.registry, &mut f.host, &record);
+        }
+        assert_eq!(f.host.hostcalls, calls);
+    }
+}

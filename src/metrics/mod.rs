@@ -1,0 +1,5 @@
+//! Metrics: names and label encoding, the per-VM registry, and the per-request HTTP metrics.
+
+pub mod http;
+pub mod names;
+pub mod registry;

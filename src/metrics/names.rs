@@ -1,0 +1,110 @@
+//! Every metric name and label key the filter emits, and how labels are encoded.
+//!
+//! The proxy-wasm ABI has no labels: a metric is one flat name, which Envoy stores as
+//! `wasmcustom.<name>`. Labels are encoded Istio-style, `key=.=value;.;` pairs followed by the
+//! metric name, and Envoy turns each pair back into a Prometheus label with one
+//! `stats_config.stats_tags` regex per key: [`stats_tag_regex`] gives them, and every Envoy
+//! config in this repository ships exactly those (a test checks it).
+
+/// Counter: every HTTP request through the gateway. Labels: method, endpoint, status, service.
+pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
+/// Histogram in seconds: request duration. Labels: method, endpoint, service (+ le).
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
+/// Counter: hostcalls that failed inside the filter. Label: operation.
+pub const FILTER_ERRORS_TOTAL: &str = "veza_observability_errors_total";
+
+pub const LABEL_METHOD: &str = "method";
+pub const LABEL_ENDPOINT: &str = "endpoint";
+pub const LABEL_STATUS: &str = "status";
+pub const LABEL_SERVICE: &str = "service";
+pub const LABEL_LE: &str = "le";
+pub const LABEL_OPERATION: &str = "operation";
+
+/// Every label key, in the order the stats_tags are listed in the Envoy configs.
+pub const LABEL_KEYS: [&str; 6] = [
+    LABEL_METHOD,
+    LABEL_ENDPOINT,
+    LABEL_STATUS,
+    LABEL_SERVICE,
+    LABEL_LE,
+    LABEL_OPERATION,
+];
+
+/// The endpoint and service label for anything no route or prefix claims, and for overflow.
+pub const OTHER: &str = "other";
+
+const PAIR_SEPARATOR: &str = "=.=";
+const PAIR_TERMINATOR: &str = ";.;";
+
+/// The `stats_tags` regex that extracts label `key` (first group removed, second the value).
+pub fn stats_tag_regex(key: &str) -> String {
+    format!(r"({key}=\.=(.*?);\.;)")
+}
+
+/// Appends one encoded `key=.=value;.;` pair.
+pub fn push_label(encoded: &mut String, key: &str, value: &str) {
+    encoded.push_str(key);
+    encoded.push_str(PAIR_SEPARATOR);
+    encoded.push_str(value);
+    encoded.push_str(PAIR_TERMINATOR);
+}
+
+/// The full metric name: encoded labels, then the name (last, so Envoy's suffix-based default
+/// tag regexes never see a label value).
+pub fn encode(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut encoded = String::with_capacity(
+        name.len()
+            + labels
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 6)
+                .sum::<usize>(),
+    );
+    for (key, value) in labels {
+        push_label(&mut encoded, key, value);
+    }
+    encoded.push_str(name);
+    encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoding_matches_the_stats_tag_regexes() {
+        let name = encode(
+            HTTP_REQUESTS_TOTAL,
+            &[("method", "GET"), ("endpoint", "/api/v1/tracks/:id")],
+        );
+        assert_eq!(
+            name,
+            "method=.=GET;.;endpoint=.=/api/v1/tracks/:id;.;http_requests_total"
+        );
+        assert_eq!(stats_tag_regex("method"), r"(method=\.=(.*?);\.;)");
+    }
+
+    #[test]
+    fn every_shipped_envoy_config_extracts_every_label() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if !text.contains("veza_observability.wasm") {
+                    continue;
+                }
+                for key in LABEL_KEYS {
+                    let line = format!("regex: '{}'", stats_tag_regex(key));
+                    assert!(
+                        text.contains(&format!("tag_name: {key}")) && text.contains(&line),
+                        "{} lacks the stats_tag for {key}: {line}",
+                        path.display()
+                    );
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= 1, "no Envoy config with the filter under {dir}");
+    }
+}

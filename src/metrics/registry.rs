@@ -1,0 +1,399 @@
+//! The per-VM metric registry: defines each metric once, caches its id, and aggregates
+//! increments in VM memory until [`Registry::flush`] hands the deltas to Envoy.
+//!
+//! Aggregating keeps hostcalls off the request path: a request touches only VM memory, and a
+//! flush (on the root context's tick, or after every request when the flush interval is 0)
+//! makes one `increment_metric` per changed counter.
+//!
+//! Histograms are Prometheus histograms built from counters (`_bucket{le}`, `_count`, `_sum`),
+//! because Envoy's wasm histograms take unit-less integers and print their buckets in whatever
+//! unit was recorded. A `_sum` in seconds must be a whole number of seconds (Envoy counters are
+//! integers): each series keeps the sub-second remainder and carries it into the next flush,
+//! so the exposed `_sum` is never more than half a second away from the true sum, per series and
+//! per worker VM, however many requests it has seen.
+
+use crate::host::{Host, HostError, MetricId};
+
+use super::names;
+
+/// Prometheus' default buckets (client_golang `DefBuckets`), the seed's choice, in seconds.
+pub const DEFAULT_BUCKETS: [(&str, u64); 11] = [
+    ("0.005", 5_000_000),
+    ("0.01", 10_000_000),
+    ("0.025", 25_000_000),
+    ("0.05", 50_000_000),
+    ("0.1", 100_000_000),
+    ("0.25", 250_000_000),
+    ("0.5", 500_000_000),
+    ("1", 1_000_000_000),
+    ("2.5", 2_500_000_000),
+    ("5", 5_000_000_000),
+    ("10", 10_000_000_000),
+];
+/// Buckets including `+Inf`.
+const BUCKETS: usize = DEFAULT_BUCKETS.len() + 1;
+const NANOS_PER_SECOND: i64 = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CounterHandle(u32);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistogramHandle(u32);
+
+struct Counter {
+    id: MetricId,
+    pending: u64,
+}
+
+struct Histogram {
+    bucket_ids: [MetricId; BUCKETS],
+    count_id: MetricId,
+    sum_id: MetricId,
+    /// Observations per bucket since the last flush, not cumulative: one add per request.
+    pending: [u64; BUCKETS],
+    pending_nanos: u64,
+    /// Nanoseconds observed but not yet in the `_sum` counter (negative after rounding up).
+    carry_nanos: i64,
+    dirty: bool,
+}
+
+/// Hostcalls the filter counts failures of, in `veza_observability_errors_total{operation}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Operation {
+    DefineMetric,
+    IncrementMetric,
+    GetProperty,
+    GetHeader,
+    SharedData,
+}
+
+impl Operation {
+    const ALL: [Operation; 5] = [
+        Operation::DefineMetric,
+        Operation::IncrementMetric,
+        Operation::GetProperty,
+        Operation::GetHeader,
+        Operation::SharedData,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Operation::DefineMetric => "define_metric",
+            Operation::IncrementMetric => "increment_metric",
+            Operation::GetProperty => "get_property",
+            Operation::GetHeader => "get_header",
+            Operation::SharedData => "shared_data",
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    counters: Vec<Counter>,
+    dirty_counters: Vec<u32>,
+    histograms: Vec<Histogram>,
+    dirty_histograms: Vec<u32>,
+    error_counters: [Option<CounterHandle>; Operation::ALL.len()],
+    error_logged: [bool; Operation::ALL.len()],
+}
+
+impl Registry {
+    pub fn new(host: &mut dyn Host) -> Registry {
+        let mut registry = Registry::default();
+        for operation in Operation::ALL {
+            let name = names::encode(
+                names::FILTER_ERRORS_TOTAL,
+                &[(names::LABEL_OPERATION, operation.label())],
+            );
+            let handle = registry.define_counter(host, &name);
+            if let Some(slot) = registry.error_counters.get_mut(operation as usize) {
+                *slot = handle;
+            }
+        }
+        registry
+    }
+
+    /// Defines a counter by its full encoded name. `None` if the host refused (logged, counted).
+    pub fn define_counter(&mut self, host: &mut dyn Host, name: &str) -> Option<CounterHandle> {
+        let id = match host.define_counter(name) {
+            Ok(id) => id,
+            Err(err) => {
+                self.host_error(Operation::DefineMetric, err, name);
+                return None;
+            }
+        };
+        let handle = CounterHandle(u32::try_from(self.counters.len()).ok()?);
+        self.counters.push(Counter { id, pending: 0 });
+        Some(handle)
+    }
+
+    /// Defines the counters of one histogram series. `labels` are the encoded label pairs
+    /// (see [`names::push_label`]) without `le`.
+    pub fn define_histogram(
+        &mut self,
+        host: &mut dyn Host,
+        name: &str,
+        labels: &str,
+    ) -> Option<HistogramHandle> {
+        let mut define = |suffix: &str, le: Option<&str>| -> Option<MetricId> {
+            let mut full = String::with_capacity(labels.len() + name.len() + 32);
+            full.push_str(labels);
+            if let Some(le) = le {
+                names::push_label(&mut full, names::LABEL_LE, le);
+            }
+            full.push_str(name);
+            full.push_str(suffix);
+            match host.define_counter(&full) {
+                Ok(id) => Some(id),
+                Err(err) => {
+                    self.host_error(Operation::DefineMetric, err, &full);
+                    None
+                }
+            }
+        };
+        let mut bucket_ids = [0; BUCKETS];
+        for (slot, (le, _)) in bucket_ids.iter_mut().zip(DEFAULT_BUCKETS) {
+            *slot = define("_bucket", Some(le))?;
+        }
+        if let Some(last) = bucket_ids.last_mut() {
+            *last = define("_bucket", Some("+Inf"))?;
+        }
+        let count_id = define("_count", None)?;
+        let sum_id = define("_sum", None)?;
+        let handle = HistogramHandle(u32::try_from(self.histograms.len()).ok()?);
+        self.histograms.push(Histogram {
+            bucket_ids,
+            count_id,
+            sum_id,
+            pending: [0; BUCKETS],
+            pending_nanos: 0,
+            carry_nanos: 0,
+            dirty: false,
+        });
+        Some(handle)
+    }
+
+    pub fn add(&mut self, handle: CounterHandle, delta: u64) {
+        if let Some(counter) = self.counters.get_mut(handle.0 as usize) {
+            if counter.pending == 0 {
+                self.dirty_counters.push(handle.0);
+            }
+            counter.pending = counter.pending.saturating_add(delta);
+        }
+    }
+
+    /// Records one observation, in nanoseconds.
+    pub fn observe(&mut self, handle: HistogramHandle, nanos: u64) {
+        let Some(histogram) = self.histograms.get_mut(handle.0 as usize) else {
+            return;
+        };
+        let bucket = DEFAULT_BUCKETS
+            .iter()
+            .position(|&(_, bound)| nanos <= bound)
+            .unwrap_or(DEFAULT_BUCKETS.len());
+        if let Some(slot) = histogram.pending.get_mut(bucket) {
+            *slot += 1;
+        }
+        histogram.pending_nanos = histogram.pending_nanos.saturating_add(nanos);
+        if !histogram.dirty {
+            histogram.dirty = true;
+            self.dirty_histograms.push(handle.0);
+        }
+    }
+
+    /// Hands every pending delta to the host.
+    pub fn flush(&mut self, host: &mut dyn Host) {
+        let mut failure = None;
+        for index in self.dirty_counters.drain(..) {
+            if let Some(counter) = self.counters.get_mut(index as usize) {
+                let delta = std::mem::take(&mut counter.pending);
+                if let Err(err) = host.increment_counter(counter.id, delta) {
+                    failure = Some(err);
+                }
+            }
+        }
+        for index in self.dirty_histograms.drain(..) {
+            if let Some(histogram) = self.histograms.get_mut(index as usize) {
+                if let Err(err) = histogram.flush(host) {
+                    failure = Some(err);
+                }
+            }
+        }
+        if let Some(err) = failure {
+            self.host_error(Operation::IncrementMetric, err, "flush");
+        }
+    }
+
+    /// Logs the first failure of each operation, counts every one, and carries on.
+    pub fn host_error(&mut self, operation: Operation, err: HostError, subject: &str) {
+        let index = operation as usize;
+        if let Some(logged) = self.error_logged.get_mut(index) {
+            if !*logged {
+                *logged = true;
+                log::error!(
+                    "{} failed with {err} for {subject}; further failures of this call are only counted in {}",
+                    operation.label(),
+                    names::FILTER_ERRORS_TOTAL
+                );
+            }
+        }
+        if let Some(Some(handle)) = self.error_counters.get(index).copied() {
+            self.add(handle, 1);
+        }
+    }
+}
+
+impl Histogram {
+    fn flush(&mut self, host: &mut dyn Host) -> Result<(), HostError> {
+        self.dirty = false;
+        let pending = std::mem::take(&mut self.pending);
+        let nanos = std::mem::take(&mut self.pending_nanos);
+        let mut result = Ok(());
+        let mut cumulative = 0;
+        for (id, count) in self.bucket_ids.iter().zip(pending) {
+            cumulative += count;
+            if cumulative > 0 {
+                if let Err(err) = host.increment_counter(*id, cumulative) {
+                    result = Err(err);
+                }
+            }
+        }
+        if cumulative > 0 {
+            if let Err(err) = host.increment_counter(self.count_id, cumulative) {
+                result = Err(err);
+            }
+        }
+        let total = self
+            .carry_nanos
+            .saturating_add(i64::try_from(nanos).unwrap_or(i64::MAX));
+        let seconds = total.saturating_add(NANOS_PER_SECOND / 2) / NANOS_PER_SECOND;
+        if seconds > 0 {
+            match host.increment_counter(self.sum_id, seconds.unsigned_abs()) {
+                Ok(()) => self.carry_nanos = total - seconds * NANOS_PER_SECOND,
+                Err(err) => {
+                    self.carry_nanos = total;
+                    result = Err(err);
+                }
+            }
+        } else {
+            self.carry_nanos = total;
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::memory::MemoryHost;
+
+    fn bucket_name(le: &str, suffix: &str) -> String {
+        let mut name = String::from("service=.=api;.;");
+        if !le.is_empty() {
+            names::push_label(&mut name, "le", le);
+        }
+        name + "d_seconds" + suffix
+    }
+
+    #[test]
+    fn counters_aggregate_until_flush() {
+        let mut host = MemoryHost::default();
+        let mut registry = Registry::new(&mut host);
+        let c = registry.define_counter(&mut host, "c").unwrap();
+        let calls = host.hostcalls;
+        for _ in 0..1000 {
+            registry.add(c, 1);
+        }
+        assert_eq!(host.hostcalls, calls, "no hostcall before the flush");
+        assert_eq!(host.counter("c"), Some(0));
+        registry.flush(&mut host);
+        assert_eq!(host.counter("c"), Some(1000));
+        assert_eq!(host.hostcalls, calls + 1);
+        registry.flush(&mut host);
+        assert_eq!(host.hostcalls, calls + 1, "nothing pending, nothing sent");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_in_seconds() {
+        let mut host = MemoryHost::default();
+        let mut registry = Registry::new(&mut host);
+        let h = registry
+            .define_histogram(&mut host, "d_seconds", "service=.=api;.;")
+            .unwrap();
+        // 3 ms, exactly 5 ms (le is inclusive), 200 ms, 1.5 s, 30 s.
+        for nanos in [
+            3_000_000,
+            5_000_000,
+            200_000_000,
+            1_500_000_000,
+            30_000_000_000,
+        ] {
+            registry.observe(h, nanos);
+        }
+        registry.flush(&mut host);
+        let bucket = |le: &str| host.counter(&bucket_name(le, "_bucket")).unwrap();
+        assert_eq!(bucket("0.005"), 2);
+        assert_eq!(bucket("0.01"), 2);
+        assert_eq!(bucket("0.1"), 2);
+        assert_eq!(bucket("0.25"), 3);
+        assert_eq!(bucket("1"), 3);
+        assert_eq!(bucket("2.5"), 4);
+        assert_eq!(bucket("10"), 4);
+        assert_eq!(bucket("+Inf"), 5);
+        assert_eq!(host.counter(&bucket_name("", "_count")), Some(5));
+        // 31.708 s rounds to 32, carrying -0.292 s.
+        assert_eq!(host.counter(&bucket_name("", "_sum")), Some(32));
+    }
+
+    #[test]
+    fn sum_carries_fractions_across_flushes() {
+        let mut host = MemoryHost::default();
+        let mut registry = Registry::new(&mut host);
+        let h = registry
+            .define_histogram(&mut host, "d_seconds", "service=.=api;.;")
+            .unwrap();
+        // 1,000 flushes of one 210 ms request each: 210 s in all, never more than 0.5 s off.
+        for i in 1..=1000u64 {
+            registry.observe(h, 210_000_000);
+            registry.flush(&mut host);
+            let exposed = host.counter(&bucket_name("", "_sum")).unwrap() as f64;
+            let truth = i as f64 * 0.21;
+            assert!(
+                (exposed - truth).abs() <= 0.5,
+                "after {i}: {exposed} vs {truth}"
+            );
+        }
+        assert_eq!(host.counter(&bucket_name("", "_sum")), Some(210));
+    }
+
+    #[test]
+    fn host_failures_are_counted_and_never_fatal() {
+        let mut host = MemoryHost::default();
+        let mut registry = Registry::new(&mut host);
+        let c = registry.define_counter(&mut host, "c").unwrap();
+        host.fail_define = true;
+        assert_eq!(registry.define_counter(&mut host, "d"), None);
+        assert_eq!(registry.define_histogram(&mut host, "h", ""), None);
+        host.fail_define = false;
+        registry.add(c, 1);
+        registry.flush(&mut host);
+        let errors = |host: &MemoryHost, op: &str| {
+            host.counter(&format!(
+                "operation=.={op};.;veza_observability_errors_total"
+            ))
+        };
+        assert_eq!(errors(&host, "define_metric"), Some(2));
+        host.fail_increment = true;
+        registry.add(c, 1);
+        registry.flush(&mut host);
+        host.fail_increment = false;
+        registry.flush(&mut host);
+        assert_eq!(errors(&host, "increment_metric"), Some(1));
+        assert_eq!(
+            host.counter("c"),
+            Some(1),
+            "the failed delta is dropped, not retried forever"
+        );
+    }
+}

@@ -1,0 +1,534 @@
+//! Route table: turns a raw request path into a bounded `endpoint` label.
+//!
+//! Templates use Gin's syntax, since the Veza backend is a Gin service: `:name` matches one
+//! non-empty segment, `*name` (last segment only) matches the rest of the path. A static segment
+//! wins over a parameter at the same position (`/api/v1/users/me` beats `/api/v1/users/:id`);
+//! when the static branch fails deeper down, matching falls back to the parameter branch.
+//! An entry may be limited to methods (`"DELETE /api/v1/shared-resources/:id"`), so two
+//! templates with the same shape can carry different parameter names per method.
+
+use std::collections::HashMap;
+
+use crate::labels::{Method, MethodSet};
+
+/// Index of a template in [`RouteTable::templates`].
+pub type EndpointId = u32;
+/// Index of a service in [`RouteTable::services`].
+pub type ServiceId = u8;
+
+/// Longest template accepted, in bytes: templates become label values.
+pub const MAX_TEMPLATE_LEN: usize = 256;
+/// Most segments in a template; it also bounds the matcher's recursion depth.
+pub const MAX_TEMPLATE_SEGMENTS: usize = 32;
+/// Services are label values indexed by `u8`; one value is kept for "other".
+pub const MAX_SERVICES: usize = 64;
+
+/// What a path resolved to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// `None` when no template matched: the endpoint label is `other`.
+    pub endpoint: Option<EndpointId>,
+    /// `None` when neither a template nor a service prefix matched: the service label is `other`.
+    pub service: Option<ServiceId>,
+}
+
+#[derive(Debug)]
+pub struct Template {
+    pub text: String,
+    pub service: ServiceId,
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    statics: HashMap<Box<[u8]>, Node>,
+    param: Option<Box<Node>>,
+    catch_all: Vec<Leaf>,
+    leaves: Vec<Leaf>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Leaf {
+    methods: MethodSet,
+    endpoint: EndpointId,
+}
+
+/// A compiled route table. Built once per configuration, shared read-only by every request.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    root: Node,
+    templates: Vec<Template>,
+    services: Vec<String>,
+    /// (prefix, service), longest prefix first.
+    prefixes: Vec<(Box<[u8]>, ServiceId)>,
+}
+
+impl RouteTable {
+    pub fn templates(&self) -> &[Template] {
+        &self.templates
+    }
+
+    pub fn services(&self) -> &[String] {
+        &self.services
+    }
+
+    /// The label text of a template.
+    pub fn template_text(&self, endpoint: EndpointId) -> Option<&str> {
+        self.templates
+            .get(endpoint as usize)
+            .map(|t| t.text.as_str())
+    }
+
+    pub fn service_name(&self, service: ServiceId) -> Option<&str> {
+        self.services.get(service as usize).map(String::as_str)
+    }
+
+    /// Adds a service and returns its id.
+    pub fn add_service(&mut self, name: &str) -> Result<ServiceId, String> {
+        if self.services.len() >= MAX_SERVICES {
+            return Err(format!("at most {MAX_SERVICES} services are supported"));
+        }
+        if self.services.iter().any(|s| s == name) {
+            return Err(format!("service {name:?} is defined twice"));
+        }
+        let id = ServiceId::try_from(self.services.len())
+            .map_err(|_| format!("at most {MAX_SERVICES} services are supported"))?;
+        self.services.push(name.to_owned());
+        Ok(id)
+    }
+
+    /// Declares that unmatched paths starting with `prefix` belong to `service`.
+    pub fn add_prefix(&mut self, prefix: &str, service: ServiceId) -> Result<(), String> {
+        if !prefix.starts_with('/') {
+            return Err(format!("{prefix:?} must start with '/'"));
+        }
+        if self.prefixes.iter().any(|(p, _)| **p == *prefix.as_bytes()) {
+            return Err(format!("prefix {prefix:?} is claimed twice"));
+        }
+        self.prefixes.push((prefix.as_bytes().into(), service));
+        self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        Ok(())
+    }
+
+    /// Adds a route entry: `"/path/:param"` or `"GET,PUT /path/:param"`.
+    pub fn add_route(&mut self, entry: &str, service: ServiceId) -> Result<(), String> {
+        let (methods, template) = split_methods(entry)?;
+        let segments = parse_template(template)?;
+        let endpoint = EndpointId::try_from(self.templates.len())
+            .map_err(|_| "too many route templates".to_owned())?;
+
+        let mut node = &mut self.root;
+        let mut catch_all = false;
+        for segment in &segments {
+            node = match segment {
+                Segment::Static(text) => node.statics.entry(text.as_bytes().into()).or_default(),
+                Segment::Param => node.param.get_or_insert_with(Box::default),
+                Segment::CatchAll => {
+                    catch_all = true;
+                    break;
+                }
+            };
+        }
+        let leaves = if catch_all {
+            &mut node.catch_all
+        } else {
+            &mut node.leaves
+        };
+        if let Some(existing) = leaves.iter().find(|l| l.methods.overlaps(methods)) {
+            let other = self
+                .templates
+                .get(existing.endpoint as usize)
+                .map_or("", |t| t.text.as_str());
+            return Err(format!(
+                "{template:?} matches the same paths and methods as {other:?}"
+            ));
+        }
+        leaves.push(Leaf { methods, endpoint });
+        self.templates.push(Template {
+            text: template.to_owned(),
+            service,
+        });
+        Ok(())
+    }
+
+    /// Resolves a raw `:path` (query string and fragment included) for a method.
+    pub fn resolve(&self, method: Method, raw_path: &[u8]) -> RouteMatch {
+        let path = strip_query(raw_path);
+        let endpoint = self.match_template(method, path);
+        let service = match endpoint {
+            Some(id) => self.templates.get(id as usize).map(|t| t.service),
+            None => self
+                .prefixes
+                .iter()
+                .find(|(prefix, _)| path.starts_with(prefix))
+                .map(|(_, service)| *service),
+        };
+        RouteMatch { endpoint, service }
+    }
+
+    fn match_template(&self, method: Method, path: &[u8]) -> Option<EndpointId> {
+        let rest = path.strip_prefix(b"/")?;
+        // One trailing slash is ignored: Gin redirects it to the route without it.
+        let rest = rest.strip_suffix(b"/").unwrap_or(rest);
+        let mut segments: [&[u8]; MAX_TEMPLATE_SEGMENTS] = [&[]; MAX_TEMPLATE_SEGMENTS];
+        let mut count = 0;
+        if !rest.is_empty() {
+            for segment in rest.split(|&b| b == b'/') {
+                // Deeper than any template: only a catch-all could match; keep the remainder.
+                let Some(slot) = segments.get_mut(count) else {
+                    return self.match_deep(method, path);
+                };
+                *slot = segment;
+                count += 1;
+            }
+        }
+        let segments = segments.get(..count)?;
+        match_node(&self.root, method, segments)
+    }
+
+    /// Paths with more segments than the matcher's fixed buffer: only catch-alls can match.
+    fn match_deep(&self, method: Method, path: &[u8]) -> Option<EndpointId> {
+        let rest = path.strip_prefix(b"/")?;
+        let segments: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
+        match_node(&self.root, method, &segments)
+    }
+}
+
+fn match_node(node: &Node, method: Method, segments: &[&[u8]]) -> Option<EndpointId> {
+    let Some((first, rest)) = segments.split_first() else {
+        return pick(&node.leaves, method).or_else(|| pick(&node.catch_all, method));
+    };
+    if let Some(child) = node.statics.get(*first) {
+        if let Some(found) = match_node(child, method, rest) {
+            return Some(found);
+        }
+    }
+    if let Some(child) = &node.param {
+        if !first.is_empty() {
+            if let Some(found) = match_node(child, method, rest) {
+                return Some(found);
+            }
+        }
+    }
+    pick(&node.catch_all, method)
+}
+
+fn pick(leaves: &[Leaf], method: Method) -> Option<EndpointId> {
+    leaves
+        .iter()
+        .find(|leaf| leaf.methods.contains(method))
+        .map(|leaf| leaf.endpoint)
+}
+
+/// The path without its query string or fragment.
+pub fn strip_query(raw_path: &[u8]) -> &[u8] {
+    match raw_path.iter().position(|&b| b == b'?' || b == b'#') {
+        Some(end) => raw_path.get(..end).unwrap_or(raw_path),
+        None => raw_path,
+    }
+}
+
+enum Segment<'a> {
+    Static(&'a str),
+    Param,
+    CatchAll,
+}
+
+fn split_methods(entry: &str) -> Result<(MethodSet, &str), String> {
+    let entry = entry.trim();
+    match entry.split_once(' ') {
+        None => Ok((MethodSet::ANY, entry)),
+        Some((methods, template)) => {
+            let mut set = MethodSet::EMPTY;
+            for name in methods.split(',') {
+                let method = Method::parse(name.as_bytes());
+                if method == Method::Other {
+                    return Err(format!(
+                        "{name:?} is not a standard HTTP method (GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH)"
+                    ));
+                }
+                set = set.with(method);
+            }
+            Ok((set, template.trim()))
+        }
+    }
+}
+
+fn parse_template(template: &str) -> Result<Vec<Segment<'_>>, String> {
+    if !template.starts_with('/') {
+        return Err(format!("template {template:?} must start with '/'"));
+    }
+    if template.len() > MAX_TEMPLATE_LEN {
+        return Err(format!(
+            "template {template:?} is longer than {MAX_TEMPLATE_LEN} bytes"
+        ));
+    }
+    if let Some(bad) = template.chars().find(|&c| !is_template_char(c)) {
+        return Err(format!(
+            "template {template:?} contains {bad:?}; allowed are letters, digits and -._~!$&'()*+,:@/%"
+        ));
+    }
+    let body = template.get(1..).unwrap_or_default();
+    if body.is_empty() {
+        return Ok(Vec::new());
+    }
+    let raw: Vec<&str> = body.split('/').collect();
+    if raw.len() > MAX_TEMPLATE_SEGMENTS {
+        return Err(format!(
+            "template {template:?} has more than {MAX_TEMPLATE_SEGMENTS} segments"
+        ));
+    }
+    let last = raw.len() - 1;
+    raw.iter()
+        .enumerate()
+        .map(|(index, segment)| {
+            let position = index + 1;
+            if segment.is_empty() {
+                return Err(format!(
+                    "template {template:?} has an empty segment at position {position}"
+                ));
+            }
+            if let Some(name) = segment.strip_prefix(':') {
+                check_param_name(template, position, name)?;
+                Ok(Segment::Param)
+            } else if let Some(name) = segment.strip_prefix('*') {
+                check_param_name(template, position, name)?;
+                if index != last {
+                    return Err(format!(
+                        "template {template:?}: catch-all '*{name}' must be the last segment"
+                    ));
+                }
+                Ok(Segment::CatchAll)
+            } else {
+                Ok(Segment::Static(segment))
+            }
+        })
+        .collect()
+}
+
+fn check_param_name(template: &str, position: usize, name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!(
+            "template {template:?}: parameter at segment {position} has no name"
+        ));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(format!(
+            "template {template:?}: parameter name {name:?} may use only letters, digits and '_'"
+        ));
+    }
+    Ok(())
+}
+
+/// RFC 3986 path characters, minus `;` and `=` (the label encoding's separators).
+fn is_template_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-._~!$&'()*+,:@/%".contains(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(&str, &str)]) -> RouteTable {
+        let mut table = RouteTable::default();
+        for (service, entry) in entries {
+            let id = match table.services.iter().position(|s| s == service) {
+                Some(id) => id as ServiceId,
+                None => table.add_service(service).unwrap(),
+            };
+            table.add_route(entry, id).unwrap();
+        }
+        table
+    }
+
+    fn endpoint(table: &RouteTable, method: Method, path: &str) -> Option<String> {
+        table
+            .resolve(method, path.as_bytes())
+            .endpoint
+            .map(|id| table.template_text(id).unwrap().to_owned())
+    }
+
+    #[test]
+    fn static_segment_beats_parameter() {
+        let t = table(&[
+            ("api", "/api/v1/users/:id"),
+            ("api", "/api/v1/users/me"),
+            ("api", "/api/v1/users/:id/avatar"),
+            ("api", "/api/v1/users/me/password"),
+        ]);
+        assert_eq!(
+            endpoint(&t, Method::Get, "/api/v1/users/me").as_deref(),
+            Some("/api/v1/users/me")
+        );
+        assert_eq!(
+            endpoint(&t, Method::Get, "/api/v1/users/42").as_deref(),
+            Some("/api/v1/users/:id")
+        );
+        // The static branch `me` has no `avatar` child: fall back to the parameter branch.
+        assert_eq!(
+            endpoint(&t, Method::Get, "/api/v1/users/me/avatar").as_deref(),
+            Some("/api/v1/users/:id/avatar")
+        );
+        assert_eq!(
+            endpoint(&t, Method::Put, "/api/v1/users/me/password").as_deref(),
+            Some("/api/v1/users/me/password")
+        );
+    }
+
+    #[test]
+    fn query_fragment_and_one_trailing_slash_are_ignored() {
+        let t = table(&[("api", "/api/v1/tracks/:id")]);
+        for path in [
+            "/api/v1/tracks/7?token=secret",
+            "/api/v1/tracks/7/",
+            "/api/v1/tracks/7#x",
+            "/api/v1/tracks/7/?a=b",
+        ] {
+            assert_eq!(
+                endpoint(&t, Method::Get, path).as_deref(),
+                Some("/api/v1/tracks/:id"),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn empty_segments_and_wrong_depth_do_not_match() {
+        let t = table(&[("api", "/api/v1/tracks/:id")]);
+        for path in [
+            "//api/v1/tracks/1",
+            "/api//v1/tracks/1",
+            "/api/v1/tracks//",
+            "/api/v1/tracks",
+            "/api/v1/tracks/1/2",
+            "/API/v1/tracks/1",
+            "",
+            "api/v1/tracks/1",
+        ] {
+            assert_eq!(endpoint(&t, Method::Get, path), None, "{path}");
+        }
+    }
+
+    #[test]
+    fn methods_select_between_same_shape_templates() {
+        let t = table(&[
+            ("api", "GET /api/v1/shared-resources/:filename"),
+            ("api", "PUT,DELETE /api/v1/shared-resources/:id"),
+        ]);
+        assert_eq!(
+            endpoint(&t, Method::Get, "/api/v1/shared-resources/a.mp3").as_deref(),
+            Some("/api/v1/shared-resources/:filename")
+        );
+        assert_eq!(
+            endpoint(&t, Method::Delete, "/api/v1/shared-resources/9").as_deref(),
+            Some("/api/v1/shared-resources/:id")
+        );
+        assert_eq!(
+            endpoint(&t, Method::Post, "/api/v1/shared-resources/9"),
+            None
+        );
+    }
+
+    #[test]
+    fn catch_all_matches_the_rest() {
+        let t = table(&[("s", "/static/*filepath"), ("s", "/static/index.html")]);
+        assert_eq!(
+            endpoint(&t, Method::Get, "/static/index.html").as_deref(),
+            Some("/static/index.html")
+        );
+        assert_eq!(
+            endpoint(&t, Method::Get, "/static/a/b/c.css").as_deref(),
+            Some("/static/*filepath")
+        );
+        let deep = format!("/static{}", "/x".repeat(100));
+        assert_eq!(
+            endpoint(&t, Method::Get, &deep).as_deref(),
+            Some("/static/*filepath")
+        );
+    }
+
+    #[test]
+    fn root_template() {
+        let t = table(&[("s", "/")]);
+        assert_eq!(endpoint(&t, Method::Get, "/").as_deref(), Some("/"));
+        assert_eq!(endpoint(&t, Method::Get, "/?q=1").as_deref(), Some("/"));
+        assert_eq!(endpoint(&t, Method::Get, "/x"), None);
+    }
+
+    #[test]
+    fn service_comes_from_template_then_longest_prefix() {
+        let mut t = RouteTable::default();
+        let api = t.add_service("backend-api").unwrap();
+        let chat = t.add_service("chat").unwrap();
+        t.add_prefix("/api/", api).unwrap();
+        t.add_prefix("/api/messages", chat).unwrap();
+        t.add_route("/api/v1/tracks", api).unwrap();
+        assert_eq!(
+            t.resolve(Method::Get, b"/api/v1/tracks"),
+            RouteMatch {
+                endpoint: Some(0),
+                service: Some(api)
+            }
+        );
+        assert_eq!(
+            t.resolve(Method::Get, b"/api/messages/x"),
+            RouteMatch {
+                endpoint: None,
+                service: Some(chat)
+            }
+        );
+        assert_eq!(
+            t.resolve(Method::Get, b"/api/nothing"),
+            RouteMatch {
+                endpoint: None,
+                service: Some(api)
+            }
+        );
+        assert_eq!(
+            t.resolve(Method::Get, b"/elsewhere"),
+            RouteMatch {
+                endpoint: None,
+                service: None
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_templates_are_refused_with_a_reason() {
+        let mut t = RouteTable::default();
+        let s = t.add_service("s").unwrap();
+        let cases = [
+            ("api/v1", "must start with '/'"),
+            ("/api/:", "parameter at segment 2 has no name"),
+            ("/api//x", "empty segment at position 2"),
+            ("/a/*rest/b", "must be the last segment"),
+            ("/a;b", "contains ';'"),
+            ("/a=b", "contains '='"),
+            ("/a b", "is not a standard HTTP method"),
+            ("FETCH /a", "\"FETCH\" is not a standard HTTP method"),
+            ("/a/:id-x", "may use only letters"),
+        ];
+        for (entry, expected) in cases {
+            let err = t.add_route(entry, s).unwrap_err();
+            assert!(err.contains(expected), "{entry}: {err}");
+        }
+        let long = format!("/{}", "a".repeat(MAX_TEMPLATE_LEN));
+        assert!(t.add_route(&long, s).unwrap_err().contains("longer than"));
+        let deep = "/a".repeat(MAX_TEMPLATE_SEGMENTS + 1);
+        assert!(t.add_route(&deep, s).unwrap_err().contains("more than"));
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let mut t = RouteTable::default();
+        let s = t.add_service("s").unwrap();
+        t.add_route("/a/:id", s).unwrap();
+        let err = t.add_route("GET /a/:name", s).unwrap_err();
+        assert_eq!(
+            err,
+            "\"/a/:name\" matches the same paths and methods as \"/a/:id\""
+        );
+        assert!(t.add_service("s").unwrap_err().contains("defined twice"));
+        t.add_prefix("/a", s).unwrap();
+        assert!(t.add_prefix("/a", s).unwrap_err().contains("claimed twice"));
+    }
+}
