@@ -105,7 +105,8 @@ impl RouteTable {
             return Err(format!("prefix {prefix:?} is claimed twice"));
         }
         self.prefixes.push((prefix.as_bytes().into(), service));
-        self.prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.prefixes
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(())
     }
 

@@ -153,6 +153,11 @@ async fn control(State(shared): State<Shared>, request: Request, next: Next) -> 
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     match forced {
+        // These statuses carry no body (RFC 9110); a proxy treats one as a protocol error.
+        Some(
+            status
+            @ (StatusCode::NO_CONTENT | StatusCode::RESET_CONTENT | StatusCode::NOT_MODIFIED),
+        ) => status.into_response(),
         Some(status) => (status, Json(json!({"status": status.as_u16()}))).into_response(),
         None => next.run(request).await,
     }

