@@ -79,8 +79,16 @@ e2e: tools wasm
 
 # ---------------------------------------------------------------- bench
 
-bench: tools wasm
+bench: tools wasm build/.bench-packages
+	$(CARGO) build --target wasm32-wasip1 --release -p empty-filter
 	$(CARGO) bench --bench gateway
+
+# nginx: the fast upstream of the proxied route; taskset (util-linux) pins Envoy and the load.
+build/.bench-packages:
+	@mkdir -p build
+	@command -v nginx >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null; }
+	@command -v taskset >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux >/dev/null; }
+	@touch $@
 
 clean:
 	$(CARGO) clean

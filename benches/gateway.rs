@@ -1,1 +1,341 @@
-fn main() {}
+//! `make bench`: what the filter costs per request, measured against a real Envoy.
+//!
+//! One Envoy worker pinned to CPU 0; wrk (and nginx, the upstream of the proxied route) on
+//! CPU 1. Three forms of envoy/bench.yaml in one run, interleaved over rounds so drift on a
+//! shared machine hits every form alike: no filter, the empty wasm filter (the floor any wasm
+//! filter pays), and this filter. Reported per form and route: median requests/s, p50 and p99
+//! latency, the ratio to no filter, and Envoy's own CPU time per request (from /proc).
+//!
+//! Environment: BENCH_SECONDS (10) per measurement, BENCH_ROUNDS (3), BENCH_CONNECTIONS (32).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const ENVOY_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
+/// This issue's target: the filter keeps at least this share of no-filter throughput on the
+/// direct-response route.
+const DIRECT_TARGET: f64 = 0.65;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    NoFilter,
+    EmptyWasm,
+    ThisFilter,
+}
+
+impl Form {
+    const ALL: [Form; 3] = [Form::NoFilter, Form::EmptyWasm, Form::ThisFilter];
+
+    fn name(self) -> &'static str {
+        match self {
+            Form::NoFilter => "no filter",
+            Form::EmptyWasm => "empty wasm filter",
+            Form::ThisFilter => "veza-observability",
+        }
+    }
+
+    fn config(self, nginx_port: u16) -> (GatewayConfig, Ports) {
+        let ports = Ports {
+            listener: free_port(),
+            admin: free_port(),
+        };
+        let config = GatewayConfig::shipped("envoy/bench.yaml")
+            .port(10000, ports.listener)
+            .port(9901, ports.admin)
+            .port(8080, nginx_port);
+        let config = match self {
+            Form::ThisFilter => config,
+            Form::EmptyWasm => {
+                let empty = Path::new(REPO).join("target/wasm32-wasip1/release/empty_filter.wasm");
+                assert!(
+                    empty.exists(),
+                    "build the empty filter first (make bench does)"
+                );
+                config.replace_once(
+                    &format!("filename: {}", wasm_path().display()),
+                    &format!("filename: {}", empty.display()),
+                )
+            }
+            Form::NoFilter => {
+                let start = config.text.find("          # >>> filter").unwrap();
+                let end = config.text.find("          # <<< filter\n").unwrap();
+                let mut text = config.text.clone();
+                text.replace_range(start..end + "          # <<< filter\n".len(), "");
+                GatewayConfig { text }
+            }
+        };
+        (config, ports)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Route {
+    Direct,
+    Proxied,
+}
+
+impl Route {
+    fn name(self) -> &'static str {
+        match self {
+            Route::Direct => "direct response",
+            Route::Proxied => "proxied to nginx",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Route::Direct => "/api/v1/tracks/42",
+            Route::Proxied => "/api/v1/users/42",
+        }
+    }
+}
+
+struct Measurement {
+    requests_per_second: f64,
+    p50_us: f64,
+    p99_us: f64,
+    envoy_cpu_us_per_request: f64,
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// User + system CPU time of a process, in microseconds.
+fn cpu_time_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let hz = 100.0; // USER_HZ on Linux
+    ticks * 1e6 / hz
+}
+
+fn parse_duration_us(text: &str) -> f64 {
+    let (number, scale) = if let Some(n) = text.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1e6)
+    } else {
+        panic!("unknown duration {text}")
+    };
+    number.parse::<f64>().unwrap() * scale
+}
+
+fn wrk(envoy: &Envoy, route: Route, seconds: u64, connections: u64) -> Measurement {
+    let url = envoy.url(route.path());
+    // Warm-up: connections, VM caches, metric definitions.
+    let warm = Command::new("taskset")
+        .args([
+            "-c",
+            &LOAD_CPU.to_string(),
+            "wrk",
+            "-t1",
+            "-c",
+            &connections.to_string(),
+            "-d3s",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(warm.status.success());
+    let cpu_before = cpu_time_us(envoy.pid());
+    let output = Command::new("taskset")
+        .args([
+            "-c",
+            &LOAD_CPU.to_string(),
+            "wrk",
+            "-t1",
+            "-c",
+            &connections.to_string(),
+        ])
+        .arg(format!("-d{seconds}s"))
+        .args(["--latency", &url])
+        .output()
+        .unwrap();
+    let cpu_after = cpu_time_us(envoy.pid());
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "wrk failed: {text}");
+    assert!(
+        !text.contains("Non-2xx"),
+        "{} answered errors:\n{text}",
+        route.name()
+    );
+    let mut requests = 0.0;
+    let mut rps = 0.0;
+    let (mut p50, mut p99) = (0.0, 0.0);
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["Requests/sec:", value] => rps = value.parse().unwrap(),
+            ["50%", value] => p50 = parse_duration_us(value),
+            ["99%", value] => p99 = parse_duration_us(value),
+            [count, "requests", "in", ..] => requests = count.parse().unwrap(),
+            _ => {}
+        }
+    }
+    assert!(requests > 0.0, "no requests in:\n{text}");
+    Measurement {
+        requests_per_second: rps,
+        p50_us: p50,
+        p99_us: p99,
+        envoy_cpu_us_per_request: (cpu_after - cpu_before) / requests,
+    }
+}
+
+struct Nginx {
+    child: Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let dir = scratch_dir("nginx");
+        let port = free_port();
+        let config = format!(
+            "daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {dir};\n  proxy_temp_path {dir};\n\
+             fastcgi_temp_path {dir};\n  uwsgi_temp_path {dir};\n  scgi_temp_path {dir};\n\
+             keepalive_requests 1000000;\n\
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }} }}\n}}\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), config).unwrap();
+        let child = Command::new("taskset")
+            .args(["-c", &LOAD_CPU.to_string(), "nginx", "-c"])
+            .arg(dir.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx (Debian package nginx) must be installed: run make bench");
+        poll("nginx to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port))
+                .ok()
+                .map(|_| ())
+        });
+        Nginx { child, port, dir }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-QUIT")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn main() {
+    let seconds = env_number("BENCH_SECONDS", 10);
+    let rounds = env_number("BENCH_ROUNDS", 3) as usize;
+    let connections = env_number("BENCH_CONNECTIONS", 32);
+    let nginx = Nginx::start();
+    let routes = [Route::Direct, Route::Proxied];
+    // results[form][route] = one measurement per round
+    let mut results: Vec<Vec<Vec<Measurement>>> = Form::ALL
+        .iter()
+        .map(|_| routes.iter().map(|_| Vec::new()).collect())
+        .collect();
+    for round in 1..=rounds {
+        for (f, form) in Form::ALL.iter().enumerate() {
+            let (config, ports) = form.config(nginx.port);
+            let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
+            for (r, route) in routes.iter().enumerate() {
+                let m = wrk(&envoy, *route, seconds, connections);
+                eprintln!(
+                    "round {round}/{rounds} {:<20} {:<17} {:>9.0} req/s  Envoy CPU {:>5.1} us/req",
+                    form.name(),
+                    route.name(),
+                    m.requests_per_second,
+                    m.envoy_cpu_us_per_request
+                );
+                results[f][r].push(m);
+            }
+        }
+    }
+
+    println!(
+        "\nEnvoy 1.40, 1 worker on CPU {ENVOY_CPU}; wrk -t1 -c{connections} -d{seconds}s on CPU {LOAD_CPU}; median of {rounds} rounds\n"
+    );
+    println!(
+        "| route | form | requests/s | vs no filter | p50 | p99 | Envoy CPU per request | added vs no filter |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut verdicts = Vec::new();
+    for (r, route) in routes.iter().enumerate() {
+        let summary: Vec<(f64, f64, f64, f64)> = (0..Form::ALL.len())
+            .map(|f| {
+                let ms = &results[f][r];
+                (
+                    median(ms.iter().map(|m| m.requests_per_second).collect()),
+                    median(ms.iter().map(|m| m.p50_us).collect()),
+                    median(ms.iter().map(|m| m.p99_us).collect()),
+                    median(ms.iter().map(|m| m.envoy_cpu_us_per_request).collect()),
+                )
+            })
+            .collect();
+        let (base_rps, _, _, base_cpu) = summary[0];
+        for (f, form) in Form::ALL.iter().enumerate() {
+            let (rps, p50, p99, cpu) = summary[f];
+            println!(
+                "| {} | {} | {:.0} | {:.2} | {:.0} µs | {:.0} µs | {:.1} µs | {:+.1} µs |",
+                route.name(),
+                form.name(),
+                rps,
+                rps / base_rps,
+                p50,
+                p99,
+                cpu,
+                cpu - base_cpu
+            );
+        }
+        let (empty_cpu, this_cpu) = (summary[1].3, summary[2].3);
+        println!(
+            "| {} | filter's own work (above the empty wasm filter) | | | | | {:+.1} µs | {:.2} × the empty filter's added cost |",
+            route.name(),
+            this_cpu - empty_cpu,
+            (this_cpu - base_cpu) / (empty_cpu - base_cpu)
+        );
+        if *route == Route::Direct {
+            let ratio = summary[2].0 / base_rps;
+            verdicts.push(format!(
+                "{} this filter at {:.2} of no-filter throughput on the direct-response route (target ≥ {DIRECT_TARGET})",
+                if ratio >= DIRECT_TARGET { "PASS" } else { "FAIL" },
+                ratio
+            ));
+        }
+    }
+    println!();
+    for verdict in verdicts {
+        println!("{verdict}");
+    }
+}

@@ -130,6 +130,18 @@ impl Status {
     }
 }
 
+/// The code in a `:status` header: 1 to 3 ASCII digits. Anything else yields a code outside
+/// the HTTP range, which the `status` label shows as `other`.
+pub fn status_code_from_header(value: &[u8]) -> u64 {
+    const INVALID: u64 = 1000;
+    if value.is_empty() || value.len() > 3 || !value.iter().all(u8::is_ascii_digit) {
+        return INVALID;
+    }
+    value
+        .iter()
+        .fold(0, |code, digit| code * 10 + u64::from(digit - b'0'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,6 +161,19 @@ mod tests {
         assert!(set.contains(Method::Put) && !set.contains(Method::Post));
         assert!(MethodSet::ANY.contains(Method::Other));
         assert!(set.overlaps(MethodSet::ANY) && !set.overlaps(MethodSet::EMPTY.with(Method::Post)));
+    }
+
+    #[test]
+    fn status_headers() {
+        assert_eq!(status_code_from_header(b"200"), 200);
+        assert_eq!(status_code_from_header(b"503"), 503);
+        assert_eq!(status_code_from_header(b"42"), 42);
+        for bad in [&b""[..], b"2000", b"20x", b" 200", b"-1"] {
+            assert_eq!(
+                Status::from_code(Some(status_code_from_header(bad))).label(),
+                "other"
+            );
+        }
     }
 
     #[test]

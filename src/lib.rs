@@ -7,9 +7,11 @@
 //! - [`labels`]: bounded `method` and `status` labels;
 //! - [`metrics`]: metric names, the registry that aggregates in VM memory, per-request metrics;
 //! - [`host`]: the few host capabilities the core needs, as a trait;
+//! - [`header_map`]: decoding the ABI's serialized header map;
 //! - `filter` (wasm32 only): the proxy-wasm root and HTTP contexts, thin glue over the core.
 
 pub mod config;
+pub mod header_map;
 pub mod host;
 pub mod labels;
 pub mod metrics;

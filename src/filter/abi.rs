@@ -33,6 +33,12 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> RawStatus;
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> RawStatus;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> RawStatus;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -86,7 +92,6 @@ unsafe fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
 pub struct PropertyPath(&'static [u8]);
 
 pub const REQUEST_DURATION: PropertyPath = PropertyPath(b"request\0duration");
-pub const RESPONSE_CODE: PropertyPath = PropertyPath(b"response\0code");
 pub const ROUTE_NAME: PropertyPath = PropertyPath(b"xds\0route_name");
 
 /// A property's raw bytes; `Ok(None)` when the host has no value for it.
@@ -109,14 +114,14 @@ pub fn property_u64(path: &PropertyPath) -> Result<Option<u64>, HostError> {
         .map(u64::from_le_bytes))
 }
 
-/// The first value of a request header.
-pub fn request_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
+/// The first value of a response header.
+pub fn response_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
     let status = unsafe {
         proxy_get_header_map_value(
-            MapType::HttpRequestHeaders,
+            MapType::HttpResponseHeaders,
             name.as_ptr(),
             name.len(),
             &mut data,
@@ -129,6 +134,29 @@ pub fn request_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
         NOT_FOUND => Ok(None),
         other => Err(HostError(other)),
     }
+}
+
+/// Every request header in the ABI's serialized form (see `crate::header_map`): one hostcall
+/// for all of them.
+pub fn request_headers() -> Result<Vec<u8>, HostError> {
+    let mut data = null_mut();
+    let mut size = 0;
+    // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
+    let status =
+        unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) };
+    match status {
+        OK => Ok(unsafe { take_buffer(data, size) }),
+        NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostError(other)),
+    }
+}
+
+/// The host's clock, in nanoseconds since the epoch. Returns data without an allocation.
+pub fn current_time_nanos() -> Result<u64, HostError> {
+    let mut nanos = 0;
+    // SAFETY: a valid pointer for the call.
+    check(unsafe { proxy_get_current_time_nanoseconds(&mut nanos) })?;
+    Ok(nanos)
 }
 
 /// The plugin configuration bytes Envoy passed to `on_configure`.

@@ -156,11 +156,30 @@ pub struct Envoy {
 impl Envoy {
     /// Starts Envoy and waits until its admin says LIVE and the listener accepts.
     pub fn start(config: &GatewayConfig, ports: Ports, concurrency: u32) -> Envoy {
+        Envoy::start_pinned(config, ports, concurrency, None)
+    }
+
+    /// As [`Envoy::start`], optionally pinned to one CPU (benchmarks).
+    pub fn start_pinned(
+        config: &GatewayConfig,
+        ports: Ports,
+        concurrency: u32,
+        cpu: Option<usize>,
+    ) -> Envoy {
         let dir = scratch_dir("envoy");
         let config_path = dir.join("envoy.yaml");
         std::fs::write(&config_path, &config.text).unwrap();
         let log = dir.join("envoy.log");
-        let child = Command::new(envoy_bin())
+        let mut command = match cpu {
+            // taskset execs Envoy: the child's pid is Envoy's.
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(envoy_bin());
+                c
+            }
+            None => Command::new(envoy_bin()),
+        };
+        let child = command
             .arg("-c")
             .arg(&config_path)
             .args(["--concurrency", &concurrency.to_string()])
@@ -208,6 +227,10 @@ impl Envoy {
     /// Every sample of one metric family in `/stats/prometheus`.
     pub fn samples(&self, metric: &str) -> Vec<Sample> {
         parse_exposition(&self.prometheus_text(), metric)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn log_text(&self) -> String {

@@ -1,0 +1,111 @@
+//! Decoding the proxy-wasm ABI's serialized header map, as `proxy_get_header_map_pairs`
+//! returns it: a little-endian u32 pair count, then (key length, value length) as u32 pairs,
+//! then each key and value followed by a NUL byte.
+//!
+//! Reading the whole map costs one hostcall; reading headers one by one costs one each, and
+//! every hostcall that returns data also makes the host call back into the VM to allocate.
+
+/// Finds the values of `names` (lowercase, as Envoy stores them) in one pass. The result has
+/// one slot per name: the first value of that header, borrowed from `map`. A malformed map
+/// yields what was decoded before the fault.
+pub fn find<'m, const N: usize>(map: &'m [u8], names: [&str; N]) -> [Option<&'m [u8]>; N] {
+    let mut found = [None; N];
+    let Some(count) = read_u32(map, 0) else {
+        return found;
+    };
+    let Some(mut data) = 4usize.checked_add(count.saturating_mul(8)) else {
+        return found;
+    };
+    for index in 0..count {
+        let sizes = 4 + index * 8;
+        let (Some(key_len), Some(value_len)) = (read_u32(map, sizes), read_u32(map, sizes + 4))
+        else {
+            return found;
+        };
+        let Some((key, after_key)) = take(map, data, key_len) else {
+            return found;
+        };
+        let Some((value, after_value)) = take(map, after_key, value_len) else {
+            return found;
+        };
+        data = after_value;
+        for (slot, name) in found.iter_mut().zip(names) {
+            if slot.is_none() && key == name.as_bytes() {
+                *slot = Some(value);
+            }
+        }
+    }
+    found
+}
+
+/// `len` bytes at `at`, and the offset past them and their NUL terminator.
+fn take(map: &[u8], at: usize, len: usize) -> Option<(&[u8], usize)> {
+    let end = at.checked_add(len)?;
+    Some((map.get(at..end)?, end.checked_add(1)?))
+}
+
+fn read_u32(map: &[u8], at: usize) -> Option<usize> {
+    let bytes = map.get(at..at.checked_add(4)?)?;
+    let bytes: [u8; 4] = bytes.try_into().ok()?;
+    usize::try_from(u32::from_le_bytes(bytes)).ok()
+}
+
+/// Serializes pairs the way the host does (for tests and tools).
+pub fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (key, value) in pairs {
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    }
+    for (key, value) in pairs {
+        out.extend_from_slice(key.as_bytes());
+        out.push(0);
+        out.extend_from_slice(value);
+        out.push(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_first_value_of_each_name() {
+        let map = serialize(&[
+            (":authority", b"veza"),
+            (":path", b"/api/v1/tracks/1?x=1"),
+            (":method", b"GET"),
+            ("x-dup", b"one"),
+            ("x-dup", b"two"),
+            ("bin", b"\xff\x00\x01"),
+        ]);
+        let [method, path, dup, bin, missing] =
+            find(&map, [":method", ":path", "x-dup", "bin", "nope"]);
+        assert_eq!(method, Some(&b"GET"[..]));
+        assert_eq!(path, Some(&b"/api/v1/tracks/1?x=1"[..]));
+        assert_eq!(dup, Some(&b"one"[..]));
+        assert_eq!(bin, Some(&b"\xff\x00\x01"[..]));
+        assert_eq!(missing, None);
+    }
+
+    #[test]
+    fn malformed_maps_never_panic() {
+        let good = serialize(&[(":method", b"GET"), (":path", b"/x")]);
+        for len in 0..good.len() {
+            let _ = find(&good[..len], [":method", ":path"]);
+        }
+        assert_eq!(
+            find(&good[..good.len() - 4], [":method", ":path"]),
+            [Some(&b"GET"[..]), None]
+        );
+        let mut huge = good.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(find(&huge, [":method"]), [None]);
+        let mut lying = good.clone();
+        lying[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(find(&lying, [":method", ":path"]), [None, None]);
+        assert_eq!(find(&[], [":method"]), [None]);
+    }
+}
