@@ -328,7 +328,7 @@ fn main() {
         if *route == Route::Direct {
             let ratio = summary[2].0 / base_rps;
             verdicts.push(format!(
-                "{} this filter at {:.2} of no-filter throughput on the direct-response route (target ≥ {DIRECT_TARGET})",
+                "{} this filter at {:.3} of no-filter throughput on the direct-response route (target ≥ {DIRECT_TARGET})",
                 if ratio >= DIRECT_TARGET { "PASS" } else { "FAIL" },
                 ratio
             ));
