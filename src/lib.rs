@@ -5,6 +5,7 @@
 //! - [`config`]: the plugin configuration, parsed and compiled into [`config::Settings`];
 //! - [`routes`]: raw paths to bounded `endpoint` and `service` labels;
 //! - [`labels`]: bounded `method` and `status` labels;
+//! - [`health`]: `/live` and `/ready` answered at the gateway from the dependency clusters;
 //! - [`metrics`]: metric names, the registry that aggregates in VM memory, per-request metrics;
 //! - [`host`]: the few host capabilities the core needs, as a trait;
 //! - [`header_map`]: decoding the ABI's serialized header map;
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod header_map;
+pub mod health;
 pub mod host;
 pub mod labels;
 pub mod metrics;

@@ -55,6 +55,10 @@ fn each_bad_configuration_is_refused_with_its_field_named() {
             "services[0].routes[0]: template \"/api/v1/tracks/:\": parameter at segment 4 has no name",
         ),
         (r#"{"services": [{"name": "Backend API"}]}"#, "services[0].name: \"Backend API\" must be 1 to 64 characters"),
+        (
+            r#"{"health": {"checks": [{"name": "database", "cluster": "veza_postgres_exporter", "timeout_ms": 0}]}}"#,
+            "health.checks[0].timeout_ms: must be 1 to 60000 (got 0)",
+        ),
     ];
     for (json, message) in cases {
         let (ok, output) = validate(&gateway().plugin_configuration(json));

@@ -6,6 +6,7 @@
 
 use serde::Deserialize;
 
+use crate::health::config::{self as health_config, HealthConfig, HealthSettings};
 use crate::routes::RouteTable;
 
 /// The built-in route table: every route the Veza services serve (see the README).
@@ -32,6 +33,9 @@ pub struct PluginConfig {
     /// How often each worker hands its aggregated metrics to Envoy; 0 = after every request.
     #[serde(default = "default_flush_interval_ms")]
     pub metrics_flush_interval_ms: u32,
+    /// `/live` and `/ready` at the gateway.
+    #[serde(default)]
+    pub health: HealthConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,7 +76,11 @@ pub struct Settings {
     pub endpoint_source: EndpointSource,
     pub max_series: u32,
     pub flush_interval_ms: u32,
+    pub health: HealthSettings,
 }
+
+/// The `service` label of `/live` and `/ready`, which the gateway answers itself.
+pub const GATEWAY_SERVICE: &str = "gateway";
 
 /// A configuration error: which field, and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,11 +187,27 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
                 .map_err(|m| error(format!("{field}.routes[{i}]"), m))?;
         }
     }
+    let health = health_config::compile(config.health)
+        .map_err(|(field, message)| error(format!("health.{field}"), message))?;
+    if health.enabled {
+        let gateway = routes.add_service(GATEWAY_SERVICE).map_err(|_| {
+            error(
+                "services",
+                format!("the service name {GATEWAY_SERVICE:?} is reserved for /live and /ready"),
+            )
+        })?;
+        for path in [&health.live_path, &health.ready_path] {
+            routes
+                .add_route(&format!("GET,HEAD {path}"), gateway)
+                .map_err(|m| error("health", m))?;
+        }
+    }
     Ok(Settings {
         routes,
         endpoint_source: config.endpoint_source,
         max_series: config.max_series,
         flush_interval_ms: config.metrics_flush_interval_ms,
+        health,
     })
 }
 
@@ -220,7 +244,7 @@ mod tests {
             assert_eq!(settings.endpoint_source, EndpointSource::RouteTable);
             assert_eq!(
                 settings.routes.services(),
-                ["backend-api", "chat", "stream"]
+                ["backend-api", "chat", "stream", "gateway"]
             );
         }
     }
@@ -277,6 +301,8 @@ mod tests {
             ("GET", "/api/messages/unknown", "other", "chat"),
             ("POST", "/ws/chat", "other", "backend-api"),
             ("GET", "/favicon.ico", "other", "other"),
+            ("GET", "/ready?verbose", "/ready", "gateway"),
+            ("HEAD", "/live", "/live", "gateway"),
         ];
         for (method, path, endpoint, service) in cases {
             let found = routes.resolve(Method::parse(method.as_bytes()), path.as_bytes());
@@ -306,7 +332,8 @@ mod tests {
         assert_eq!(settings.max_series, 10);
         assert_eq!(settings.flush_interval_ms, 0);
         assert_eq!(settings.endpoint_source, EndpointSource::RouteName);
-        assert_eq!(settings.routes.templates().len(), 1);
+        // The one route, and /live and /ready under the `gateway` service.
+        assert_eq!(settings.routes.templates().len(), 3);
     }
 
     #[test]

@@ -20,6 +20,7 @@ extern "C" {
         return_id: *mut u32,
     ) -> RawStatus;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> RawStatus;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> RawStatus;
     fn proxy_get_property(
         path_data: *const u8,
         path_size: usize,
@@ -39,6 +40,18 @@ extern "C" {
         return_map_size: *mut usize,
     ) -> RawStatus;
     fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> RawStatus;
+    fn proxy_set_effective_context(context_id: u32) -> RawStatus;
+    #[allow(clippy::too_many_arguments)]
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> RawStatus;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -114,20 +127,13 @@ pub fn property_u64(path: &PropertyPath) -> Result<Option<u64>, HostError> {
         .map(u64::from_le_bytes))
 }
 
-/// The first value of a response header.
-pub fn response_header(name: &str) -> Result<Option<Vec<u8>>, HostError> {
+/// The first value of a header in one of the current context's header maps.
+pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
-    let status = unsafe {
-        proxy_get_header_map_value(
-            MapType::HttpResponseHeaders,
-            name.as_ptr(),
-            name.len(),
-            &mut data,
-            &mut size,
-        )
-    };
+    let status =
+        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
     match status {
         OK if data.is_null() => Ok(None),
         OK => Ok(Some(unsafe { take_buffer(data, size) })),
@@ -159,28 +165,49 @@ pub fn current_time_nanos() -> Result<u64, HostError> {
     Ok(nanos)
 }
 
-/// The plugin configuration bytes Envoy passed to `on_configure`.
-pub fn plugin_configuration(size: usize) -> Result<Option<Vec<u8>>, HostError> {
+/// Up to `size` bytes of one of the current context's buffers.
+pub fn buffer(buffer_type: BufferType, size: usize) -> Result<Option<Vec<u8>>, HostError> {
     if size == 0 {
         return Ok(None);
     }
     let mut data = null_mut();
     let mut len = 0;
     // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
-    let status = unsafe {
-        proxy_get_buffer_bytes(
-            BufferType::PluginConfiguration,
-            0,
-            size,
-            &mut data,
-            &mut len,
-        )
-    };
+    let status = unsafe { proxy_get_buffer_bytes(buffer_type, 0, size, &mut data, &mut len) };
     match status {
         OK => Ok(Some(unsafe { take_buffer(data, len) })),
         NOT_FOUND => Ok(None),
         other => Err(HostError(other)),
     }
+}
+
+/// Makes `context_id` the context later hostcalls act on (to answer a waiting request from
+/// the root context). Fails when that request is gone.
+pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
+    // SAFETY: a plain value.
+    check(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// Answers the effective context's request locally with a JSON body.
+pub fn send_json_response(status: u32, body: &str) -> Result<(), HostError> {
+    let headers = crate::header_map::serialize(&[
+        ("content-type", b"application/json"),
+        ("cache-control", b"no-store"),
+    ]);
+    let details = b"veza_observability_health";
+    // SAFETY: pointers are valid for the call.
+    check(unsafe {
+        proxy_send_local_response(
+            status,
+            details.as_ptr(),
+            details.len(),
+            body.as_ptr(),
+            body.len(),
+            headers.as_ptr(),
+            headers.len(),
+            -1,
+        )
+    })
 }
 
 /// Sets the root context's tick period; 0 stops ticks.
@@ -206,6 +233,20 @@ impl Host for EnvoyHost {
         let delta = i64::try_from(delta).unwrap_or(i64::MAX);
         // SAFETY: plain values.
         check(unsafe { proxy_increment_metric(id, delta) })
+    }
+
+    fn define_gauge(&mut self, name: &str) -> Result<MetricId, HostError> {
+        let mut id = 0;
+        // SAFETY: pointers are valid for the call.
+        check(unsafe {
+            proxy_define_metric(MetricType::Gauge, name.as_ptr(), name.len(), &mut id)
+        })?;
+        Ok(id)
+    }
+
+    fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
+        // SAFETY: plain values.
+        check(unsafe { proxy_record_metric(id, value) })
     }
 
     fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {

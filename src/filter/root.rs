@@ -1,35 +1,59 @@
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use proxy_wasm::types::{BufferType, ContextType, MapType, Status};
 
 use crate::config::{self, Settings};
+use crate::health::{self, CallResult, Failure, Health};
+use crate::host::Host;
+use crate::labels;
 use crate::metrics::http::HttpMetrics;
-use crate::metrics::registry::Registry;
+use crate::metrics::names;
+use crate::metrics::registry::{GaugeHandle, HistogramHandle, Registry};
 
 use super::abi::{self, EnvoyHost};
 use super::http::HttpFilter;
 
+/// Tick period while health checks are configured: a waiting `/ready` probe starts its round
+/// within one tick.
+const HEALTH_TICK_MS: u32 = 20;
+/// Most bytes of a check's response body read (an exporter's page is about 100 KB).
+const MAX_CHECK_BODY: usize = 1 << 20;
+/// Shared-data key of the time the first worker configured, for `/live`'s uptime.
+const STARTED_KEY: &str = "veza_observability.started_nanos";
+
 /// What one configuration of the plugin shares with its HTTP contexts.
 pub struct Plugin {
     pub settings: Settings,
+    pub started_nanos: u64,
     pub state: RefCell<State>,
 }
 
 /// Mutable per-VM state. Callbacks never nest, so a borrow never finds it taken; if one did,
-/// the request's metrics would be skipped rather than the VM trapped.
+/// the work would be skipped rather than the VM trapped.
 pub struct State {
     pub registry: Registry,
     pub http: HttpMetrics,
+    pub health: Health,
+    /// Per health check: `dependency_up` and `dependency_check_duration_seconds`.
+    pub dependency_metrics: Vec<(Option<GaugeHandle>, Option<HistogramHandle>)>,
 }
 
-#[derive(Default)]
 pub struct Root {
     plugin: Option<Rc<Plugin>>,
+    last_flush_nanos: u64,
 }
 
 impl Root {
+    pub fn new() -> Root {
+        Root {
+            plugin: None,
+            last_flush_nanos: 0,
+        }
+    }
+
     fn flush(&self) {
         if let Some(plugin) = &self.plugin {
             if let Ok(mut state) = plugin.state.try_borrow_mut() {
@@ -40,6 +64,40 @@ impl Root {
 }
 
 impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, headers: usize, body_size: usize, _: usize) {
+        let Some(plugin) = &self.plugin else { return };
+        let Ok(mut state) = plugin.state.try_borrow_mut() else {
+            return;
+        };
+        // No headers: the call failed without a response.
+        let status = if headers == 0 {
+            None
+        } else {
+            abi::header(MapType::HttpCallResponseHeaders, ":status")
+                .ok()
+                .flatten()
+                .map(|code| labels::status_code_from_header(&code))
+        };
+        let body = abi::buffer(
+            BufferType::HttpCallResponseBody,
+            body_size.min(MAX_CHECK_BODY),
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let result = status.map(|code| CallResult {
+            status: u16::try_from(code).unwrap_or(0),
+            body: &body,
+        });
+        let now = abi::current_time_nanos().unwrap_or(0);
+        if state
+            .health
+            .responded(&plugin.settings.health, token, result, now)
+        {
+            finish_round(plugin, &mut state, now);
+        }
+    }
+
     /// The plugin is going away (reconfiguration, shutdown): hand over what is pending.
     fn on_done(&mut self) -> bool {
         self.flush();
@@ -49,7 +107,7 @@ impl Context for Root {
 
 impl RootContext for Root {
     fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
-        let bytes = match abi::plugin_configuration(plugin_configuration_size) {
+        let bytes = match abi::buffer(BufferType::PluginConfiguration, plugin_configuration_size) {
             Ok(bytes) => bytes,
             Err(err) => {
                 log::error!("veza-observability: cannot read the plugin configuration: {err}");
@@ -66,38 +124,155 @@ impl RootContext for Root {
         // A reconfiguration keeps what the previous one counted.
         self.flush();
         let mut host = EnvoyHost;
-        let registry = Registry::new(&mut host);
+        let mut registry = Registry::new(&mut host);
         let http = HttpMetrics::new(&mut host);
-        let period = settings.flush_interval_ms;
+        let dependency_metrics = settings
+            .health
+            .checks
+            .iter()
+            .map(|check| {
+                let up = registry.define_gauge(&mut host, &health::dependency_up_name(check));
+                let duration = registry.define_histogram(
+                    &mut host,
+                    names::DEPENDENCY_CHECK_DURATION_SECONDS,
+                    &health::dependency_duration_labels(check),
+                );
+                (up, duration)
+            })
+            .collect();
+        let now = abi::current_time_nanos().unwrap_or(0);
+        let started_nanos = first_start(&mut host, now);
+        let health_active = settings.health.enabled && !settings.health.checks.is_empty();
+        let period = match (settings.flush_interval_ms, health_active) {
+            (0, false) => 0,
+            (0, true) => HEALTH_TICK_MS,
+            (flush, true) => flush.min(HEALTH_TICK_MS),
+            (flush, false) => flush,
+        };
         if let Err(err) = abi::set_tick_period_ms(period) {
-            log::error!(
-                "veza-observability: cannot set the metrics flush tick ({period} ms): {err}"
-            );
+            log::error!("veza-observability: cannot set the tick period ({period} ms): {err}");
             return false;
         }
         log::info!(
-            "veza-observability: configured {} services, {} route templates, max_series {}, metrics flushed {}",
+            "veza-observability: configured {} services, {} route templates, max_series {}, metrics flushed {}, {} health checks",
             settings.routes.services().len(),
             settings.routes.templates().len(),
             settings.max_series,
-            if period == 0 { "after every request".to_owned() } else { format!("every {period} ms") },
+            match settings.flush_interval_ms {
+                0 => "after every request".to_owned(),
+                ms => format!("every {ms} ms"),
+            },
+            if settings.health.enabled { settings.health.checks.len() } else { 0 },
         );
+        self.last_flush_nanos = now;
         self.plugin = Some(Rc::new(Plugin {
             settings,
-            state: RefCell::new(State { registry, http }),
+            started_nanos,
+            state: RefCell::new(State {
+                registry,
+                http,
+                health: Health::default(),
+                dependency_metrics,
+            }),
         }));
         true
     }
 
     fn on_tick(&mut self) {
-        self.flush();
+        let Some(plugin) = self.plugin.clone() else {
+            return;
+        };
+        let now = abi::current_time_nanos().unwrap_or(0);
+        let flush_due = now.saturating_sub(self.last_flush_nanos)
+            >= u64::from(plugin.settings.flush_interval_ms) * 1_000_000;
+        let Ok(mut state) = plugin.state.try_borrow_mut() else {
+            return;
+        };
+        if flush_due {
+            state.registry.flush(&mut EnvoyHost);
+            self.last_flush_nanos = now;
+        }
+        let settings = &plugin.settings.health;
+        if state.health.wants_round() {
+            state.health.start_round(settings, now);
+            for (index, check) in settings.checks.iter().enumerate() {
+                state.health.dispatched(index, dispatch(check));
+            }
+        }
+        if state.health.round_in_flight() && state.health.expire(settings, now) {
+            finish_round(&plugin, &mut state, now);
+        }
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(HttpFilter::new(self.plugin.clone())))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(HttpFilter::new(context_id, self.plugin.clone())))
     }
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
+}
+
+/// One check's call, through the SDK so its answer is routed back to this root context.
+fn dispatch(check: &health::Check) -> Result<u32, Failure> {
+    let headers = vec![
+        (":method", check.method.as_str()),
+        (":path", check.path.as_str()),
+        (":authority", check.authority.as_str()),
+    ];
+    let timeout = Duration::from_millis(u64::from(check.timeout_ms));
+    match proxy_wasm::hostcalls::dispatch_http_call(&check.cluster, headers, None, vec![], timeout)
+    {
+        Ok(token) => Ok(token),
+        // Envoy's answer for a cluster it does not have.
+        Err(Status::BadArgument) => Err(Failure::UnknownCluster),
+        Err(_) => Err(Failure::DispatchFailed),
+    }
+}
+
+/// Records a complete round's metrics and answers every probe that waited for it.
+fn finish_round(plugin: &Plugin, state: &mut State, now: u64) {
+    let State {
+        registry,
+        health,
+        dependency_metrics,
+        ..
+    } = state;
+    let Some(finished) = health.finish(now) else {
+        return;
+    };
+    let mut host = EnvoyHost;
+    for ((outcome, duration), (up, histogram)) in finished
+        .report
+        .outcomes
+        .iter()
+        .zip(&finished.durations_nanos)
+        .zip(dependency_metrics.iter())
+    {
+        if let Some(up) = up {
+            registry.set_gauge(&mut host, *up, u64::from(outcome.failure.is_none()));
+        }
+        if let Some(histogram) = histogram {
+            registry.observe(*histogram, *duration);
+        }
+    }
+    let answer = health::answer(&plugin.settings.health, finished.report);
+    for waiter in finished.waiters {
+        // A probe that went away cannot be answered; nothing to do for it.
+        if abi::set_effective_context(waiter).is_ok() {
+            let _ = abi::send_json_response(answer.status, &answer.body);
+        }
+    }
+}
+
+/// The time the first worker of this Envoy configured the filter, shared by all workers so
+/// `/live` reports one uptime.
+fn first_start(host: &mut dyn Host, now: u64) -> u64 {
+    if let Ok(Some((bytes, _))) = host.get_shared(STARTED_KEY) {
+        if let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) {
+            return u64::from_le_bytes(bytes);
+        }
+    }
+    let _ = host.set_shared(STARTED_KEY, &now.to_le_bytes(), 0);
+    now
 }

@@ -10,6 +10,10 @@
 pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
 /// Histogram in seconds: request duration. Labels: method, endpoint, service (+ le).
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
+/// Gauge: 1 when the dependency's last `/ready` check passed, else 0. Label: dependency.
+pub const DEPENDENCY_UP: &str = "dependency_up";
+/// Histogram in seconds: how long each dependency check took. Label: dependency (+ le).
+pub const DEPENDENCY_CHECK_DURATION_SECONDS: &str = "dependency_check_duration_seconds";
 /// Counter: hostcalls that failed inside the filter. Label: operation.
 pub const FILTER_ERRORS_TOTAL: &str = "veza_observability_errors_total";
 
@@ -19,15 +23,17 @@ pub const LABEL_STATUS: &str = "status";
 pub const LABEL_SERVICE: &str = "service";
 pub const LABEL_LE: &str = "le";
 pub const LABEL_OPERATION: &str = "operation";
+pub const LABEL_DEPENDENCY: &str = "dependency";
 
 /// Every label key, in the order the stats_tags are listed in the Envoy configs.
-pub const LABEL_KEYS: [&str; 6] = [
+pub const LABEL_KEYS: [&str; 7] = [
     LABEL_METHOD,
     LABEL_ENDPOINT,
     LABEL_STATUS,
     LABEL_SERVICE,
     LABEL_LE,
     LABEL_OPERATION,
+    LABEL_DEPENDENCY,
 ];
 
 /// The endpoint and service label for anything no route or prefix claims, and for overflow.

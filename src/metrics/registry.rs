@@ -40,6 +40,10 @@ pub struct CounterHandle(u32);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HistogramHandle(u32);
 
+/// A gauge: set straight through (gauges here change once per health round, not per request).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GaugeHandle(MetricId);
+
 struct Counter {
     id: MetricId,
     pending: u64,
@@ -126,6 +130,22 @@ impl Registry {
         let handle = CounterHandle(u32::try_from(self.counters.len()).ok()?);
         self.counters.push(Counter { id, pending: 0 });
         Some(handle)
+    }
+
+    pub fn define_gauge(&mut self, host: &mut dyn Host, name: &str) -> Option<GaugeHandle> {
+        match host.define_gauge(name) {
+            Ok(id) => Some(GaugeHandle(id)),
+            Err(err) => {
+                self.host_error(Operation::DefineMetric, err, name);
+                None
+            }
+        }
+    }
+
+    pub fn set_gauge(&mut self, host: &mut dyn Host, gauge: GaugeHandle, value: u64) {
+        if let Err(err) = host.set_gauge(gauge.0, value) {
+            self.host_error(Operation::IncrementMetric, err, "a gauge");
+        }
     }
 
     /// Defines the counters of one histogram series. `labels` are the encoded label pairs

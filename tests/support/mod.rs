@@ -18,6 +18,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod dependencies;
+
 #[allow(unused_imports)]
 pub use veza_standins::Listeners;
 
@@ -94,6 +96,15 @@ pub struct GatewayConfig {
     pub text: String,
 }
 
+/// Where the gateway's clusters point.
+pub struct Upstreams {
+    pub backend: u16,
+    pub chat: u16,
+    pub stream: u16,
+    pub postgres_exporter: u16,
+    pub redis_exporter: u16,
+}
+
 pub struct Ports {
     pub listener: u16,
     pub admin: u16,
@@ -108,8 +119,19 @@ impl GatewayConfig {
         )
     }
 
-    /// The Veza gateway with its three upstreams and fresh listener and admin ports.
+    /// The Veza gateway with its three upstreams and fresh listener and admin ports; the
+    /// exporters' clusters point at ports nobody listens on.
     pub fn gateway(backend: u16, chat: u16, stream: u16) -> (GatewayConfig, Ports) {
+        GatewayConfig::gateway_with(Upstreams {
+            backend,
+            chat,
+            stream,
+            postgres_exporter: free_port(),
+            redis_exporter: free_port(),
+        })
+    }
+
+    pub fn gateway_with(upstreams: Upstreams) -> (GatewayConfig, Ports) {
         let ports = Ports {
             listener: free_port(),
             admin: free_port(),
@@ -117,9 +139,11 @@ impl GatewayConfig {
         let config = GatewayConfig::shipped("envoy/envoy.yaml")
             .port(10000, ports.listener)
             .port(9901, ports.admin)
-            .port(8080, backend)
-            .port(3001, chat)
-            .port(3002, stream);
+            .port(8080, upstreams.backend)
+            .port(3001, upstreams.chat)
+            .port(3002, upstreams.stream)
+            .port(9187, upstreams.postgres_exporter)
+            .port(9121, upstreams.redis_exporter);
         (config, ports)
     }
 
@@ -135,6 +159,20 @@ impl GatewayConfig {
             &format!("port_value: {default} }}"),
             &format!("port_value: {port} }}"),
         )
+    }
+
+    /// Appends a STATIC cluster (clusters are the config's last section).
+    pub fn add_cluster(mut self, name: &str, port: u16) -> GatewayConfig {
+        assert!(
+            self.text.trim_end().ends_with('}'),
+            "clusters must end the config"
+        );
+        self.text.push_str(&format!(
+            "  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      \
+             cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint: \
+             {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n"
+        ));
+        self
     }
 
     /// Replaces the filter's JSON configuration (shipped as `{}`).

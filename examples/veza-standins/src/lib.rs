@@ -34,9 +34,20 @@ pub struct Hits {
     pub stream: AtomicU64,
 }
 
+/// How the stand-ins behave beyond their routes.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Every answer waits a random 0..jitter_ms first.
+    pub jitter_ms: u64,
+    /// PostgreSQL's address: the backend's `/api/health` answers 503 while it refuses
+    /// connections, as the real handler does when its database is unreachable.
+    pub database: Option<SocketAddr>,
+}
+
 #[derive(Clone)]
 struct Shared {
     jitter_ms: u64,
+    database: Option<SocketAddr>,
     hits: Arc<Hits>,
     /// Which of `hits` this service counts in.
     counter: fn(&Hits) -> &AtomicU64,
@@ -83,6 +94,17 @@ impl Listeners {
 
 /// Starts the stand-ins on their own runtime thread.
 pub fn spawn(listeners: Listeners, jitter_ms: u64) -> std::io::Result<Standins> {
+    spawn_with(
+        listeners,
+        Options {
+            jitter_ms,
+            ..Options::default()
+        },
+    )
+}
+
+/// As [`spawn`], with every option.
+pub fn spawn_with(listeners: Listeners, options: Options) -> std::io::Result<Standins> {
     let backend = listeners.backend.local_addr()?;
     let chat = listeners.chat.local_addr()?;
     let stream = listeners.stream.local_addr()?;
@@ -91,7 +113,8 @@ pub fn spawn(listeners: Listeners, jitter_ms: u64) -> std::io::Result<Standins> 
     }
     let hits = Arc::new(Hits::default());
     let shared = Shared {
-        jitter_ms,
+        jitter_ms: options.jitter_ms,
+        database: options.database,
         hits: hits.clone(),
         counter: |h| &h.backend,
     };
@@ -236,10 +259,31 @@ fn backend_app(shared: Shared) -> Router {
             get(|| async { ok(json!({"results": []})) }),
         )
         .route("/api/v1/tags", get(|| async { ok(json!({"tags": []})) }))
-        .route("/api/health", get(|| async { ok(json!({"status": "ok"})) }))
+        .route("/api/health", get(api_health))
         .route("/ws/chat", get(ws_chat))
         .fallback(|| async { not_found() });
     with_control(router, shared, |h| &h.backend)
+}
+
+async fn api_health(State(shared): State<Shared>) -> Response {
+    let Some(database) = shared.database else {
+        return ok(json!({"status": "ok"}));
+    };
+    let reachable = tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(database),
+    )
+    .await
+    .is_ok_and(|connected| connected.is_ok());
+    if reachable {
+        ok(json!({"status": "ok", "database": "connected"}))
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "error", "database": "unreachable"})),
+        )
+            .into_response()
+    }
 }
 
 fn numeric(id: &str, body: Value) -> Response {

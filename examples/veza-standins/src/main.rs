@@ -1,4 +1,4 @@
-//! `veza-standins [--backend ADDR] [--chat ADDR] [--stream ADDR] [--jitter-ms N]`
+//! `veza-standins [--backend ADDR] [--chat ADDR] [--stream ADDR] [--jitter-ms N] [--database ADDR]`
 //!
 //! Serves the Veza backend API, chat server and stream server routes until interrupted.
 //! Defaults are the services' own addresses: 127.0.0.1:8080, :3001, :3002.
@@ -21,6 +21,7 @@ fn run() -> Result<(), String> {
     let mut chat = "127.0.0.1:3001".to_owned();
     let mut stream = "127.0.0.1:3002".to_owned();
     let mut jitter_ms = 0;
+    let mut database = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -30,6 +31,9 @@ fn run() -> Result<(), String> {
             "--stream" => stream = value()?,
             "--jitter-ms" => {
                 jitter_ms = value()?.parse().map_err(|e| format!("--jitter-ms: {e}"))?
+            }
+            "--database" => {
+                database = Some(value()?.parse().map_err(|e| format!("--database: {e}"))?)
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -41,7 +45,11 @@ fn run() -> Result<(), String> {
         chat: bind(&chat)?,
         stream: bind(&stream)?,
     };
-    let standins = veza_standins::spawn(listeners, jitter_ms).map_err(|e| e.to_string())?;
+    let options = veza_standins::Options {
+        jitter_ms,
+        database,
+    };
+    let standins = veza_standins::spawn_with(listeners, options).map_err(|e| e.to_string())?;
     println!(
         "veza-standins: backend API on {}, chat on {}, stream on {}",
         standins.backend, standins.chat, standins.stream

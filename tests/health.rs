@@ -1,0 +1,241 @@
+//! `/live` and `/ready` answered by the filter in a real Envoy, from real dependencies:
+//! PostgreSQL and Redis behind their real exporters, the Veza stand-ins, and servers that fail
+//! on purpose.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::dependencies::*;
+use support::*;
+
+fn get(envoy: &Envoy, path: &str) -> (u16, String) {
+    http("GET", &envoy.url(path), &[], "").unwrap()
+}
+
+fn gauge(envoy: &Envoy, dependency: &str) -> Option<f64> {
+    envoy
+        .samples("dependency_up")
+        .into_iter()
+        .find(|s| s.label("dependency") == dependency)
+        .map(|s| s.value)
+}
+
+const ALL_READY: &str = r#"{"status":"ready","checks":{"backend-api":{"status":"ready"},"chat":{"status":"ready"},"stream":{"status":"ready"},"database":{"status":"ready"},"redis":{"status":"ready","optional":true}}}"#;
+const DATABASE_DOWN: &str = r#"{"status":"unready","checks":{"backend-api":{"status":"unready","error":"status 503"},"chat":{"status":"ready"},"stream":{"status":"ready"},"database":{"status":"unready","error":"metric pg_up is 0"},"redis":{"status":"ready","optional":true}}}"#;
+
+#[test]
+fn ready_follows_postgresql_through_the_real_exporter() {
+    let mut postgres = Postgres::start();
+    let (_pg_exporter, pg_exporter_port) = postgres_exporter(&postgres);
+    let (_redis, _redis_exporter, redis_exporter_port) = redis_with_exporter();
+    let standins = veza_standins::spawn_with(
+        Listeners::ephemeral().unwrap(),
+        veza_standins::Options {
+            database: Some(([127, 0, 0, 1], postgres.port).into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (config, ports) = GatewayConfig::gateway_with(Upstreams {
+        backend: standins.backend.port(),
+        chat: standins.chat.port(),
+        stream: standins.stream.port(),
+        postgres_exporter: pg_exporter_port,
+        redis_exporter: redis_exporter_port,
+    });
+    let envoy = Envoy::start(&config, ports, 2);
+
+    assert_eq!(get(&envoy, "/ready"), (200, ALL_READY.to_owned()));
+    poll(
+        "dependency_up to be flushed",
+        Duration::from_secs(5),
+        || (gauge(&envoy, "database") == Some(1.0)).then_some(()),
+    );
+    assert_eq!(gauge(&envoy, "redis"), Some(1.0));
+
+    postgres.stop();
+    let stopped = Instant::now();
+    let answer = poll(
+        "/ready to see PostgreSQL down",
+        Duration::from_secs(10),
+        || {
+            let answer = get(&envoy, "/ready");
+            (answer.0 == 503).then_some(answer)
+        },
+    );
+    // Within the database check's timeout (3 s: postgres_exporter itself takes about 1 s to
+    // report pg_up 0) plus the cache period (1 s).
+    assert!(
+        stopped.elapsed() < Duration::from_secs(4),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    assert_eq!(answer.1, DATABASE_DOWN);
+    poll("dependency_up to drop", Duration::from_secs(5), || {
+        (gauge(&envoy, "database") == Some(0.0)).then_some(())
+    });
+    assert_eq!(gauge(&envoy, "backend-api"), Some(0.0));
+
+    postgres.resume();
+    poll("/ready to recover", Duration::from_secs(20), || {
+        (get(&envoy, "/ready") == (200, ALL_READY.to_owned())).then_some(())
+    });
+    // At least three rounds ran (ready, down, recovered); histograms are flushed each second.
+    poll(
+        "the check durations to be flushed",
+        Duration::from_secs(5),
+        || {
+            envoy
+                .samples("dependency_check_duration_seconds_count")
+                .iter()
+                .any(|s| s.label("dependency") == "database" && s.value >= 3.0)
+                .then_some(())
+        },
+    );
+}
+
+#[test]
+fn each_failure_has_its_own_category_and_a_bounded_latency() {
+    let hang = ScriptedServer::start(Script::Hang);
+    let fails = ScriptedServer::start(Script::Respond(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 4\r\nconnection: close\r\n\r\nboom",
+    ));
+    let garbage = ScriptedServer::start(Script::Respond(
+        "HTTP/1.1 200 OK\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot json!",
+    ));
+    let fine = ScriptedServer::start(Script::Respond(
+        "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+    ));
+    let nobody = free_port();
+    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
+    let (config, ports) = GatewayConfig::gateway(
+        standins.backend.port(),
+        standins.chat.port(),
+        standins.stream.port(),
+    );
+    let config = config
+        .add_cluster("hangs", hang.port)
+        .add_cluster("fails", fails.port)
+        .add_cluster("garbage", garbage.port)
+        .add_cluster("fine", fine.port)
+        .add_cluster("refuses", nobody)
+        .plugin_configuration(
+            r#"{"health": {"cache_ms": 0, "checks": [{"name": "hangs", "cluster": "hangs", "timeout_ms": 300}, {"name": "fails", "cluster": "fails"}, {"name": "garbage", "cluster": "garbage", "expect": {"json": {"pointer": "/status", "equals": "ok"}}}, {"name": "exporter", "cluster": "garbage", "expect": {"prometheus": {"metric": "pg_up", "equals": 1}}}, {"name": "refuses", "cluster": "refuses"}, {"name": "missing", "cluster": "no_such_cluster"}, {"name": "fine", "cluster": "fine", "required": false}]}}"#,
+        );
+    let envoy = Envoy::start(&config, ports, 1);
+
+    let started = Instant::now();
+    let (status, body) = get(&envoy, "/ready");
+    let latency = started.elapsed();
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        r#"{"status":"unready","checks":{"hangs":{"status":"unready","error":"timeout"},"fails":{"status":"unready","error":"status 500"},"garbage":{"status":"unready","error":"unparsable body"},"exporter":{"status":"unready","error":"metric pg_up missing"},"refuses":{"status":"unready","error":"refused"},"missing":{"status":"unready","error":"unknown cluster"},"fine":{"status":"ready","optional":true}}}"#
+    );
+    // The slowest check times out at 300 ms; the round starts within one 20 ms tick.
+    assert!(latency >= Duration::from_millis(300), "{latency:?}");
+    assert!(latency < Duration::from_millis(1_000), "{latency:?}");
+    assert!(
+        !body.contains("127.0.0.1"),
+        "addresses stay hidden by default"
+    );
+    assert_eq!(hang.hits.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_probe_storm_costs_one_round_per_cache_period_per_worker() {
+    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
+    let (config, ports) = GatewayConfig::gateway(
+        standins.backend.port(),
+        standins.chat.port(),
+        standins.stream.port(),
+    );
+    let workers = 2;
+    let envoy = Envoy::start(&config, ports, workers);
+    let url = envoy.url("/ready");
+    let started = Instant::now();
+    let barrier = std::sync::Barrier::new(200);
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..200)
+            .map(|_| {
+                let (barrier, url) = (&barrier, &url);
+                scope.spawn(move || {
+                    barrier.wait();
+                    http("GET", url, &[], "").unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed();
+    // The exporters are not running: every probe sees the same unready report.
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(answers[0].0, 503);
+    let rounds = standins.hits.chat.load(Ordering::Relaxed);
+    let periods = elapsed.as_secs() + 1;
+    let bound = u64::from(workers) * periods;
+    assert!(
+        (1..=bound).contains(&rounds),
+        "{rounds} rounds for 200 probes in {elapsed:?} (bound {bound})"
+    );
+}
+
+#[test]
+fn live_answers_when_every_dependency_is_down() {
+    let (config, ports) = GatewayConfig::gateway(free_port(), free_port(), free_port());
+    let envoy = Envoy::start(&config, ports, 1);
+    let (status, body) = get(&envoy, "/live");
+    assert_eq!(status, 200);
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["status"], "alive");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let timestamp = json["timestamp"].as_u64().unwrap();
+    assert!(timestamp.abs_diff(now) <= 5, "{timestamp} vs {now}");
+    let uptime = json["uptime"].as_str().unwrap();
+    assert!(
+        uptime.ends_with("ms") || uptime.ends_with('s'),
+        "uptime in Go's duration form: {uptime}"
+    );
+    assert_eq!(json.as_object().unwrap().len(), 3);
+
+    let (status, body) = get(&envoy, "/ready");
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        r#"{"status":"unready","checks":{"backend-api":{"status":"unready","error":"refused"},"chat":{"status":"unready","error":"refused"},"stream":{"status":"unready","error":"refused"},"database":{"status":"unready","error":"refused"},"redis":{"status":"unready","error":"refused","optional":true}}}"#
+    );
+    // The probes are requests like any other, under the gateway's own service.
+    let counted = poll("the probes to be counted", Duration::from_secs(5), || {
+        let samples = envoy.samples("http_requests_total");
+        (samples.len() == 2).then_some(samples)
+    });
+    let label_sets: Vec<(String, String, String)> = counted
+        .iter()
+        .map(|s| {
+            (
+                s.label("endpoint").to_owned(),
+                s.label("status").to_owned(),
+                s.label("service").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        label_sets.contains(&("/live".into(), "200".into(), "gateway".into())),
+        "{label_sets:?}"
+    );
+    assert!(
+        label_sets.contains(&("/ready".into(), "503".into(), "gateway".into())),
+        "{label_sets:?}"
+    );
+}
