@@ -141,35 +141,25 @@ fn parse_duration_us(text: &str) -> f64 {
     number.parse::<f64>().unwrap() * scale
 }
 
+/// wrk on the load CPU: one thread, `connections` connections, for `seconds`.
+fn wrk_command(url: &str, seconds: u64, connections: u64) -> Command {
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", &LOAD_CPU.to_string(), "wrk", "-t1", "-c"])
+        .arg(connections.to_string())
+        .arg(format!("-d{seconds}s"))
+        .arg(url);
+    command
+}
+
 fn wrk(envoy: &Envoy, route: Route, seconds: u64, connections: u64) -> Measurement {
     let url = envoy.url(route.path());
     // Warm-up: connections, VM caches, metric definitions.
-    let warm = Command::new("taskset")
-        .args([
-            "-c",
-            &LOAD_CPU.to_string(),
-            "wrk",
-            "-t1",
-            "-c",
-            &connections.to_string(),
-            "-d3s",
-            &url,
-        ])
-        .output()
-        .unwrap();
+    let warm = wrk_command(&url, 3, connections).output().unwrap();
     assert!(warm.status.success());
     let cpu_before = cpu_time_us(envoy.pid());
-    let output = Command::new("taskset")
-        .args([
-            "-c",
-            &LOAD_CPU.to_string(),
-            "wrk",
-            "-t1",
-            "-c",
-            &connections.to_string(),
-        ])
-        .arg(format!("-d{seconds}s"))
-        .args(["--latency", &url])
+    let output = wrk_command(&url, seconds, connections)
+        .arg("--latency")
         .output()
         .unwrap();
     let cpu_after = cpu_time_us(envoy.pid());

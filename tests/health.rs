@@ -114,21 +114,19 @@ fn each_failure_has_its_own_category_and_a_bounded_latency() {
     let fine = ScriptedServer::start(Script::Respond(
         "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
     ));
+    // Reads the request and closes the connection without a word.
+    let resets = ScriptedServer::start(Script::Respond(""));
     let nobody = free_port();
-    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway(
-        standins.backend.port(),
-        standins.chat.port(),
-        standins.stream.port(),
-    );
+    let (_standins, config, ports) = GatewayConfig::with_standins();
     let config = config
         .add_cluster("hangs", hang.port)
         .add_cluster("fails", fails.port)
         .add_cluster("garbage", garbage.port)
         .add_cluster("fine", fine.port)
         .add_cluster("refuses", nobody)
+        .add_cluster("resets", resets.port)
         .plugin_configuration(
-            r#"{"health": {"cache_ms": 0, "checks": [{"name": "hangs", "cluster": "hangs", "timeout_ms": 300}, {"name": "fails", "cluster": "fails"}, {"name": "garbage", "cluster": "garbage", "expect": {"json": {"pointer": "/status", "equals": "ok"}}}, {"name": "exporter", "cluster": "garbage", "expect": {"prometheus": {"metric": "pg_up", "equals": 1}}}, {"name": "refuses", "cluster": "refuses"}, {"name": "missing", "cluster": "no_such_cluster"}, {"name": "fine", "cluster": "fine", "required": false}]}}"#,
+            r#"{"health": {"cache_ms": 0, "checks": [{"name": "hangs", "cluster": "hangs", "timeout_ms": 300}, {"name": "fails", "cluster": "fails"}, {"name": "garbage", "cluster": "garbage", "expect": {"json": {"pointer": "/status", "equals": "ok"}}}, {"name": "exporter", "cluster": "garbage", "expect": {"prometheus": {"metric": "pg_up", "equals": 1}}}, {"name": "refuses", "cluster": "refuses"}, {"name": "resets", "cluster": "resets"}, {"name": "missing", "cluster": "no_such_cluster"}, {"name": "fine", "cluster": "fine", "required": false}]}}"#,
         );
     let envoy = Envoy::start(&config, ports, 1);
 
@@ -138,7 +136,7 @@ fn each_failure_has_its_own_category_and_a_bounded_latency() {
     assert_eq!(status, 503);
     assert_eq!(
         body,
-        r#"{"status":"unready","checks":{"hangs":{"status":"unready","error":"timeout"},"fails":{"status":"unready","error":"status 500"},"garbage":{"status":"unready","error":"unparsable body"},"exporter":{"status":"unready","error":"metric pg_up missing"},"refuses":{"status":"unready","error":"refused"},"missing":{"status":"unready","error":"unknown cluster"},"fine":{"status":"ready","optional":true}}}"#
+        r#"{"status":"unready","checks":{"hangs":{"status":"unready","error":"timeout"},"fails":{"status":"unready","error":"status 500"},"garbage":{"status":"unready","error":"unparsable body"},"exporter":{"status":"unready","error":"metric pg_up missing"},"refuses":{"status":"unready","error":"refused"},"resets":{"status":"unready","error":"reset"},"missing":{"status":"unready","error":"unknown cluster"},"fine":{"status":"ready","optional":true}}}"#
     );
     // The slowest check times out at 300 ms; the round starts within one 20 ms tick.
     assert!(latency >= Duration::from_millis(300), "{latency:?}");
@@ -152,12 +150,7 @@ fn each_failure_has_its_own_category_and_a_bounded_latency() {
 
 #[test]
 fn a_probe_storm_costs_one_round_per_cache_period_per_worker() {
-    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway(
-        standins.backend.port(),
-        standins.chat.port(),
-        standins.stream.port(),
-    );
+    let (standins, config, ports) = GatewayConfig::with_standins();
     let workers = 2;
     let envoy = Envoy::start(&config, ports, workers);
     let url = envoy.url("/ready");

@@ -217,12 +217,7 @@ fn a_known_request_mix_is_counted_exactly() {
 
 #[test]
 fn upgrades_are_counted_but_stay_out_of_the_duration_histogram() {
-    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway(
-        standins.backend.port(),
-        standins.chat.port(),
-        standins.stream.port(),
-    );
+    let (_standins, config, ports) = GatewayConfig::with_standins();
     let envoy = Envoy::start(&config, ports, 1);
     let handshake = |path: &str| {
         format!(
@@ -270,12 +265,7 @@ fn raw_exchange_until(port: u16, request: &str, marker: &str) -> String {
 
 #[test]
 fn ten_thousand_raw_paths_leave_the_configured_number_of_series() {
-    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway(
-        standins.backend.port(),
-        standins.chat.port(),
-        standins.stream.port(),
-    );
+    let (_standins, config, ports) = GatewayConfig::with_standins();
     let config =
         config.plugin_configuration(r#"{"max_series": 20, "metrics_flush_interval_ms": 200}"#);
     let envoy = Envoy::start(&config, ports, 2);

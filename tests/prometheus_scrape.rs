@@ -19,12 +19,7 @@ const CLIENTS: usize = 20;
 
 #[test]
 fn prometheus_reads_request_counts_quantiles_and_means_in_seconds() {
-    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway(
-        standins.backend.port(),
-        standins.chat.port(),
-        standins.stream.port(),
-    );
+    let (_standins, config, ports) = GatewayConfig::with_standins();
     let envoy = Envoy::start(&config, ports, 2);
     let prometheus = Prometheus::start(envoy.ports.admin);
     let url = envoy.url("/api/v1/tracks/1");

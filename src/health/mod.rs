@@ -412,51 +412,54 @@ mod tests {
 
     #[test]
     fn classify_paths_methods_and_authorities() {
-        let s = settings("{}");
-        assert_eq!(
-            Health::classify(&s, b"GET", b"/live", b"gw"),
-            Endpoint::Live
-        );
-        assert_eq!(
-            Health::classify(&s, b"HEAD", b"/ready?x=1", b"gw"),
-            Endpoint::Ready
-        );
-        assert_eq!(
-            Health::classify(&s, b"POST", b"/ready", b"gw"),
-            Endpoint::Other
-        );
-        assert_eq!(
-            Health::classify(&s, b"GET", b"/ready/", b"gw"),
-            Endpoint::Other
-        );
-        assert_eq!(
-            Health::classify(&s, b"GET", b"/api/v1/tracks", b"gw"),
-            Endpoint::Other
-        );
-        let s = settings(
+        let default = settings("{}");
+        let limited = settings(
             r#"{"health": {"live_path": "/healthz", "authorities": ["gateway.veza.internal", "[::1]"]}}"#,
         );
-        assert_eq!(
-            Health::classify(&s, b"GET", b"/live", b"gateway.veza.internal"),
-            Endpoint::Other
-        );
-        assert_eq!(
-            Health::classify(&s, b"GET", b"/healthz", b"Gateway.Veza.Internal:8080"),
-            Endpoint::Live
-        );
-        assert_eq!(
-            Health::classify(&s, b"GET", b"/healthz", b"[::1]:80"),
-            Endpoint::Live
-        );
-        assert_eq!(
-            Health::classify(&s, b"GET", b"/ready", b"evil.example"),
-            Endpoint::Other
-        );
-        let s = settings(r#"{"health": {"enabled": false}}"#);
-        assert_eq!(
-            Health::classify(&s, b"GET", b"/live", b"gw"),
-            Endpoint::Other
-        );
+        let disabled = settings(r#"{"health": {"enabled": false}}"#);
+        let cases: [(&HealthSettings, &str, &str, &str, Endpoint); 11] = [
+            (&default, "GET", "/live", "gw", Endpoint::Live),
+            (&default, "HEAD", "/ready?x=1", "gw", Endpoint::Ready),
+            (&default, "POST", "/ready", "gw", Endpoint::Other),
+            (&default, "GET", "/ready/", "gw", Endpoint::Other),
+            (&default, "GET", "/api/v1/tracks", "gw", Endpoint::Other),
+            (
+                &limited,
+                "GET",
+                "/live",
+                "gateway.veza.internal",
+                Endpoint::Other,
+            ),
+            (
+                &limited,
+                "GET",
+                "/healthz",
+                "Gateway.Veza.Internal:8080",
+                Endpoint::Live,
+            ),
+            (&limited, "GET", "/healthz", "[::1]:80", Endpoint::Live),
+            (&limited, "GET", "/ready", "evil.example", Endpoint::Other),
+            (
+                &limited,
+                "GET",
+                "/ready",
+                "gateway.veza.internal.evil.example",
+                Endpoint::Other,
+            ),
+            (&disabled, "GET", "/live", "gw", Endpoint::Other),
+        ];
+        for (settings, method, path, authority, expected) in cases {
+            assert_eq!(
+                Health::classify(
+                    settings,
+                    method.as_bytes(),
+                    path.as_bytes(),
+                    authority.as_bytes()
+                ),
+                expected,
+                "{method} {path} @ {authority}"
+            );
+        }
     }
 
     #[test]

@@ -131,6 +131,17 @@ impl GatewayConfig {
         })
     }
 
+    /// The Veza stand-ins on ephemeral ports and the gateway config in front of them.
+    pub fn with_standins() -> (veza_standins::Standins, GatewayConfig, Ports) {
+        let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
+        let (config, ports) = GatewayConfig::gateway(
+            standins.backend.port(),
+            standins.chat.port(),
+            standins.stream.port(),
+        );
+        (standins, config, ports)
+    }
+
     pub fn gateway_with(upstreams: Upstreams) -> (GatewayConfig, Ports) {
         let ports = Ports {
             listener: free_port(),
