@@ -72,6 +72,8 @@ done
 cat <<MSG
 
   Veza gateway      http://127.0.0.1:$gateway   (try: curl http://127.0.0.1:$gateway/api/v1/tracks/42)
+  Health            http://127.0.0.1:$gateway/live   http://127.0.0.1:$gateway/ready
+                    (/ready also calls postgres_exporter on 9187 and redis_exporter on 9121)
   Prometheus text   http://127.0.0.1:$admin/stats/prometheus
   Just the filter   curl -s http://127.0.0.1:$admin/stats/prometheus | grep -E '^(http_|veza_)'
   Envoy log         build/envoy-run.log
