@@ -10,12 +10,13 @@ WASM := target/wasm32-wasip1/release/veza_observability.wasm
 ENVOY := build/bin/envoy
 CARGO ?= cargo
 
-.PHONY: help run test bench lint unit e2e wasm tools clean
+.PHONY: help run test bench package lint unit e2e wasm tools clean
 
 help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
 	@echo "make test   formatting, lints, unit tests (native and wasm32-wasip1), end-to-end tests"
 	@echo "make bench  throughput and latency: no filter, an empty wasm filter, this filter"
+	@echo "make package  the .wasm, its sha256, and an OCI image (layout and tarball) in build/package"
 
 # ---------------------------------------------------------------- tools
 
@@ -35,11 +36,12 @@ $(ENVOY):
 	$@ --version
 
 # Debian packages the tests use: Prometheus and promtool; PostgreSQL, Redis and their
-# exporters (/ready's dependencies); wrk (make bench); node (wasm unit tests).
+# exporters (/ready's dependencies); skopeo (reads the OCI image as a registry client would);
+# wrk (make bench); node (wasm unit tests).
 # Each is "command:package"; a missing command installs its package.
 DEBIAN_PACKAGES := prometheus:prometheus promtool:prometheus wrk:wrk node:nodejs \
   redis-server:redis-server prometheus-postgres-exporter:prometheus-postgres-exporter \
-  prometheus-redis-exporter:prometheus-redis-exporter setpriv:util-linux
+  prometheus-redis-exporter:prometheus-redis-exporter setpriv:util-linux skopeo:skopeo
 build/.debian-packages:
 	@mkdir -p build
 	@missing=""; \
@@ -58,6 +60,12 @@ build/.debian-packages:
 wasm: build/.rust-target
 	$(CARGO) build --target wasm32-wasip1 --release
 	@ls -l $(WASM) | awk '{print "filter: " $$NF " (" $$5 " bytes)"}'
+
+# ---------------------------------------------------------------- package
+
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+package: wasm
+	$(CARGO) run --quiet -p oci-package -- $(WASM) build/package $(VERSION)
 
 # ---------------------------------------------------------------- run
 

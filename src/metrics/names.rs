@@ -91,9 +91,10 @@ mod tests {
 
     #[test]
     fn every_shipped_envoy_config_extracts_every_label() {
-        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/envoy");
         let mut checked = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
+        let dirs =
+            ["envoy", "examples/func-e"].map(|d| format!("{}/{d}", env!("CARGO_MANIFEST_DIR")));
+        for entry in dirs.iter().flat_map(|dir| std::fs::read_dir(dir).unwrap()) {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") {
                 let text = std::fs::read_to_string(&path).unwrap();
@@ -111,6 +112,9 @@ mod tests {
                 checked += 1;
             }
         }
-        assert!(checked >= 1, "no Envoy config with the filter under {dir}");
+        assert_eq!(
+            checked, 3,
+            "the Envoy configs with the filter under {dirs:?}"
+        );
     }
 }

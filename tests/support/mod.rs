@@ -24,6 +24,8 @@ pub mod dependencies;
 pub use veza_standins::Listeners;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// Where the repository keeps Envoy configs.
+pub const SHIPPED_CONFIG_DIRS: [&str; 2] = ["envoy", "examples/func-e"];
 
 /// The Envoy binary: `$VEZA_ENVOY`, else the one `make` installs.
 pub fn envoy_bin() -> PathBuf {
@@ -111,12 +113,32 @@ pub struct Ports {
 }
 
 impl GatewayConfig {
+    /// A config as shipped, loading the `.wasm` under test (shipped configs name the cargo
+    /// output or the packaged module).
     pub fn shipped(relative: &str) -> GatewayConfig {
         let text = std::fs::read_to_string(Path::new(REPO).join(relative)).unwrap();
-        GatewayConfig { text }.replace_once(
-            "filename: target/wasm32-wasip1/release/veza_observability.wasm",
-            &format!("filename: {}", wasm_path().display()),
-        )
+        let module = ["target/wasm32-wasip1/release/", "build/package/"]
+            .iter()
+            .map(|dir| format!("filename: {dir}veza_observability.wasm"))
+            .find(|line| text.contains(line.as_str()))
+            .unwrap_or_else(|| panic!("{relative} loads no veza_observability.wasm"));
+        GatewayConfig { text }
+            .replace_once(&module, &format!("filename: {}", wasm_path().display()))
+    }
+
+    /// Every Envoy config this repository ships: `envoy/*.yaml` and the examples'.
+    pub fn all_shipped() -> Vec<String> {
+        let mut configs = Vec::new();
+        for dir in SHIPPED_CONFIG_DIRS {
+            for entry in std::fs::read_dir(Path::new(REPO).join(dir)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                if name.ends_with(".yaml") {
+                    configs.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+        configs.sort();
+        configs
     }
 
     /// The Veza gateway with its three upstreams and fresh listener and admin ports; the
