@@ -3,7 +3,12 @@
 //! $VEZA_SCHEMAS), with unknown fields refused as `kubectl --validate=strict` refuses them;
 //! the plugin configurations they carry load in the filter; and the stats_tags they add are
 //! exactly those of envoy/envoy.yaml.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod support;
 
@@ -135,9 +140,9 @@ fn manifests() -> Vec<(PathBuf, Value)> {
 }
 
 fn is_custom_resource(resource: &Value) -> bool {
-    resource["apiVersion"]
-        .as_str()
-        .is_some_and(|v| v.starts_with("extensions.istio.io/") || v.starts_with("gateway.envoyproxy.io/"))
+    resource["apiVersion"].as_str().is_some_and(|v| {
+        v.starts_with("extensions.istio.io/") || v.starts_with("gateway.envoyproxy.io/")
+    })
 }
 
 #[test]
@@ -162,7 +167,10 @@ fn the_validation_refuses_what_kubernetes_would() {
         .unwrap();
     let mut typo = plugin.clone();
     typo["spec"]["failStrategi"] = Value::from("FAIL_OPEN");
-    assert_eq!(problems(&schemas, &typo), [".spec.failStrategi: unknown field"]);
+    assert_eq!(
+        problems(&schemas, &typo),
+        [".spec.failStrategi: unknown field"]
+    );
     let mut bad_enum = plugin.clone();
     bad_enum["spec"]["phase"] = Value::from("METRICS");
     let found = problems(&schemas, &bad_enum);
@@ -192,22 +200,30 @@ fn the_plugin_configurations_load_in_the_filter() {
 
 #[test]
 fn the_stats_tags_they_add_are_the_gateways() {
-    let gateway = &yaml_documents(&Path::new(REPO).join("envoy/envoy.yaml"))[0]["stats_config"]["stats_tags"];
+    let gateway =
+        &yaml_documents(&Path::new(REPO).join("envoy/envoy.yaml"))[0]["stats_config"]["stats_tags"];
     assert_eq!(gateway.as_array().unwrap().len(), 7);
     let mut checked = 0;
     for (path, resource) in manifests() {
         let bootstrap: Value = match resource["kind"].as_str() {
             Some("ConfigMap") => {
-                serde_json::from_str(resource["data"]["custom_bootstrap.json"].as_str().unwrap()).unwrap()
+                serde_json::from_str(resource["data"]["custom_bootstrap.json"].as_str().unwrap())
+                    .unwrap()
             }
             Some("EnvoyProxy") => {
                 assert_eq!(resource["spec"]["bootstrap"]["type"], "Merge");
                 let value = resource["spec"]["bootstrap"]["value"].as_str().unwrap();
-                serde_json::to_value(serde_norway::from_str::<serde_norway::Value>(value).unwrap()).unwrap()
+                serde_json::to_value(serde_norway::from_str::<serde_norway::Value>(value).unwrap())
+                    .unwrap()
             }
             _ => continue,
         };
-        assert_eq!(&bootstrap["stats_config"]["stats_tags"], gateway, "{}", path.display());
+        assert_eq!(
+            &bootstrap["stats_config"]["stats_tags"],
+            gateway,
+            "{}",
+            path.display()
+        );
         checked += 1;
     }
     assert_eq!(checked, 2);
@@ -220,16 +236,30 @@ fn sidecars_are_annotated_for_the_overrides_and_scraping() {
         .find(|(p, _)| p.ends_with("pod-annotations.yaml"))
         .unwrap();
     let annotations = &patch["spec"]["template"]["metadata"]["annotations"];
-    assert_eq!(annotations["sidecar.istio.io/bootstrapOverride"], "veza-observability-stats-tags");
+    assert_eq!(
+        annotations["sidecar.istio.io/bootstrapOverride"],
+        "veza-observability-stats-tags"
+    );
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(annotations["prometheus.io/port"], "15020");
     let proxy: serde_norway::Value =
         serde_norway::from_str(annotations["proxy.istio.io/config"].as_str().unwrap()).unwrap();
     let proxy = serde_json::to_value(proxy).unwrap();
-    assert_eq!(proxy["proxyStatsMatcher"]["inclusionPrefixes"], serde_json::json!(["wasmcustom."]));
+    assert_eq!(
+        proxy["proxyStatsMatcher"]["inclusionPrefixes"],
+        serde_json::json!(["wasmcustom."])
+    );
+    let values = &yaml_documents(&Path::new(REPO).join("examples/istio/istiod-values.yaml"))[0];
+    assert_eq!(
+        values["meshConfig"]["defaultConfig"]["proxyStatsMatcher"], proxy["proxyStatsMatcher"],
+        "the mesh-wide matcher is the annotation's"
+    );
     let (_, config_map) = manifests()
         .into_iter()
         .find(|(_, r)| r["kind"] == "ConfigMap")
         .unwrap();
-    assert_eq!(config_map["metadata"]["name"], "veza-observability-stats-tags");
+    assert_eq!(
+        config_map["metadata"]["name"],
+        "veza-observability-stats-tags"
+    );
 }
