@@ -48,14 +48,8 @@ impl Form {
     }
 
     fn config(self, nginx_port: u16) -> (GatewayConfig, Ports) {
-        let ports = Ports {
-            listener: free_port(),
-            admin: free_port(),
-        };
-        let config = GatewayConfig::shipped("envoy/bench.yaml")
-            .port(10000, ports.listener)
-            .port(9901, ports.admin)
-            .port(8080, nginx_port);
+        let (config, ports) = GatewayConfig::shipped_on_fresh_ports("envoy/bench.yaml");
+        let config = config.port(8080, nginx_port);
         let config = match self {
             Form::ThisFilter => config,
             Form::EmptyWasm => {

@@ -78,10 +78,8 @@ fn each_bad_configuration_is_refused_with_its_field_named() {
 #[test]
 fn a_running_envoy_refuses_to_start_with_a_bad_configuration() {
     let dir = scratch_dir("refused");
-    let config = gateway()
-        .port(10000, free_port())
-        .port(9901, free_port())
-        .plugin_configuration(r#"{"max_series": 0}"#);
+    let (config, _) = GatewayConfig::shipped_on_fresh_ports("envoy/envoy.yaml");
+    let config = config.plugin_configuration(r#"{"max_series": 0}"#);
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, &config.text).unwrap();
     let output = Command::new(envoy_bin())

@@ -164,14 +164,21 @@ impl GatewayConfig {
         (standins, config, ports)
     }
 
-    pub fn gateway_with(upstreams: Upstreams) -> (GatewayConfig, Ports) {
+    /// A shipped config with its listener (10000) and admin (9901) on fresh ports.
+    pub fn shipped_on_fresh_ports(relative: &str) -> (GatewayConfig, Ports) {
         let ports = Ports {
             listener: free_port(),
             admin: free_port(),
         };
-        let config = GatewayConfig::shipped("envoy/envoy.yaml")
+        let config = GatewayConfig::shipped(relative)
             .port(10000, ports.listener)
-            .port(9901, ports.admin)
+            .port(9901, ports.admin);
+        (config, ports)
+    }
+
+    pub fn gateway_with(upstreams: Upstreams) -> (GatewayConfig, Ports) {
+        let (config, ports) = GatewayConfig::shipped_on_fresh_ports("envoy/envoy.yaml");
+        let config = config
             .port(8080, upstreams.backend)
             .port(3001, upstreams.chat)
             .port(3002, upstreams.stream)
