@@ -7,6 +7,7 @@
 //! - [`labels`]: bounded `method` and `status` labels;
 //! - [`health`]: `/live` and `/ready` answered at the gateway from the dependency clusters;
 //! - [`metrics`]: metric names, the registry that aggregates in VM memory, per-request metrics;
+//! - [`websocket`]: RFC 6455 frames and chat messages seen in upgraded connections;
 //! - [`host`]: the few host capabilities the core needs, as a trait;
 //! - [`header_map`]: decoding the ABI's serialized header map;
 //! - `filter` (wasm32 only): the proxy-wasm root and HTTP contexts, thin glue over the core.
@@ -18,6 +19,7 @@ pub mod host;
 pub mod labels;
 pub mod metrics;
 pub mod routes;
+pub mod websocket;
 
 // Not in test builds: the unit tests run as WASI commands, without a proxy-wasm host.
 #[cfg(all(target_arch = "wasm32", not(test)))]

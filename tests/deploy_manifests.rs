@@ -202,7 +202,7 @@ fn the_plugin_configurations_load_in_the_filter() {
 fn the_stats_tags_they_add_are_the_gateways() {
     let gateway =
         &yaml_documents(&Path::new(REPO).join("envoy/envoy.yaml"))[0]["stats_config"]["stats_tags"];
-    assert_eq!(gateway.as_array().unwrap().len(), 7);
+    assert_eq!(gateway.as_array().unwrap().len(), 11);
     let mut checked = 0;
     for (path, resource) in manifests() {
         let bootstrap: Value = match resource["kind"].as_str() {

@@ -24,9 +24,13 @@ pub const LABEL_SERVICE: &str = "service";
 pub const LABEL_LE: &str = "le";
 pub const LABEL_OPERATION: &str = "operation";
 pub const LABEL_DEPENDENCY: &str = "dependency";
+pub const LABEL_DIRECTION: &str = "direction";
+pub const LABEL_MESSAGE_TYPE: &str = "message_type";
+pub const LABEL_TYPE: &str = "type";
+pub const LABEL_STREAM_ID: &str = "stream_id";
 
 /// Every label key, in the order the stats_tags are listed in the Envoy configs.
-pub const LABEL_KEYS: [&str; 7] = [
+pub const LABEL_KEYS: [&str; 11] = [
     LABEL_METHOD,
     LABEL_ENDPOINT,
     LABEL_STATUS,
@@ -34,6 +38,10 @@ pub const LABEL_KEYS: [&str; 7] = [
     LABEL_LE,
     LABEL_OPERATION,
     LABEL_DEPENDENCY,
+    LABEL_DIRECTION,
+    LABEL_MESSAGE_TYPE,
+    LABEL_TYPE,
+    LABEL_STREAM_ID,
 ];
 
 /// The endpoint and service label for anything no route or prefix claims, and for overflow.
@@ -43,8 +51,10 @@ const PAIR_SEPARATOR: &str = "=.=";
 const PAIR_TERMINATOR: &str = ";.;";
 
 /// The `stats_tags` regex that extracts label `key` (first group removed, second the value).
+/// It is anchored on the separator before the key (`wasmcustom.` or `;.;`), so a key that
+/// ends another (`type`, `message_type`) never matches inside it.
 pub fn stats_tag_regex(key: &str) -> String {
-    format!(r"({key}=\.=(.*?);\.;)")
+    format!(r"[.;]({key}=\.=(.*?);\.;)")
 }
 
 /// Appends one encoded `key=.=value;.;` pair.
@@ -86,7 +96,7 @@ mod tests {
             name,
             "method=.=GET;.;endpoint=.=/api/v1/tracks/:id;.;http_requests_total"
         );
-        assert_eq!(stats_tag_regex("method"), r"(method=\.=(.*?);\.;)");
+        assert_eq!(stats_tag_regex("method"), r"[.;](method=\.=(.*?);\.;)");
     }
 
     #[test]
