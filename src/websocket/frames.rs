@@ -60,13 +60,14 @@ pub enum ProtocolError {
 
 /// Where the reader pulls bytes from: a chunk it may read any range of.
 pub trait ByteSource {
-    fn len(&self) -> usize;
+    /// The chunk's size in bytes.
+    fn size(&self) -> usize;
     /// Up to `len` bytes at `offset` (fewer only at the chunk's end).
     fn read(&mut self, offset: usize, len: usize) -> Vec<u8>;
 }
 
 impl ByteSource for &[u8] {
-    fn len(&self) -> usize {
+    fn size(&self) -> usize {
         <[u8]>::len(self)
     }
 
@@ -151,7 +152,7 @@ impl FrameReader {
         if self.failed().is_some() {
             return None;
         }
-        let len = source.len();
+        let len = source.size();
         let mut offset = 0;
         while offset < len {
             match self.state {
