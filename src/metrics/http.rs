@@ -15,12 +15,13 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::config::{EndpointSource, Settings};
-use crate::host::{CasOutcome, Host};
+use crate::host::Host;
 use crate::labels::{Method, Status};
 use crate::routes::{EndpointId, ServiceId, MAX_TEMPLATE_LEN};
 
 use super::names;
 use super::registry::{CounterHandle, HistogramHandle, Operation, Registry};
+use super::shared::Budget;
 
 /// What the glue read for one finished request.
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,8 +51,6 @@ pub enum Outcome {
 const SERIES_COUNT_KEY: &str = "veza_observability.series_count";
 /// Shared-data key prefix marking one admitted label set.
 const SERIES_KEY_PREFIX: &str = "veza_observability.series.";
-/// CAS retries before a VM gives up admitting (another VM keeps winning the race).
-const CAS_ATTEMPTS: usize = 8;
 /// Label sets refused by the cap that a VM remembers, so a refused set costs no hostcall
 /// the next time; past this, refusals are checked again each time.
 const REFUSED_CACHE_LIMIT: usize = 4096;
@@ -73,22 +72,18 @@ pub struct HttpMetrics {
     refused: IntMap<()>,
     route_names: HashMap<Box<[u8]>, u32>,
     route_name_labels: Vec<String>,
-    admitted_here: u32,
+    budget: Budget,
 }
 
 impl HttpMetrics {
     pub fn new(host: &mut dyn Host) -> HttpMetrics {
-        // Another worker may have started it: write only if absent.
-        if let Ok(None) = host.get_shared(SERIES_COUNT_KEY) {
-            let _ = host.set_shared(SERIES_COUNT_KEY, &0u32.to_le_bytes(), 0);
-        }
         HttpMetrics {
+            budget: Budget::new(host, SERIES_COUNT_KEY, SERIES_KEY_PREFIX),
             series: IntMap::default(),
             histograms: IntMap::default(),
             refused: IntMap::default(),
             route_names: HashMap::new(),
             route_name_labels: Vec::new(),
-            admitted_here: 0,
         }
     }
 
@@ -204,53 +199,11 @@ impl HttpMetrics {
         host: &mut dyn Host,
         name: &str,
     ) -> bool {
-        let marker = format!("{SERIES_KEY_PREFIX}{name}");
-        match host.get_shared(&marker) {
-            Ok(Some(_)) => return true,
-            Ok(None) => {}
-            Err(err) => {
-                registry.host_error(Operation::SharedData, err, SERIES_COUNT_KEY);
-                return self.admit_locally(settings);
-            }
+        let (admitted, error) = self.budget.admit(host, name, settings.max_series);
+        if let Some(err) = error {
+            registry.host_error(Operation::SharedData, err, SERIES_COUNT_KEY);
         }
-        for _ in 0..CAS_ATTEMPTS {
-            let (count, cas) = match host.get_shared(SERIES_COUNT_KEY) {
-                Ok(Some((bytes, cas))) => (decode_count(&bytes), cas),
-                Ok(None) => (0, 0),
-                Err(err) => {
-                    registry.host_error(Operation::SharedData, err, SERIES_COUNT_KEY);
-                    return self.admit_locally(settings);
-                }
-            };
-            if count >= settings.max_series {
-                return false;
-            }
-            match host.set_shared(SERIES_COUNT_KEY, &(count + 1).to_le_bytes(), cas) {
-                Ok(CasOutcome::Stored) => {
-                    if let Err(err) = host.set_shared(&marker, b"1", 0) {
-                        registry.host_error(Operation::SharedData, err, &marker);
-                    }
-                    self.admitted_here += 1;
-                    return true;
-                }
-                Ok(CasOutcome::Mismatch) => continue,
-                Err(err) => {
-                    registry.host_error(Operation::SharedData, err, SERIES_COUNT_KEY);
-                    return self.admit_locally(settings);
-                }
-            }
-        }
-        false
-    }
-
-    /// Without shared data, the cap holds per VM.
-    fn admit_locally(&mut self, settings: &Settings) -> bool {
-        if self.admitted_here < settings.max_series {
-            self.admitted_here += 1;
-            true
-        } else {
-            false
-        }
+        admitted
     }
 
     fn counter_name(&self, settings: &Settings, labels: LabelSet) -> String {
@@ -333,13 +286,6 @@ fn sanitize_route_name(name: &[u8]) -> String {
             }
         })
         .collect()
-}
-
-fn decode_count(bytes: &[u8]) -> u32 {
-    bytes
-        .get(..4)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, u32::from_le_bytes)
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -3,3 +3,4 @@
 pub mod http;
 pub mod names;
 pub mod registry;
+pub mod shared;
