@@ -43,6 +43,8 @@ pub trait Host {
     fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError>;
     fn define_gauge(&mut self, name: &str) -> Result<MetricId, HostError>;
     fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError>;
+    /// Adds to a gauge (negative subtracts): increments from every worker add up.
+    fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError>;
     /// Process-wide data shared by every worker's VM: value and CAS token.
     fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError>;
     /// Writes shared data; `cas` 0 writes unconditionally.
@@ -110,6 +112,14 @@ pub mod memory {
             self.hostcalls += 1;
             let name = self.names.get(id as usize).ok_or(HostError(1))?;
             self.values.insert(name.clone(), value);
+            Ok(())
+        }
+
+        fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {
+            self.hostcalls += 1;
+            let name = self.names.get(id as usize).ok_or(HostError(1))?;
+            let value = self.values.entry(name.clone()).or_insert(0);
+            *value = value.saturating_add_signed(delta);
             Ok(())
         }
 

@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use crate::health::config::{self as health_config, HealthConfig, HealthSettings};
-use crate::routes::RouteTable;
+use crate::routes::{EndpointId, RouteTable};
 
 /// The built-in route table: every route the Veza services serve (see the README).
 const VEZA_SERVICES: &str = include_str!("veza_services.json");
@@ -36,6 +36,86 @@ pub struct PluginConfig {
     /// `/live` and `/ready` at the gateway.
     #[serde(default)]
     pub health: HealthConfig,
+    /// WebSocket and chat telemetry.
+    #[serde(default)]
+    pub websocket: WebSocketConfig,
+    /// Audio stream telemetry.
+    #[serde(default)]
+    pub streams: StreamsConfig,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketConfig {
+    /// Route templates whose WebSocket messages are the chat server's JSON messages.
+    /// Absent: `/ws` and `/ws/chat`, those of them the route table has.
+    #[serde(default)]
+    pub chat_endpoints: Option<Vec<String>>,
+    /// Client message types counted by name in `chat_events_total{type}`; others are `other`.
+    #[serde(default = "default_chat_event_types")]
+    pub chat_event_types: Vec<String>,
+    /// Distinct conversation ids tracked gateway-wide for `chat_rooms_active`.
+    #[serde(default = "default_max_tracked_rooms")]
+    pub max_tracked_rooms: u32,
+}
+
+impl Default for WebSocketConfig {
+    fn default() -> WebSocketConfig {
+        WebSocketConfig {
+            chat_endpoints: None,
+            chat_event_types: default_chat_event_types(),
+            max_tracked_rooms: default_max_tracked_rooms(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    /// Route templates that serve audio streams; their last path segment is the `stream_id`.
+    /// Absent: `/stream/:filename`, if the route table has it.
+    #[serde(default)]
+    pub endpoints: Option<Vec<String>>,
+    /// Distinct `stream_id` values gateway-wide; later ones are `other`.
+    #[serde(default = "default_max_stream_ids")]
+    pub max_stream_ids: u32,
+}
+
+impl Default for StreamsConfig {
+    fn default() -> StreamsConfig {
+        StreamsConfig {
+            endpoints: None,
+            max_stream_ids: default_max_stream_ids(),
+        }
+    }
+}
+
+fn default_chat_endpoints() -> Vec<String> {
+    vec!["/ws".to_owned(), "/ws/chat".to_owned()]
+}
+
+fn default_chat_event_types() -> Vec<String> {
+    [
+        "SendMessage",
+        "JoinConversation",
+        "LeaveConversation",
+        "MarkAsRead",
+        "Ping",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+fn default_max_tracked_rooms() -> u32 {
+    10_000
+}
+
+fn default_stream_endpoints() -> Vec<String> {
+    vec!["/stream/:filename".to_owned()]
+}
+
+fn default_max_stream_ids() -> u32 {
+    100
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,6 +157,22 @@ pub struct Settings {
     pub max_series: u32,
     pub flush_interval_ms: u32,
     pub health: HealthSettings,
+    pub websocket: WebSocketSettings,
+    pub streams: StreamSettings,
+}
+
+#[derive(Debug)]
+pub struct WebSocketSettings {
+    /// Templates (endpoint ids) whose messages are chat messages.
+    pub chat_endpoints: Vec<EndpointId>,
+    pub chat_event_types: Vec<String>,
+    pub max_tracked_rooms: u32,
+}
+
+#[derive(Debug)]
+pub struct StreamSettings {
+    pub endpoints: Vec<EndpointId>,
+    pub max_stream_ids: u32,
 }
 
 /// The `service` label of `/live` and `/ready`, which the gateway answers itself.
@@ -202,13 +298,81 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
                 .map_err(|m| error("health", m))?;
         }
     }
+    let websocket = WebSocketSettings {
+        chat_endpoints: endpoint_ids(
+            &routes,
+            "websocket.chat_endpoints",
+            config.websocket.chat_endpoints,
+            default_chat_endpoints,
+        )?,
+        chat_event_types: check_event_types(config.websocket.chat_event_types)?,
+        max_tracked_rooms: config.websocket.max_tracked_rooms,
+    };
+    let streams = StreamSettings {
+        endpoints: endpoint_ids(
+            &routes,
+            "streams.endpoints",
+            config.streams.endpoints,
+            default_stream_endpoints,
+        )?,
+        max_stream_ids: config.streams.max_stream_ids,
+    };
     Ok(Settings {
         routes,
         endpoint_source: config.endpoint_source,
         max_series: config.max_series,
         flush_interval_ms: config.metrics_flush_interval_ms,
         health,
+        websocket,
+        streams,
     })
+}
+
+/// Templates the configuration names must be in the route table; built-in ones that are not
+/// (the user replaced the Veza routes) are left out.
+fn endpoint_ids(
+    routes: &RouteTable,
+    field: &str,
+    configured: Option<Vec<String>>,
+    defaults: fn() -> Vec<String>,
+) -> Result<Vec<EndpointId>, ConfigError> {
+    let find = |template: &String| {
+        routes
+            .templates()
+            .iter()
+            .position(|t| &t.text == template)
+            .and_then(|id| EndpointId::try_from(id).ok())
+    };
+    match configured {
+        None => Ok(defaults().iter().filter_map(find).collect()),
+        Some(templates) => templates
+            .iter()
+            .enumerate()
+            .map(|(i, template)| {
+                find(template).ok_or_else(|| {
+                    error(
+                        format!("{field}[{i}]"),
+                        format!("{template:?} is not a route template of services[].routes"),
+                    )
+                })
+            })
+            .collect(),
+    }
+}
+
+fn check_event_types(types: Vec<String>) -> Result<Vec<String>, ConfigError> {
+    for (i, name) in types.iter().enumerate() {
+        let valid = !name.is_empty()
+            && name.len() <= 64
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid || name == crate::metrics::names::OTHER {
+            return Err(error(
+                format!("websocket.chat_event_types[{i}]"),
+                format!("{name:?} must be 1 to 64 letters, digits or '_', and not \"other\""),
+            ));
+        }
+    }
+    Ok(types)
 }
 
 fn check_service_name(name: &str) -> Result<(), String> {
@@ -356,6 +520,9 @@ mod tests {
             (r#"{"services": [{"name": "a", "prefixes": ["x"]}]}"#, "services[0].prefixes[0]: \"x\" must start with '/'"),
             (r#"{"services": [{"name": "a", "colour": 1}]}"#, "services[0].colour: invalid configuration JSON: unknown field `colour`"),
             (r#"{} {}"#, "invalid configuration JSON: trailing characters"),
+            (r#"{"websocket": {"chat_endpoints": ["/chat"]}}"#, "websocket.chat_endpoints[0]: \"/chat\" is not a route template"),
+            (r#"{"websocket": {"chat_event_types": ["Send Message"]}}"#, "websocket.chat_event_types[0]: \"Send Message\" must be"),
+            (r#"{"streams": {"endpoints": ["/stream/:id"]}}"#, "streams.endpoints[0]: \"/stream/:id\" is not a route template"),
         ];
         for (json, expected) in cases {
             let err = load_str(json).unwrap_err();

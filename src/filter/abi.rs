@@ -167,13 +167,22 @@ pub fn current_time_nanos() -> Result<u64, HostError> {
 
 /// Up to `size` bytes of one of the current context's buffers.
 pub fn buffer(buffer_type: BufferType, size: usize) -> Result<Option<Vec<u8>>, HostError> {
+    buffer_at(buffer_type, 0, size)
+}
+
+/// Up to `size` bytes at `start` of one of the current context's buffers.
+pub fn buffer_at(
+    buffer_type: BufferType,
+    start: usize,
+    size: usize,
+) -> Result<Option<Vec<u8>>, HostError> {
     if size == 0 {
         return Ok(None);
     }
     let mut data = null_mut();
     let mut len = 0;
     // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
-    let status = unsafe { proxy_get_buffer_bytes(buffer_type, 0, size, &mut data, &mut len) };
+    let status = unsafe { proxy_get_buffer_bytes(buffer_type, start, size, &mut data, &mut len) };
     match status {
         OK => Ok(Some(unsafe { take_buffer(data, len) })),
         NOT_FOUND => Ok(None),
@@ -242,6 +251,11 @@ impl Host for EnvoyHost {
             proxy_define_metric(MetricType::Gauge, name.as_ptr(), name.len(), &mut id)
         })?;
         Ok(id)
+    }
+
+    fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {
+        // SAFETY: plain values.
+        check(unsafe { proxy_increment_metric(id, delta) })
     }
 
     fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {

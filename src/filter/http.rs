@@ -1,22 +1,33 @@
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
-use proxy_wasm::types::{Action, MapType};
+use proxy_wasm::types::{Action, BufferType, MapType};
 
 use crate::config::EndpointSource;
 use crate::header_map;
 use crate::health::{Endpoint, Health};
 use crate::host::HostError;
-use crate::labels;
+use crate::labels::{self, Method, Status};
+use crate::metrics::connections::{self, Origin, RoomChange};
 use crate::metrics::http::{Outcome, RequestRecord};
-use crate::metrics::registry::{Operation, Registry};
+use crate::metrics::registry::{GaugeHandle, Operation, Registry};
+use crate::routes::RouteMatch;
+use crate::websocket::frames::{ByteSource, Direction, FrameReader};
 
 use super::abi::{self, EnvoyHost};
-use super::root::Plugin;
+use super::root::{Plugin, State};
 
-/// One request: `/live` and `/ready` are answered in `on_http_request_headers`; the metrics
+/// Conversations one connection can have joined that `chat_rooms_active` tracks.
+const MAX_ROOMS_PER_CONNECTION: usize = 32;
+/// Body chunks up to this size are copied into the VM whole (one hostcall); larger ones are
+/// read only where frame headers are.
+const WHOLE_CHUNK_LIMIT: usize = 16 * 1024;
+/// How often a stream's bitrate gauge is brought up to date.
+const BITRATE_WINDOW_NANOS: u64 = 1_000_000_000;
+
+/// One request. `/live` and `/ready` are answered in `on_http_request_headers`; the metrics
 /// are recorded in `on_log`, which Envoy calls once per request, also for requests answered
-/// before this filter ran and for resets.
+/// before this filter ran and for resets, and, for an upgraded connection, when it ends.
 pub struct HttpFilter {
     context_id: u32,
     plugin: Option<Rc<Plugin>>,
@@ -26,7 +37,30 @@ pub struct HttpFilter {
     started_nanos: Option<u64>,
     /// The request headers, read once (one hostcall) and used again in `on_log`.
     request_headers: Option<Vec<u8>>,
+    route: Option<RouteMatch>,
     waiting_for_ready: bool,
+    /// A WebSocket upgrade request, until its outcome is counted.
+    upgrade_pending: bool,
+    /// A stream request: whether it starts a listening session (no Range, or from byte 0).
+    stream_request: Option<bool>,
+    connection: Option<Connection>,
+}
+
+/// A long exchange in progress: an upgraded WebSocket or a stream response.
+enum Connection {
+    WebSocket {
+        opened_nanos: u64,
+        readers: [FrameReader; 2],
+        chat: bool,
+        rooms: Vec<String>,
+    },
+    Stream {
+        opened_nanos: u64,
+        bitrate: Option<GaugeHandle>,
+        reported_bps: i64,
+        window_start_nanos: u64,
+        window_bytes: u64,
+    },
 }
 
 impl HttpFilter {
@@ -36,7 +70,117 @@ impl HttpFilter {
             plugin,
             started_nanos: None,
             request_headers: None,
+            route: None,
             waiting_for_ready: false,
+            upgrade_pending: false,
+            stream_request: None,
+            connection: None,
+        }
+    }
+
+    fn service(&self) -> Option<crate::routes::ServiceId> {
+        self.route.and_then(|r| r.service)
+    }
+
+    fn on_body(&mut self, direction: Direction, size: usize) {
+        let Some(plugin) = self.plugin.clone() else {
+            return;
+        };
+        let service = self.service();
+        let Ok(mut state) = plugin.state.try_borrow_mut() else {
+            return;
+        };
+        let State {
+            registry,
+            connections,
+            ..
+        } = &mut *state;
+        let settings = &plugin.settings;
+        let mut host = EnvoyHost;
+        match &mut self.connection {
+            Some(Connection::WebSocket {
+                readers,
+                chat,
+                rooms,
+                ..
+            }) => {
+                connections.bytes(
+                    settings,
+                    registry,
+                    &mut host,
+                    service,
+                    direction,
+                    size as u64,
+                );
+                let index = usize::from(direction == Direction::Downstream);
+                let Some(reader) = readers.get_mut(index) else {
+                    return;
+                };
+                if reader.failed().is_some() {
+                    return;
+                }
+                let buffer = match direction {
+                    Direction::Upstream => BufferType::HttpRequestBody,
+                    Direction::Downstream => BufferType::HttpResponseBody,
+                };
+                let mut source = EnvoyBody::new(buffer, size);
+                let mut messages = Vec::new();
+                let error = reader.feed(&mut source, &mut |message| messages.push(message));
+                let origin = Origin {
+                    service,
+                    direction,
+                    chat: *chat,
+                };
+                for message in &messages {
+                    let change =
+                        connections.message(settings, registry, &mut host, origin, message);
+                    match change {
+                        Some(RoomChange::Joined(room))
+                            if !rooms.contains(&room) && rooms.len() < MAX_ROOMS_PER_CONNECTION =>
+                        {
+                            connections.room(settings, registry, &mut host, &room, 1);
+                            rooms.push(room);
+                        }
+                        Some(RoomChange::Left(room)) => {
+                            if let Some(at) = rooms.iter().position(|r| *r == room) {
+                                rooms.swap_remove(at);
+                                connections.room(settings, registry, &mut host, &room, -1);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                if error.is_some() {
+                    connections.protocol_error(settings, registry, &mut host, service);
+                }
+            }
+            Some(Connection::Stream {
+                bitrate,
+                reported_bps,
+                window_start_nanos,
+                window_bytes,
+                ..
+            }) if direction == Direction::Downstream => {
+                connections.stream_bytes(registry, &mut host, size as u64);
+                *window_bytes += size as u64;
+                let Ok(now) = abi::current_time_nanos() else {
+                    return;
+                };
+                let elapsed = now.saturating_sub(*window_start_nanos);
+                if elapsed >= BITRATE_WINDOW_NANOS {
+                    let bps = i64::try_from(
+                        u128::from(*window_bytes) * 8 * 1_000_000_000 / u128::from(elapsed),
+                    )
+                    .unwrap_or(i64::MAX);
+                    if let Some(gauge) = bitrate {
+                        registry.add_gauge(&mut host, *gauge, bps - *reported_bps);
+                    }
+                    *reported_bps = bps;
+                    *window_start_nanos = now;
+                    *window_bytes = 0;
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -52,20 +196,30 @@ impl HttpContext for HttpFilter {
         };
         // A failed read leaves `request_headers` empty: `on_log` reads again and counts it.
         let headers = abi::request_headers().ok();
-        let health = &plugin.settings.health;
-        let endpoint = match &headers {
-            Some(headers) if health.enabled => {
-                let [method, path, authority] =
-                    header_map::find(headers, [":method", ":path", ":authority"]);
-                Health::classify(
-                    health,
-                    method.unwrap_or_default(),
-                    path.unwrap_or_default(),
-                    authority.unwrap_or_default(),
-                )
+        let settings = &plugin.settings;
+        let health = &settings.health;
+        let mut endpoint = Endpoint::Other;
+        if let Some(headers) = &headers {
+            let [method, path, authority, upgrade, range] = header_map::find(
+                headers,
+                [":method", ":path", ":authority", "upgrade", "range"],
+            );
+            let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
+            if health.enabled {
+                endpoint = Health::classify(health, method, path, authority.unwrap_or_default());
             }
-            _ => Endpoint::Other,
-        };
+            let route = settings.routes.resolve(Method::parse(method), path);
+            self.route = Some(route);
+            self.upgrade_pending = upgrade.is_some_and(|u| u.eq_ignore_ascii_case(b"websocket"));
+            let stream = route
+                .endpoint
+                .is_some_and(|e| settings.streams.endpoints.contains(&e))
+                && method == b"GET";
+            if stream {
+                let from_start = range.is_none_or(|r| r.starts_with(b"bytes=0-"));
+                self.stream_request = Some(from_start);
+            }
+        }
         self.request_headers = headers;
         let now = now.unwrap_or(0);
         let answer = match endpoint {
@@ -84,6 +238,92 @@ impl HttpContext for HttpFilter {
             None => self.waiting_for_ready = true,
         }
         Action::Pause
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if !self.upgrade_pending && self.stream_request.is_none() {
+            return Action::Continue;
+        }
+        let Some(plugin) = self.plugin.clone() else {
+            return Action::Continue;
+        };
+        let Ok(mut state) = plugin.state.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let State {
+            registry,
+            connections,
+            ..
+        } = &mut *state;
+        let settings = &plugin.settings;
+        let mut host = EnvoyHost;
+        let status = read(
+            registry,
+            Operation::GetHeader,
+            abi::header(MapType::HttpResponseHeaders, ":status"),
+        )
+        .map(|code| labels::status_code_from_header(&code));
+        let now = abi::current_time_nanos().unwrap_or(0);
+        let route = self.route.unwrap_or(RouteMatch {
+            endpoint: None,
+            service: None,
+        });
+        if self.upgrade_pending {
+            self.upgrade_pending = false;
+            connections.upgrade(
+                settings,
+                registry,
+                &mut host,
+                route.service,
+                route.endpoint,
+                Status::from_code(status),
+            );
+            if status == Some(101) {
+                connections.opened(settings, registry, &mut host, route.service);
+                let chat = route
+                    .endpoint
+                    .is_some_and(|e| settings.websocket.chat_endpoints.contains(&e));
+                self.connection = Some(Connection::WebSocket {
+                    opened_nanos: now,
+                    readers: [
+                        FrameReader::new(Direction::Upstream),
+                        FrameReader::new(Direction::Downstream),
+                    ],
+                    chat,
+                    rooms: Vec::new(),
+                });
+            }
+        } else if let (Some(session_start), Some(200 | 206)) = (self.stream_request, status) {
+            connections.stream_opened(registry, &mut host, session_start);
+            let [path] = header_map::find(
+                self.request_headers.as_deref().unwrap_or_default(),
+                [":path"],
+            );
+            let stream_id = connections::stream_id(path.unwrap_or_default());
+            let bitrate = connections.bitrate_gauge(settings, registry, &mut host, &stream_id);
+            self.connection = Some(Connection::Stream {
+                opened_nanos: now,
+                bitrate,
+                reported_bps: 0,
+                window_start_nanos: now,
+                window_bytes: 0,
+            });
+        }
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if matches!(self.connection, Some(Connection::WebSocket { .. })) {
+            self.on_body(Direction::Upstream, body_size);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, _end_of_stream: bool) -> Action {
+        if self.connection.is_some() {
+            self.on_body(Direction::Downstream, body_size);
+        }
+        Action::Continue
     }
 
     fn on_log(&mut self) {
@@ -114,7 +354,8 @@ impl HttpContext for HttpFilter {
             abi::header(MapType::HttpResponseHeaders, ":status"),
         )
         .map(|code| labels::status_code_from_header(&code));
-        let duration = match (self.started_nanos, abi::current_time_nanos()) {
+        let now = abi::current_time_nanos();
+        let duration = match (self.started_nanos, now) {
             (Some(start), Ok(now)) => Some(now.saturating_sub(start)),
             _ => read(
                 registry,
@@ -134,21 +375,111 @@ impl HttpContext for HttpFilter {
             method: method.unwrap_or_default(),
             path: path.unwrap_or_default(),
             route_name: route_name.as_deref(),
+            route: self.route,
             status,
             duration_nanos: duration,
         };
         let mut host = EnvoyHost;
-        match state
-            .http
-            .record(&plugin.settings, registry, &mut host, &request)
-        {
-            Outcome::Exchange => {}
-            // The connection's own metrics (WebSocket) start from this outcome.
-            Outcome::Upgraded => {}
+        let settings = &plugin.settings;
+        // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
+        let _: Outcome = state.http.record(settings, registry, &mut host, &request);
+        let service = self.service();
+        let now = now.unwrap_or(0);
+        if self.upgrade_pending {
+            // No response headers came (the upstream failed first): the attempt's outcome.
+            let route = self.route.unwrap_or(RouteMatch {
+                endpoint: None,
+                service: None,
+            });
+            state.connections.upgrade(
+                settings,
+                registry,
+                &mut host,
+                service,
+                route.endpoint,
+                Status::from_code(status),
+            );
         }
-        if plugin.settings.flush_interval_ms == 0 {
+        match self.connection.take() {
+            Some(Connection::WebSocket {
+                opened_nanos,
+                rooms,
+                ..
+            }) => {
+                for room in rooms {
+                    state
+                        .connections
+                        .room(settings, registry, &mut host, &room, -1);
+                }
+                state.connections.closed(
+                    settings,
+                    registry,
+                    &mut host,
+                    service,
+                    now.saturating_sub(opened_nanos),
+                );
+            }
+            Some(Connection::Stream {
+                opened_nanos,
+                bitrate,
+                reported_bps,
+                ..
+            }) => {
+                if let Some(gauge) = bitrate {
+                    registry.add_gauge(&mut host, gauge, -reported_bps);
+                }
+                state.connections.stream_closed(
+                    registry,
+                    &mut host,
+                    now.saturating_sub(opened_nanos),
+                );
+            }
+            None => {}
+        }
+        if settings.flush_interval_ms == 0 {
             registry.flush(&mut host);
         }
+    }
+}
+
+/// A body chunk as the frame reader sees it.
+struct EnvoyBody {
+    buffer: BufferType,
+    size: usize,
+    whole: Option<Vec<u8>>,
+}
+
+impl EnvoyBody {
+    fn new(buffer: BufferType, size: usize) -> EnvoyBody {
+        EnvoyBody {
+            buffer,
+            size,
+            whole: None,
+        }
+    }
+}
+
+impl ByteSource for EnvoyBody {
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn read(&mut self, offset: usize, len: usize) -> Vec<u8> {
+        if self.size <= WHOLE_CHUNK_LIMIT {
+            let (buffer, size) = (self.buffer, self.size);
+            let whole = self.whole.get_or_insert_with(|| {
+                abi::buffer(buffer, size).ok().flatten().unwrap_or_default()
+            });
+            let end = offset.saturating_add(len).min(whole.len());
+            return whole
+                .get(offset..end)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_default();
+        }
+        abi::buffer_at(self.buffer, offset, len)
+            .ok()
+            .flatten()
+            .unwrap_or_default()
     }
 }
 

@@ -9,6 +9,7 @@ use crate::config::{self, Settings};
 use crate::health::{self, CallResult, Failure, Health};
 use crate::host::Host;
 use crate::labels;
+use crate::metrics::connections::ConnectionMetrics;
 use crate::metrics::http::HttpMetrics;
 use crate::metrics::names;
 use crate::metrics::registry::{GaugeHandle, HistogramHandle, Registry};
@@ -36,6 +37,7 @@ pub struct Plugin {
 pub struct State {
     pub registry: Registry,
     pub http: HttpMetrics,
+    pub connections: ConnectionMetrics,
     pub health: Health,
     /// Per health check: `dependency_up` and `dependency_check_duration_seconds`.
     pub dependency_metrics: Vec<(Option<GaugeHandle>, Option<HistogramHandle>)>,
@@ -126,6 +128,7 @@ impl RootContext for Root {
         let mut host = EnvoyHost;
         let mut registry = Registry::new(&mut host);
         let http = HttpMetrics::new(&mut host);
+        let connections = ConnectionMetrics::new(&mut host);
         let dependency_metrics = settings
             .health
             .checks
@@ -171,6 +174,7 @@ impl RootContext for Root {
             state: RefCell::new(State {
                 registry,
                 http,
+                connections,
                 health: Health::default(),
                 dependency_metrics,
             }),

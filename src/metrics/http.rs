@@ -17,7 +17,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use crate::config::{EndpointSource, Settings};
 use crate::host::Host;
 use crate::labels::{Method, Status};
-use crate::routes::{EndpointId, ServiceId, MAX_TEMPLATE_LEN};
+use crate::routes::{EndpointId, RouteMatch, ServiceId, MAX_TEMPLATE_LEN};
 
 use super::names;
 use super::registry::{CounterHandle, HistogramHandle, Operation, Registry};
@@ -31,9 +31,11 @@ pub struct RequestRecord<'a> {
     pub path: &'a [u8],
     /// Envoy's route name, read only with `endpoint_source: route_name`.
     pub route_name: Option<&'a [u8]>,
-    /// `response.code`; `None` when no response was sent.
+    /// The route table's match of `method` and `path`, when the caller already made it.
+    pub route: Option<RouteMatch>,
+    /// The response status; `None` when no response was sent.
     pub status: Option<u64>,
-    /// `request.duration` in nanoseconds.
+    /// The request's duration in nanoseconds.
     pub duration_nanos: Option<u64>,
 }
 
@@ -95,7 +97,9 @@ impl HttpMetrics {
         request: &RequestRecord<'_>,
     ) -> Outcome {
         let method = Method::parse(request.method);
-        let route = settings.routes.resolve(method, request.path);
+        let route = request
+            .route
+            .unwrap_or_else(|| settings.routes.resolve(method, request.path));
         let endpoint = match settings.endpoint_source {
             EndpointSource::RouteTable => route.endpoint.unwrap_or(ENDPOINT_OTHER),
             EndpointSource::RouteName => self.route_name_endpoint(settings, request.route_name),
@@ -263,6 +267,18 @@ impl HttpMetrics {
     }
 }
 
+/// The `service` label of a route match.
+pub fn service_label_of(settings: &Settings, service: Option<ServiceId>) -> &str {
+    service.map_or(names::OTHER, |service| service_label(settings, service))
+}
+
+/// The `endpoint` label of a route-table match.
+pub fn endpoint_label_of(settings: &Settings, endpoint: Option<EndpointId>) -> &str {
+    endpoint
+        .and_then(|endpoint| settings.routes.template_text(endpoint))
+        .unwrap_or(names::OTHER)
+}
+
 fn service_label(settings: &Settings, service: u8) -> &str {
     if service == SERVICE_OTHER {
         return names::OTHER;
@@ -386,6 +402,7 @@ mod tests {
                     method: method.as_bytes(),
                     path: path.as_bytes(),
                     route_name: None,
+                    route: None,
                     status: Some(status),
                     duration_nanos: Some(millis * 1_000_000),
                 },
@@ -621,6 +638,7 @@ mod tests {
                     method: b"GET",
                     path: b"/api/v1/tracks/1",
                     route_name: Some(name),
+                    route: None,
                     status: Some(200),
                     duration_nanos: Some(1),
                 },

@@ -14,6 +14,34 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
 pub const DEPENDENCY_UP: &str = "dependency_up";
 /// Histogram in seconds: how long each dependency check took. Label: dependency (+ le).
 pub const DEPENDENCY_CHECK_DURATION_SECONDS: &str = "dependency_check_duration_seconds";
+/// Counter: WebSocket upgrade attempts and their outcome. Labels: service, endpoint, status.
+pub const WEBSOCKET_UPGRADES_TOTAL: &str = "websocket_upgrades_total";
+/// Gauge: open WebSocket connections (+1 on 101, -1 when the connection ends). Label: service.
+pub const WEBSOCKET_CONNECTIONS_ACTIVE: &str = "websocket_connections_active";
+/// Histogram in seconds: WebSocket connection lifetimes. Label: service (+ le).
+pub const WEBSOCKET_CONNECTION_DURATION_SECONDS: &str = "websocket_connection_duration_seconds";
+/// Counter: whole WebSocket messages. Labels: service, direction, message_type.
+pub const WEBSOCKET_MESSAGES_TOTAL: &str = "websocket_messages_total";
+/// Counter: bytes through upgraded connections. Labels: service, direction.
+pub const WEBSOCKET_BYTES_TOTAL: &str = "websocket_bytes_total";
+/// Counter: connections whose frames stopped making sense (reading stops). Label: service.
+pub const WEBSOCKET_PROTOCOL_ERRORS_TOTAL: &str = "websocket_protocol_errors_total";
+/// Counter: chat client messages by JSON type. Label: type.
+pub const CHAT_EVENTS_TOTAL: &str = "chat_events_total";
+/// Counter: chat messages sent (`SendMessage`).
+pub const CHAT_MESSAGES_SENT_TOTAL: &str = "chat_messages_sent_total";
+/// Gauge: distinct conversations joined through the gateway.
+pub const CHAT_ROOMS_ACTIVE: &str = "chat_rooms_active";
+/// Counter: listening sessions started (a 200, or a 206 from byte 0, on a stream endpoint).
+pub const STREAMS_STARTED_TOTAL: &str = "streams_started_total";
+/// Gauge: stream responses in flight.
+pub const STREAM_SESSIONS_ACTIVE: &str = "stream_sessions_active";
+/// Histogram in seconds: stream response durations.
+pub const STREAM_DURATION_SECONDS: &str = "stream_duration_seconds";
+/// Counter: audio bytes delivered.
+pub const STREAM_BYTES_TOTAL: &str = "stream_bytes_total";
+/// Gauge: bits per second being delivered, per stream. Label: stream_id.
+pub const STREAM_BITRATE_BPS: &str = "stream_bitrate_bps";
 /// Counter: hostcalls that failed inside the filter. Label: operation.
 pub const FILTER_ERRORS_TOTAL: &str = "veza_observability_errors_total";
 

@@ -148,6 +148,12 @@ impl Registry {
         }
     }
 
+    pub fn add_gauge(&mut self, host: &mut dyn Host, gauge: GaugeHandle, delta: i64) {
+        if let Err(err) = host.add_gauge(gauge.0, delta) {
+            self.host_error(Operation::IncrementMetric, err, "a gauge");
+        }
+    }
+
     /// Defines the counters of one histogram series. `labels` are the encoded label pairs
     /// (see [`names::push_label`]) without `le`.
     pub fn define_histogram(

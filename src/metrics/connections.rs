@@ -1,0 +1,613 @@
+//! Metrics of long connections: WebSockets (the chat server's `/ws`, the backend's `/ws/chat`)
+//! and audio streams (`/stream/:filename`).
+//!
+//! Gauges here are moved by increments, never set: every worker adds its own +1/-1 (or its
+//! bitrate change) to the one series, so the gateway-wide value is right without coordination.
+
+use std::collections::HashMap;
+
+use crate::config::Settings;
+use crate::host::Host;
+use crate::labels::Status;
+use crate::routes::{EndpointId, ServiceId};
+use crate::websocket::chat;
+use crate::websocket::frames::{Direction, Message, MessageKind};
+
+use super::http::{endpoint_label_of, service_label_of};
+use super::names;
+use super::registry::{CounterHandle, GaugeHandle, HistogramHandle, Operation, Registry};
+use super::shared::{self, Budget};
+
+const ROOM_COUNT_KEY: &str = "veza_observability.room_count";
+const ROOM_PREFIX: &str = "veza_observability.room.";
+const STREAM_ID_COUNT_KEY: &str = "veza_observability.stream_id_count";
+const STREAM_ID_PREFIX: &str = "veza_observability.stream_id.";
+/// Longest conversation id or stream id kept; longer ones are not tracked.
+pub const MAX_ID_LEN: usize = 128;
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Upstream => "client_to_server",
+            Direction::Downstream => "server_to_client",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Direction::Upstream => 0,
+            Direction::Downstream => 1,
+        }
+    }
+}
+
+/// Where a message travelled: its connection's service, its direction, and whether the
+/// connection carries the chat server's messages.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin {
+    pub service: Option<ServiceId>,
+    pub direction: Direction,
+    pub chat: bool,
+}
+
+/// What a chat client message did to its connection's conversations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomChange {
+    Joined(String),
+    Left(String),
+}
+
+#[derive(Default)]
+struct ServiceMetrics {
+    active: Option<GaugeHandle>,
+    duration: Option<HistogramHandle>,
+    messages: [[Option<CounterHandle>; 5]; 2],
+    bytes: [Option<CounterHandle>; 2],
+    protocol_errors: Option<CounterHandle>,
+}
+
+struct ChatMetrics {
+    events: Vec<Option<CounterHandle>>,
+    other: Option<CounterHandle>,
+    sent: Option<CounterHandle>,
+    rooms_active: Option<GaugeHandle>,
+}
+
+struct StreamMetrics {
+    started: Option<CounterHandle>,
+    active: Option<GaugeHandle>,
+    duration: Option<HistogramHandle>,
+    bytes: Option<CounterHandle>,
+    bitrates: HashMap<String, Option<GaugeHandle>>,
+}
+
+pub struct ConnectionMetrics {
+    services: HashMap<Option<ServiceId>, ServiceMetrics>,
+    upgrades: HashMap<(Option<ServiceId>, Option<EndpointId>, Status), Option<CounterHandle>>,
+    chat: Option<ChatMetrics>,
+    streams: Option<StreamMetrics>,
+    rooms: Budget,
+    stream_ids: Budget,
+}
+
+impl ConnectionMetrics {
+    pub fn new(host: &mut dyn Host) -> ConnectionMetrics {
+        ConnectionMetrics {
+            services: HashMap::new(),
+            upgrades: HashMap::new(),
+            chat: None,
+            streams: None,
+            rooms: Budget::new(host, ROOM_COUNT_KEY, ROOM_PREFIX),
+            stream_ids: Budget::new(host, STREAM_ID_COUNT_KEY, STREAM_ID_PREFIX),
+        }
+    }
+
+    /// An upgrade attempt and its outcome (101, or the refusal).
+    pub fn upgrade(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        service: Option<ServiceId>,
+        endpoint: Option<EndpointId>,
+        status: Status,
+    ) {
+        let handle = *self
+            .upgrades
+            .entry((service, endpoint, status))
+            .or_insert_with(|| {
+                let name = names::encode(
+                    names::WEBSOCKET_UPGRADES_TOTAL,
+                    &[
+                        (names::LABEL_SERVICE, service_label_of(settings, service)),
+                        (names::LABEL_ENDPOINT, endpoint_label_of(settings, endpoint)),
+                        (names::LABEL_STATUS, &status.label()),
+                    ],
+                );
+                registry.define_counter(host, &name)
+            });
+        if let Some(handle) = handle {
+            registry.add(handle, 1);
+        }
+    }
+
+    fn service(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        service: Option<ServiceId>,
+    ) -> &ServiceMetrics {
+        self.services.entry(service).or_insert_with(|| {
+            let label = service_label_of(settings, service);
+            let one = |registry: &mut Registry,
+                       host: &mut dyn Host,
+                       name: &str,
+                       extra: &[(&str, &str)]| {
+                let mut labels = vec![(names::LABEL_SERVICE, label)];
+                labels.extend_from_slice(extra);
+                registry.define_counter(host, &names::encode(name, &labels))
+            };
+            let mut metrics = ServiceMetrics {
+                active: registry.define_gauge(
+                    host,
+                    &names::encode(
+                        names::WEBSOCKET_CONNECTIONS_ACTIVE,
+                        &[(names::LABEL_SERVICE, label)],
+                    ),
+                ),
+                duration: {
+                    let mut labels = String::new();
+                    names::push_label(&mut labels, names::LABEL_SERVICE, label);
+                    registry.define_histogram(
+                        host,
+                        names::WEBSOCKET_CONNECTION_DURATION_SECONDS,
+                        &labels,
+                    )
+                },
+                protocol_errors: one(registry, host, names::WEBSOCKET_PROTOCOL_ERRORS_TOTAL, &[]),
+                ..ServiceMetrics::default()
+            };
+            for direction in [Direction::Upstream, Direction::Downstream] {
+                let d = direction.index();
+                let dir = (names::LABEL_DIRECTION, direction.label());
+                if let Some(slot) = metrics.bytes.get_mut(d) {
+                    *slot = one(registry, host, names::WEBSOCKET_BYTES_TOTAL, &[dir]);
+                }
+                for (k, kind) in MessageKind::ALL.iter().enumerate() {
+                    let handle = one(
+                        registry,
+                        host,
+                        names::WEBSOCKET_MESSAGES_TOTAL,
+                        &[dir, (names::LABEL_MESSAGE_TYPE, kind.label())],
+                    );
+                    if let Some(slot) = metrics.messages.get_mut(d).and_then(|row| row.get_mut(k)) {
+                        *slot = handle;
+                    }
+                }
+            }
+            metrics
+        })
+    }
+
+    pub fn opened(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        service: Option<ServiceId>,
+    ) {
+        if let Some(active) = self.service(settings, registry, host, service).active {
+            registry.add_gauge(host, active, 1);
+        }
+    }
+
+    pub fn closed(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        service: Option<ServiceId>,
+        duration_nanos: u64,
+    ) {
+        let metrics = self.service(settings, registry, host, service);
+        let (active, duration) = (metrics.active, metrics.duration);
+        if let Some(active) = active {
+            registry.add_gauge(host, active, -1);
+        }
+        if let Some(duration) = duration {
+            registry.observe(duration, duration_nanos);
+        }
+    }
+
+    pub fn bytes(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        service: Option<ServiceId>,
+        direction: Direction,
+        bytes: u64,
+    ) {
+        if let Some(Some(handle)) = self
+            .service(settings, registry, host, service)
+            .bytes
+            .get(direction.index())
+            .copied()
+        {
+            registry.add(handle, bytes);
+        }
+    }
+
+    pub fn protocol_error(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        service: Option<ServiceId>,
+    ) {
+        if let Some(handle) = self
+            .service(settings, registry, host, service)
+            .protocol_errors
+        {
+            registry.add(handle, 1);
+        }
+    }
+
+    /// A whole message; for chat connections, a client text message is also a chat event.
+    pub fn message(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        origin: Origin,
+        message: &Message,
+    ) -> Option<RoomChange> {
+        let Origin {
+            service,
+            direction,
+            chat: chat_connection,
+        } = origin;
+        let kind = MessageKind::ALL.iter().position(|k| *k == message.kind);
+        let handle = kind.and_then(|k| {
+            self.service(settings, registry, host, service)
+                .messages
+                .get(direction.index())
+                .and_then(|row| row.get(k))
+                .copied()
+                .flatten()
+        });
+        if let Some(handle) = handle {
+            registry.add(handle, 1);
+        }
+        if !chat_connection || direction != Direction::Upstream || message.kind != MessageKind::Text
+        {
+            return None;
+        }
+        let chat = self
+            .chat
+            .get_or_insert_with(|| define_chat(settings, registry, host));
+        let event_type = chat::string_field(&message.prefix, "type");
+        let index = event_type.and_then(|t| {
+            settings
+                .websocket
+                .chat_event_types
+                .iter()
+                .position(|known| known.as_bytes() == t)
+        });
+        let counter = match index {
+            Some(i) => chat.events.get(i).copied().flatten(),
+            None => chat.other,
+        };
+        if let Some(counter) = counter {
+            registry.add(counter, 1);
+        }
+        let room = || {
+            chat::string_field(&message.prefix, "conversation_id")
+                .filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN)
+                .map(|id| String::from_utf8_lossy(id).into_owned())
+        };
+        match event_type {
+            Some(b"SendMessage") => {
+                if let Some(sent) = chat.sent {
+                    registry.add(sent, 1);
+                }
+                None
+            }
+            Some(b"JoinConversation") => room().map(RoomChange::Joined),
+            Some(b"LeaveConversation") => room().map(RoomChange::Left),
+            _ => None,
+        }
+    }
+
+    /// A connection joined (+1) or left (-1) a conversation: `chat_rooms_active` counts the
+    /// conversations joined by at least one connection, gateway-wide.
+    pub fn room(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        room: &str,
+        delta: i64,
+    ) {
+        if delta > 0 {
+            let (admitted, error) =
+                self.rooms
+                    .admit(host, room, settings.websocket.max_tracked_rooms);
+            if let Some(err) = error {
+                registry.host_error(Operation::SharedData, err, ROOM_COUNT_KEY);
+            }
+            if !admitted {
+                return;
+            }
+        }
+        let key = format!("{ROOM_PREFIX}{room}#members");
+        let change = match shared::add_to_count(host, &key, delta) {
+            Ok(Some((0, after))) if after > 0 => 1,
+            Ok(Some((before, 0))) if before > 0 => -1,
+            Ok(_) => 0,
+            Err(err) => {
+                registry.host_error(Operation::SharedData, err, &key);
+                0
+            }
+        };
+        let chat = self
+            .chat
+            .get_or_insert_with(|| define_chat(settings, registry, host));
+        if let (Some(gauge), true) = (chat.rooms_active, change != 0) {
+            registry.add_gauge(host, gauge, change);
+        }
+    }
+
+    fn streams(&mut self, registry: &mut Registry, host: &mut dyn Host) -> &mut StreamMetrics {
+        self.streams.get_or_insert_with(|| StreamMetrics {
+            started: registry.define_counter(host, names::STREAMS_STARTED_TOTAL),
+            active: registry.define_gauge(host, names::STREAM_SESSIONS_ACTIVE),
+            duration: registry.define_histogram(host, names::STREAM_DURATION_SECONDS, ""),
+            bytes: registry.define_counter(host, names::STREAM_BYTES_TOTAL),
+            bitrates: HashMap::new(),
+        })
+    }
+
+    /// A stream response began; `session_start` when it starts a listening session.
+    pub fn stream_opened(
+        &mut self,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        session_start: bool,
+    ) {
+        let streams = self.streams(registry, host);
+        let (started, active) = (streams.started, streams.active);
+        if let (Some(started), true) = (started, session_start) {
+            registry.add(started, 1);
+        }
+        if let Some(active) = active {
+            registry.add_gauge(host, active, 1);
+        }
+    }
+
+    pub fn stream_closed(
+        &mut self,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        duration_nanos: u64,
+    ) {
+        let streams = self.streams(registry, host);
+        let (active, duration) = (streams.active, streams.duration);
+        if let Some(active) = active {
+            registry.add_gauge(host, active, -1);
+        }
+        if let Some(duration) = duration {
+            registry.observe(duration, duration_nanos);
+        }
+    }
+
+    pub fn stream_bytes(&mut self, registry: &mut Registry, host: &mut dyn Host, bytes: u64) {
+        if let Some(counter) = self.streams(registry, host).bytes {
+            registry.add(counter, bytes);
+        }
+    }
+
+    /// The `stream_bitrate_bps` gauge of a stream id (`other` past the gateway-wide cap).
+    pub fn bitrate_gauge(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        stream_id: &str,
+    ) -> Option<GaugeHandle> {
+        if let Some(gauge) = self.streams(registry, host).bitrates.get(stream_id) {
+            return *gauge;
+        }
+        let (admitted, error) = if stream_id.len() <= MAX_ID_LEN {
+            self.stream_ids
+                .admit(host, stream_id, settings.streams.max_stream_ids)
+        } else {
+            (false, None)
+        };
+        if let Some(err) = error {
+            registry.host_error(Operation::SharedData, err, STREAM_ID_COUNT_KEY);
+        }
+        let label = if admitted { stream_id } else { names::OTHER };
+        let gauge = registry.define_gauge(
+            host,
+            &names::encode(
+                names::STREAM_BITRATE_BPS,
+                &[(names::LABEL_STREAM_ID, label)],
+            ),
+        );
+        let streams = self.streams(registry, host);
+        // Refused ids share `other`; remember only the admitted ones (bounded by the cap).
+        if admitted || streams.bitrates.len() < settings.streams.max_stream_ids as usize {
+            streams.bitrates.insert(stream_id.to_owned(), gauge);
+        }
+        gauge
+    }
+}
+
+fn define_chat(settings: &Settings, registry: &mut Registry, host: &mut dyn Host) -> ChatMetrics {
+    let event = |registry: &mut Registry, host: &mut dyn Host, event_type: &str| {
+        registry.define_counter(
+            host,
+            &names::encode(names::CHAT_EVENTS_TOTAL, &[(names::LABEL_TYPE, event_type)]),
+        )
+    };
+    ChatMetrics {
+        events: settings
+            .websocket
+            .chat_event_types
+            .iter()
+            .map(|t| event(registry, host, t))
+            .collect(),
+        other: event(registry, host, names::OTHER),
+        sent: registry.define_counter(host, names::CHAT_MESSAGES_SENT_TOTAL),
+        rooms_active: registry.define_gauge(host, names::CHAT_ROOMS_ACTIVE),
+    }
+}
+
+/// The `stream_id` of a stream request: the path's last segment, without query or fragment.
+pub fn stream_id(path: &[u8]) -> String {
+    let path = crate::routes::strip_query(path);
+    let last = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
+    String::from_utf8_lossy(last)
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-._~".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config;
+    use crate::host::memory::MemoryHost;
+    use crate::websocket::frames::Message;
+
+    fn text(json: &str) -> Message {
+        Message {
+            kind: MessageKind::Text,
+            prefix: json.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn chat_events_rooms_and_messages() {
+        let settings = config::load(None).unwrap();
+        let mut host = MemoryHost::default();
+        let mut registry = Registry::new(&mut host);
+        let mut metrics = ConnectionMetrics::new(&mut host);
+        let chat = settings
+            .routes
+            .services()
+            .iter()
+            .position(|s| s == "chat")
+            .map(|i| i as ServiceId);
+        let send = |metrics: &mut ConnectionMetrics,
+                    registry: &mut Registry,
+                    host: &mut MemoryHost,
+                    m: Message| {
+            let origin = Origin {
+                service: chat,
+                direction: Direction::Upstream,
+                chat: true,
+            };
+            metrics.message(&settings, registry, host, origin, &m)
+        };
+        assert_eq!(
+            send(
+                &mut metrics,
+                &mut registry,
+                &mut host,
+                text(r#"{"type":"JoinConversation","conversation_id":"c1"}"#)
+            ),
+            Some(RoomChange::Joined("c1".into()))
+        );
+        assert_eq!(
+            send(
+                &mut metrics,
+                &mut registry,
+                &mut host,
+                text(r#"{"type":"SendMessage","conversation_id":"c1","content":"x"}"#)
+            ),
+            None
+        );
+        assert_eq!(
+            send(
+                &mut metrics,
+                &mut registry,
+                &mut host,
+                text(r#"{"type":"Dance"}"#)
+            ),
+            None
+        );
+        assert_eq!(
+            send(&mut metrics, &mut registry, &mut host, text("not json")),
+            None
+        );
+        assert_eq!(
+            send(
+                &mut metrics,
+                &mut registry,
+                &mut host,
+                text(r#"{"type":"LeaveConversation","conversation_id":"c1"}"#)
+            ),
+            Some(RoomChange::Left("c1".into()))
+        );
+        metrics.room(&settings, &mut registry, &mut host, "c1", 1);
+        metrics.room(&settings, &mut registry, &mut host, "c1", 1);
+        metrics.room(&settings, &mut registry, &mut host, "c2", 1);
+        assert_eq!(host.counter("chat_rooms_active"), Some(2));
+        metrics.room(&settings, &mut registry, &mut host, "c1", -1);
+        assert_eq!(host.counter("chat_rooms_active"), Some(2));
+        metrics.room(&settings, &mut registry, &mut host, "c1", -1);
+        metrics.room(&settings, &mut registry, &mut host, "c2", -1);
+        assert_eq!(host.counter("chat_rooms_active"), Some(0));
+        registry.flush(&mut host);
+        let event = |t: &str| host.counter(&format!("type=.={t};.;chat_events_total"));
+        assert_eq!(event("JoinConversation"), Some(1));
+        assert_eq!(event("SendMessage"), Some(1));
+        assert_eq!(event("LeaveConversation"), Some(1));
+        assert_eq!(event("other"), Some(2));
+        assert_eq!(host.counter("chat_messages_sent_total"), Some(1));
+        assert_eq!(
+            host.counter("service=.=chat;.;direction=.=client_to_server;.;message_type=.=text;.;websocket_messages_total"),
+            Some(5)
+        );
+    }
+
+    #[test]
+    fn stream_ids_are_capped_and_sanitized() {
+        let settings = config::load(Some(br#"{"streams": {"max_stream_ids": 2}}"#)).unwrap();
+        let mut host = MemoryHost::default();
+        let mut registry = Registry::new(&mut host);
+        let mut metrics = ConnectionMetrics::new(&mut host);
+        assert_eq!(
+            stream_id(b"/stream/song.mp3?expires=1&sig=secret"),
+            "song.mp3"
+        );
+        assert_eq!(stream_id(b"/stream/a%20b;.;x"), "a_20b_._x");
+        for id in ["a.mp3", "b.mp3", "c.mp3", "a.mp3"] {
+            let gauge = metrics
+                .bitrate_gauge(&settings, &mut registry, &mut host, id)
+                .unwrap();
+            registry.add_gauge(&mut host, gauge, 1000);
+        }
+        assert_eq!(
+            host.counter("stream_id=.=a.mp3;.;stream_bitrate_bps"),
+            Some(2000)
+        );
+        assert_eq!(
+            host.counter("stream_id=.=b.mp3;.;stream_bitrate_bps"),
+            Some(1000)
+        );
+        assert_eq!(
+            host.counter("stream_id=.=other;.;stream_bitrate_bps"),
+            Some(1000)
+        );
+    }
+}
