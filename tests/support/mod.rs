@@ -463,6 +463,25 @@ pub fn http(
     })
 }
 
+/// As [`http`], with the body as bytes; panics on a transport error.
+pub fn http_bytes(method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, Vec<u8>) {
+    AGENT.with(|agent| {
+        let mut request = agent.request(method, url);
+        for (name, value) in headers {
+            request = request.set(name, value);
+        }
+        match request.call() {
+            Ok(response) | Err(ureq::Error::Status(_, response)) => {
+                let status = response.status();
+                let mut body = Vec::new();
+                response.into_reader().read_to_end(&mut body).unwrap();
+                (status, body)
+            }
+            Err(err) => panic!("{method} {url}: {err}"),
+        }
+    })
+}
+
 /// Sends a request on a raw connection and closes it without reading the answer: the
 /// downstream reset Envoy records with response code 0.
 pub fn send_and_hang_up(port: u16, raw_request: &str) {

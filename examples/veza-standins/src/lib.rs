@@ -397,7 +397,9 @@ async fn chat_session(mut socket: WebSocket) {
         let reply = match message {
             Message::Text(text) => chat_reply(&text),
             Message::Binary(bytes) => Some(Message::Binary(bytes)),
-            Message::Close(_) => break,
+            // The close reply is queued on receipt and sent by the next read, which then
+            // ends the loop: the closing handshake completes, as the chat server's does.
+            Message::Close(_) => None,
             Message::Ping(_) | Message::Pong(_) => None,
         };
         if let Some(reply) = reply {
@@ -473,6 +475,16 @@ async fn stream_file(
         }
     };
     let body: Vec<u8> = (start..=end).map(|i| (i % 251) as u8).collect();
+    // `x-standin-rate-bps` delivers the body at that rate, as a listener's player pulls it.
+    let rate_bps = headers
+        .get("x-standin-rate-bps")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|rate| *rate >= 8_000);
+    let body = match rate_bps {
+        None => Body::from(body),
+        Some(rate) => throttled(body, rate),
+    };
     let mut response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "audio/mpeg")
@@ -483,9 +495,22 @@ async fn stream_file(
             format!("bytes {start}-{end}/{AUDIO_FILE_LEN}"),
         );
     }
-    response
-        .body(Body::from(body))
-        .unwrap_or_else(|_| not_found())
+    response.body(body).unwrap_or_else(|_| not_found())
+}
+
+/// The body in 10 chunks a second, at `rate_bps`.
+fn throttled(body: Vec<u8>, rate_bps: u64) -> Body {
+    let chunk = usize::try_from(rate_bps / 8 / 10).unwrap_or(1).max(1);
+    let chunks: Vec<Vec<u8>> = body.chunks(chunk).map(<[u8]>::to_vec).collect();
+    let stream = futures_util::stream::unfold(chunks.into_iter(), |mut chunks| async move {
+        let next = chunks.next()?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Some((
+            Ok::<_, std::io::Error>(axum::body::Bytes::from(next)),
+            chunks,
+        ))
+    });
+    Body::from_stream(stream)
 }
 
 /// `bytes=a-b` or `bytes=a-`; anything else is unsatisfiable.
