@@ -6,6 +6,9 @@
 //! filter pays), and this filter. Reported per form and route: median requests/s, p50 and p99
 //! latency, the ratio to no filter, and Envoy's own CPU time per request (from /proc).
 //!
+//! A WebSocket echo workload (small binary messages over a few connections to the chat
+//! stand-in) runs on the same Envoys.
+//!
 //! Environment: BENCH_SECONDS (10) per measurement, BENCH_ROUNDS (3), BENCH_CONNECTIONS (32).
 #![allow(
     clippy::unwrap_used,
@@ -28,6 +31,9 @@ const LOAD_CPU: usize = 1;
 /// This target: the filter keeps at least this share of no-filter throughput on the
 /// direct-response route.
 const DIRECT_TARGET: f64 = 0.65;
+/// The WebSocket echo target: at least this share of the no-filter message rate.
+const WEBSOCKET_TARGET: f64 = 0.85;
+const WEBSOCKET_CONNECTIONS: usize = 4;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Form {
@@ -47,9 +53,9 @@ impl Form {
         }
     }
 
-    fn config(self, nginx_port: u16) -> (GatewayConfig, Ports) {
+    fn config(self, nginx_port: u16, chat_port: u16) -> (GatewayConfig, Ports) {
         let (config, ports) = GatewayConfig::shipped_on_fresh_ports("envoy/bench.yaml");
-        let config = config.port(8080, nginx_port);
+        let config = config.port(8080, nginx_port).port(3001, chat_port);
         let config = match self {
             Form::ThisFilter => config,
             Form::EmptyWasm => {
@@ -186,6 +192,44 @@ fn wrk(envoy: &Envoy, route: Route, seconds: u64, connections: u64) -> Measureme
     }
 }
 
+/// Echo round trips over a few WebSocket connections: (messages per second, Envoy CPU per
+/// message in microseconds). Each message crosses Envoy twice (there and back).
+fn websocket_echo(envoy: &Envoy, seconds: u64) -> (f64, f64) {
+    let url = envoy.url("/ws").replace("http", "ws");
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    let cpu_before = cpu_time_us(envoy.pid());
+    let counts: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..WEBSOCKET_CONNECTIONS)
+            .map(|_| {
+                let url = &url;
+                scope.spawn(move || {
+                    let (mut socket, _) = tungstenite::connect(url.as_str()).unwrap();
+                    let _connected = socket.read().unwrap();
+                    let payload = vec![0x2a_u8; 32];
+                    let mut count = 0u64;
+                    while std::time::Instant::now() < deadline {
+                        socket
+                            .send(tungstenite::Message::binary(payload.clone()))
+                            .unwrap();
+                        let echo = socket.read().unwrap();
+                        assert!(echo.is_binary());
+                        count += 1;
+                    }
+                    let _ = socket.close(None);
+                    count
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let cpu_after = cpu_time_us(envoy.pid());
+    let messages: u64 = counts.iter().sum();
+    (
+        messages as f64 / seconds as f64,
+        (cpu_after - cpu_before) / messages.max(1) as f64,
+    )
+}
+
 struct Nginx {
     child: Child,
     port: u16,
@@ -242,8 +286,22 @@ fn main() {
     let seconds = env_number("BENCH_SECONDS", 10);
     let rounds = env_number("BENCH_ROUNDS", 3) as usize;
     let connections = env_number("BENCH_CONNECTIONS", 32);
+    // This process (the WebSocket clients, the chat stand-in) shares the load CPU with wrk.
+    let pinned = Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &LOAD_CPU.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(pinned.status.success());
+    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
     let nginx = Nginx::start();
     let routes = [Route::Direct, Route::Proxied];
+    let mut websocket: Vec<Vec<(f64, f64)>> = Form::ALL.iter().map(|_| Vec::new()).collect();
     // results[form][route] = one measurement per round
     let mut results: Vec<Vec<Vec<Measurement>>> = Form::ALL
         .iter()
@@ -251,7 +309,7 @@ fn main() {
         .collect();
     for round in 1..=rounds {
         for (f, form) in Form::ALL.iter().enumerate() {
-            let (config, ports) = form.config(nginx.port);
+            let (config, ports) = form.config(nginx.port, standins.chat.port());
             let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
             for (r, route) in routes.iter().enumerate() {
                 let m = wrk(&envoy, *route, seconds, connections);
@@ -264,6 +322,15 @@ fn main() {
                 );
                 results[f][r].push(m);
             }
+            let (rate, cpu) = websocket_echo(&envoy, seconds);
+            eprintln!(
+                "round {round}/{rounds} {:<20} {:<17} {:>9.0} msg/s  Envoy CPU {:>5.1} us/msg",
+                form.name(),
+                "websocket echo",
+                rate,
+                cpu
+            );
+            websocket[f].push((rate, cpu));
         }
     }
 
@@ -318,6 +385,33 @@ fn main() {
             ));
         }
     }
+    println!(
+        "\nWebSocket echo, {WEBSOCKET_CONNECTIONS} connections, 32-byte binary messages, median of {rounds} rounds\n"
+    );
+    println!("| form | messages/s (round trips) | vs no filter | Envoy CPU per message |");
+    println!("|---|---|---|---|");
+    let medians: Vec<(f64, f64)> = websocket
+        .iter()
+        .map(|runs| {
+            (
+                median(runs.iter().map(|r| r.0).collect()),
+                median(runs.iter().map(|r| r.1).collect()),
+            )
+        })
+        .collect();
+    for (f, form) in Form::ALL.iter().enumerate() {
+        let (rate, cpu) = medians[f];
+        println!(
+            "| {} | {rate:.0} | {:.2} | {cpu:.1} µs |",
+            form.name(),
+            rate / medians[0].0
+        );
+    }
+    let ws_ratio = medians[2].0 / medians[0].0;
+    verdicts.push(format!(
+        "{} this filter at {ws_ratio:.3} of the no-filter WebSocket echo rate (target ≥ {WEBSOCKET_TARGET})",
+        if ws_ratio >= WEBSOCKET_TARGET { "PASS" } else { "FAIL" }
+    ));
     println!();
     for verdict in verdicts {
         println!("{verdict}");
