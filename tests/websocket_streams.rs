@@ -499,3 +499,44 @@ fn a_slow_streams_bitrate_is_reported_while_it_plays_and_withdrawn_after() {
         0.0,
     );
 }
+
+#[test]
+fn an_idle_timeout_closes_the_connection_and_the_gauge_follows() {
+    let (_standins, config, ports) = GatewayConfig::with_standins();
+    let config = config.replace_once(
+        "route: { cluster: veza_chat, timeout: 0s, idle_timeout: 300s }",
+        "route: { cluster: veza_chat, timeout: 0s, idle_timeout: 1s }",
+    );
+    let envoy = Envoy::start(&config, ports, 1);
+    let mut stream = raw_websocket(envoy.ports.listener, "/ws");
+    wait_for(
+        &envoy,
+        "websocket_connections_active",
+        &[("service", "chat")],
+        1.0,
+    );
+    // Say nothing: Envoy ends the stream after a second of silence.
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
+    wait_for(
+        &envoy,
+        "websocket_connections_active",
+        &[("service", "chat")],
+        0.0,
+    );
+    wait_for(
+        &envoy,
+        "websocket_connection_duration_seconds_count",
+        &[("service", "chat")],
+        1.0,
+    );
+    assert_eq!(
+        value(
+            &envoy,
+            "websocket_connection_duration_seconds_bucket",
+            &[("service", "chat"), ("le", "0.5")]
+        ),
+        Some(0.0),
+        "the connection lived about a second"
+    );
+}
