@@ -36,6 +36,22 @@ fn wait_for(envoy: &Envoy, metric: &str, labels: &[(&str, &str)], expected: f64)
     );
 }
 
+/// The service's connections are all closed, `closed` of them timed.
+fn wait_closed(envoy: &Envoy, service: &str, closed: f64) {
+    wait_for(
+        envoy,
+        "websocket_connections_active",
+        &[("service", service)],
+        0.0,
+    );
+    wait_for(
+        envoy,
+        "websocket_connection_duration_seconds_count",
+        &[("service", service)],
+        closed,
+    );
+}
+
 const UP: (&str, &str) = ("direction", "client_to_server");
 const DOWN: (&str, &str) = ("direction", "server_to_client");
 
@@ -136,18 +152,7 @@ fn a_scripted_chat_session_is_counted_exactly() {
     assert!(matches!(read(&mut socket), Message::Close(_)));
     drop(socket);
 
-    wait_for(
-        &envoy,
-        "websocket_connections_active",
-        &[("service", "chat")],
-        0.0,
-    );
-    wait_for(
-        &envoy,
-        "websocket_connection_duration_seconds_count",
-        &[("service", "chat")],
-        1.0,
-    );
+    wait_closed(&envoy, "chat", 1.0);
     wait_for(&envoy, "chat_rooms_active", &[], 0.0);
     for (direction, kind, count) in [
         (UP, "text", 3.0),
@@ -360,22 +365,11 @@ fn five_hundred_connections_a_third_reset_leave_no_gauge_behind() {
             });
         }
     });
-    wait_for(
-        &envoy,
-        "websocket_connections_active",
-        &[("service", "chat")],
-        0.0,
-    );
+    wait_closed(&envoy, "chat", 500.0);
     wait_for(
         &envoy,
         "websocket_upgrades_total",
         &[("service", "chat"), ("endpoint", "/ws"), ("status", "101")],
-        500.0,
-    );
-    wait_for(
-        &envoy,
-        "websocket_connection_duration_seconds_count",
-        &[("service", "chat")],
         500.0,
     );
 }
@@ -518,18 +512,7 @@ fn an_idle_timeout_closes_the_connection_and_the_gauge_follows() {
     // Say nothing: Envoy ends the stream after a second of silence.
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
-    wait_for(
-        &envoy,
-        "websocket_connections_active",
-        &[("service", "chat")],
-        0.0,
-    );
-    wait_for(
-        &envoy,
-        "websocket_connection_duration_seconds_count",
-        &[("service", "chat")],
-        1.0,
-    );
+    wait_closed(&envoy, "chat", 1.0);
     assert_eq!(
         value(
             &envoy,
