@@ -505,6 +505,17 @@ pub mod tests {
     }
 
     #[test]
+    fn rsv1_frames_of_permessage_deflate_are_counted() {
+        // FIN + RSV1 + text, as a compressing client sends it.
+        let compressed = frame(true, 0x1, &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00], KEY);
+        let mut stream = compressed.clone();
+        stream[0] |= 0x40;
+        let (messages, error) = read_all(Direction::Upstream, &stream, 4);
+        assert_eq!(error, None);
+        assert_eq!(kinds(&messages), ["text"]);
+    }
+
+    #[test]
     fn random_bytes_never_panic() {
         let mut state = 0x1234_5678_9abc_def0u64;
         for _ in 0..200 {
