@@ -446,7 +446,8 @@ impl HttpContext for HttpFilter {
 struct EnvoyBody {
     buffer: BufferType,
     size: usize,
-    whole: Option<Vec<u8>>,
+    /// The whole chunk (small chunks), or the last range read (large ones).
+    bytes: Option<Vec<u8>>,
 }
 
 impl EnvoyBody {
@@ -454,7 +455,7 @@ impl EnvoyBody {
         EnvoyBody {
             buffer,
             size,
-            whole: None,
+            bytes: None,
         }
     }
 }
@@ -464,22 +465,17 @@ impl ByteSource for EnvoyBody {
         self.size
     }
 
-    fn read(&mut self, offset: usize, len: usize) -> Vec<u8> {
+    fn read(&mut self, offset: usize, len: usize) -> &[u8] {
         if self.size <= WHOLE_CHUNK_LIMIT {
             let (buffer, size) = (self.buffer, self.size);
-            let whole = self.whole.get_or_insert_with(|| {
+            let whole = self.bytes.get_or_insert_with(|| {
                 abi::buffer(buffer, size).ok().flatten().unwrap_or_default()
             });
             let end = offset.saturating_add(len).min(whole.len());
-            return whole
-                .get(offset..end)
-                .map(<[u8]>::to_vec)
-                .unwrap_or_default();
+            return whole.get(offset..end).unwrap_or_default();
         }
-        abi::buffer_at(self.buffer, offset, len)
-            .ok()
-            .flatten()
-            .unwrap_or_default()
+        let range = abi::buffer_at(self.buffer, offset, len).ok().flatten();
+        self.bytes.insert(range.unwrap_or_default())
     }
 }
 

@@ -62,8 +62,9 @@ pub enum ProtocolError {
 pub trait ByteSource {
     /// The chunk's size in bytes.
     fn size(&self) -> usize;
-    /// Up to `len` bytes at `offset` (fewer only at the chunk's end).
-    fn read(&mut self, offset: usize, len: usize) -> Vec<u8>;
+    /// Up to `len` bytes at `offset` (fewer only at the chunk's end), borrowed: reading a
+    /// frame header allocates nothing.
+    fn read(&mut self, offset: usize, len: usize) -> &[u8];
 }
 
 impl ByteSource for &[u8] {
@@ -71,11 +72,9 @@ impl ByteSource for &[u8] {
         <[u8]>::len(self)
     }
 
-    fn read(&mut self, offset: usize, len: usize) -> Vec<u8> {
+    fn read(&mut self, offset: usize, len: usize) -> &[u8] {
         let end = offset.saturating_add(len).min(<[u8]>::len(self));
-        self.get(offset..end)
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default()
+        self.get(offset..end).unwrap_or_default()
     }
 }
 
@@ -164,7 +163,7 @@ impl FrameReader {
                         break;
                     }
                     offset += bytes.len();
-                    for byte in bytes {
+                    for &byte in bytes {
                         if let Some(slot) = self.header.get_mut(self.header_len) {
                             *slot = byte;
                             self.header_len += 1;
@@ -191,7 +190,7 @@ impl FrameReader {
                         let room = PREFIX_LEN as u64 - self.message_offset;
                         let read = take.min(room) as usize;
                         let bytes = source.read(offset, read);
-                        for byte in bytes {
+                        for &byte in bytes {
                             let key = self
                                 .mask
                                 .get((self.frame_offset % 4) as usize)
