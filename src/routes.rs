@@ -32,6 +32,14 @@ pub struct RouteMatch {
     pub service: Option<ServiceId>,
 }
 
+impl RouteMatch {
+    /// Nothing matched: endpoint and service are `other`.
+    pub const NONE: RouteMatch = RouteMatch {
+        endpoint: None,
+        service: None,
+    };
+}
+
 #[derive(Debug)]
 pub struct Template {
     pub text: String,

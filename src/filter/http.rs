@@ -9,7 +9,7 @@ use crate::health::{Endpoint, Health};
 use crate::host::HostError;
 use crate::labels::{self, Method, Status};
 use crate::metrics::connections::{self, Origin, RoomChange};
-use crate::metrics::http::{Outcome, RequestRecord};
+use crate::metrics::http::RequestRecord;
 use crate::metrics::registry::{GaugeHandle, Operation, Registry};
 use crate::routes::RouteMatch;
 use crate::websocket::frames::{ByteSource, Direction, FrameReader};
@@ -35,15 +35,22 @@ pub struct HttpFilter {
     /// clock reads, which return no data to allocate; `request.duration` is read only for
     /// requests this filter never saw start.
     started_nanos: Option<u64>,
-    /// The request headers, read once (one hostcall) and used again in `on_log`.
-    request_headers: Option<Vec<u8>>,
+    /// Parsed once from the request headers (one hostcall for all of them); `route` is
+    /// `None` for a request this filter never saw start, which `on_log` reads then.
+    method: Method,
     route: Option<RouteMatch>,
     waiting_for_ready: bool,
     /// A WebSocket upgrade request, until its outcome is counted.
     upgrade_pending: bool,
-    /// A stream request: whether it starts a listening session (no Range, or from byte 0).
-    stream_request: Option<bool>,
+    stream_request: Option<StreamRequest>,
     connection: Option<Connection>,
+}
+
+/// A GET of a stream endpoint, until its response headers say whether it streams.
+struct StreamRequest {
+    /// No Range, or a Range from byte 0: a listening session starts.
+    starts_session: bool,
+    stream_id: String,
 }
 
 /// A long exchange in progress: an upgraded WebSocket or a stream response.
@@ -69,7 +76,7 @@ impl HttpFilter {
             context_id,
             plugin,
             started_nanos: None,
-            request_headers: None,
+            method: Method::Get,
             route: None,
             waiting_for_ready: false,
             upgrade_pending: false,
@@ -208,7 +215,8 @@ impl HttpContext for HttpFilter {
             if health.enabled {
                 endpoint = Health::classify(health, method, path, authority.unwrap_or_default());
             }
-            let route = settings.routes.resolve(Method::parse(method), path);
+            self.method = Method::parse(method);
+            let route = settings.routes.resolve(self.method, path);
             self.route = Some(route);
             self.upgrade_pending = upgrade.is_some_and(|u| u.eq_ignore_ascii_case(b"websocket"));
             let stream = route
@@ -216,11 +224,12 @@ impl HttpContext for HttpFilter {
                 .is_some_and(|e| settings.streams.endpoints.contains(&e))
                 && method == b"GET";
             if stream {
-                let from_start = range.is_none_or(|r| r.starts_with(b"bytes=0-"));
-                self.stream_request = Some(from_start);
+                self.stream_request = Some(StreamRequest {
+                    starts_session: range.is_none_or(|r| r.starts_with(b"bytes=0-")),
+                    stream_id: connections::stream_id(path),
+                });
             }
         }
-        self.request_headers = headers;
         let now = now.unwrap_or(0);
         let answer = match endpoint {
             Endpoint::Other => return Action::Continue,
@@ -264,10 +273,7 @@ impl HttpContext for HttpFilter {
         )
         .map(|code| labels::status_code_from_header(&code));
         let now = abi::current_time_nanos().unwrap_or(0);
-        let route = self.route.unwrap_or(RouteMatch {
-            endpoint: None,
-            service: None,
-        });
+        let route = self.route.unwrap_or(RouteMatch::NONE);
         if self.upgrade_pending {
             self.upgrade_pending = false;
             connections.upgrade(
@@ -293,14 +299,10 @@ impl HttpContext for HttpFilter {
                     rooms: Vec::new(),
                 });
             }
-        } else if let (Some(session_start), Some(200 | 206)) = (self.stream_request, status) {
-            connections.stream_opened(registry, &mut host, session_start);
-            let [path] = header_map::find(
-                self.request_headers.as_deref().unwrap_or_default(),
-                [":path"],
-            );
-            let stream_id = connections::stream_id(path.unwrap_or_default());
-            let bitrate = connections.bitrate_gauge(settings, registry, &mut host, &stream_id);
+        } else if let (Some(stream), Some(200 | 206)) = (self.stream_request.take(), status) {
+            connections.stream_opened(registry, &mut host, stream.starts_session);
+            let bitrate =
+                connections.bitrate_gauge(settings, registry, &mut host, &stream.stream_id);
             self.connection = Some(Connection::Stream {
                 opened_nanos: now,
                 bitrate,
@@ -336,8 +338,9 @@ impl HttpContext for HttpFilter {
             state.health.forget(self.context_id);
         }
         let registry = &mut state.registry;
-        let headers = match self.request_headers.take() {
-            Some(headers) => headers,
+        // A request this filter never saw start (answered before it ran): read its headers now.
+        let fallback_headers = match self.route {
+            Some(_) => Vec::new(),
             None => read(
                 registry,
                 Operation::GetHeader,
@@ -345,7 +348,16 @@ impl HttpContext for HttpFilter {
             )
             .unwrap_or_default(),
         };
-        let [method, path] = header_map::find(&headers, [":method", ":path"]);
+        let (method, path) = match self.route {
+            Some(_) => (self.method, &b""[..]),
+            None => {
+                let [method, path] = header_map::find(&fallback_headers, [":method", ":path"]);
+                (
+                    Method::parse(method.unwrap_or_default()),
+                    path.unwrap_or_default(),
+                )
+            }
+        };
         // `:status` rather than the `response.code` property: a header read costs about a
         // third of a property read. No response headers means no response was sent.
         let status = read(
@@ -372,8 +384,8 @@ impl HttpContext for HttpFilter {
             EndpointSource::RouteTable => None,
         };
         let request = RequestRecord {
-            method: method.unwrap_or_default(),
-            path: path.unwrap_or_default(),
+            method,
+            path,
             route_name: route_name.as_deref(),
             route: self.route,
             status,
@@ -382,15 +394,12 @@ impl HttpContext for HttpFilter {
         let mut host = EnvoyHost;
         let settings = &plugin.settings;
         // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
-        let _: Outcome = state.http.record(settings, registry, &mut host, &request);
+        state.http.record(settings, registry, &mut host, &request);
         let service = self.service();
         let now = now.unwrap_or(0);
         if self.upgrade_pending {
             // No response headers came (the upstream failed first): the attempt's outcome.
-            let route = self.route.unwrap_or(RouteMatch {
-                endpoint: None,
-                service: None,
-            });
+            let route = self.route.unwrap_or(RouteMatch::NONE);
             state.connections.upgrade(
                 settings,
                 registry,

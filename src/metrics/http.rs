@@ -24,9 +24,9 @@ use super::registry::{CounterHandle, HistogramHandle, Operation, Registry};
 use super::shared::Budget;
 
 /// What the glue read for one finished request.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct RequestRecord<'a> {
-    pub method: &'a [u8],
+    pub method: Method,
     /// The raw `:path`, query string included (it never reaches a label).
     pub path: &'a [u8],
     /// Envoy's route name, read only with `endpoint_source: route_name`.
@@ -37,16 +37,6 @@ pub struct RequestRecord<'a> {
     pub status: Option<u64>,
     /// The request's duration in nanoseconds.
     pub duration_nanos: Option<u64>,
-}
-
-/// How the request ended, for the contexts that follow up on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A request/response exchange: counted and timed.
-    Exchange,
-    /// A `101 Switching Protocols`: counted, kept out of the duration histogram (its duration
-    /// is the whole connection). The WebSocket metrics take it from here.
-    Upgraded,
 }
 
 /// Shared-data key of the gateway-wide count of admitted label sets.
@@ -95,8 +85,8 @@ impl HttpMetrics {
         registry: &mut Registry,
         host: &mut dyn Host,
         request: &RequestRecord<'_>,
-    ) -> Outcome {
-        let method = Method::parse(request.method);
+    ) {
+        let method = request.method;
         let route = request
             .route
             .unwrap_or_else(|| settings.routes.resolve(method, request.path));
@@ -117,20 +107,17 @@ impl HttpMetrics {
             Some(series) => *series,
             None => self.resolve(settings, registry, host, labels),
         };
-        let outcome = if status.code() == Some(101) {
-            Outcome::Upgraded
-        } else {
-            Outcome::Exchange
-        };
+        // A `101 Switching Protocols` is counted but not timed: its duration is the whole
+        // connection, which the WebSocket metrics time.
+        let upgraded = status.code() == Some(101);
         if let Some(series) = series {
             registry.add(series.requests, 1);
-            if let (Outcome::Exchange, Some(histogram), Some(nanos)) =
-                (outcome, series.duration, request.duration_nanos)
+            if let (false, Some(histogram), Some(nanos)) =
+                (upgraded, series.duration, request.duration_nanos)
             {
                 registry.observe(histogram, nanos);
             }
         }
-        outcome
     }
 
     /// First sight of a label set in this VM: admit it (or overflow) and define its metrics.
@@ -364,6 +351,18 @@ mod tests {
     use crate::config;
     use crate::host::memory::MemoryHost;
 
+    /// A record with nothing read: override what a test needs.
+    fn record_defaults() -> RequestRecord<'static> {
+        RequestRecord {
+            method: Method::Get,
+            path: b"",
+            route_name: None,
+            route: None,
+            status: None,
+            duration_nanos: None,
+        }
+    }
+
     struct Fixture {
         host: MemoryHost,
         registry: Registry,
@@ -393,13 +392,13 @@ mod tests {
             )
         }
 
-        fn request(&mut self, method: &str, path: &str, status: u64, millis: u64) -> Outcome {
-            let outcome = self.metrics.record(
+        fn request(&mut self, method: &str, path: &str, status: u64, millis: u64) {
+            self.metrics.record(
                 &self.settings,
                 &mut self.registry,
                 &mut self.host,
                 &RequestRecord {
-                    method: method.as_bytes(),
+                    method: Method::parse(method.as_bytes()),
                     path: path.as_bytes(),
                     route_name: None,
                     route: None,
@@ -408,7 +407,6 @@ mod tests {
                 },
             );
             self.registry.flush(&mut self.host);
-            outcome
         }
 
         fn requests(
@@ -495,8 +493,8 @@ mod tests {
     #[test]
     fn upgrades_are_counted_but_not_timed() {
         let mut f = Fixture::new("{}");
-        assert_eq!(f.request("GET", "/ws", 101, 60_000), Outcome::Upgraded);
-        assert_eq!(f.request("GET", "/ws", 401, 2), Outcome::Exchange);
+        f.request("GET", "/ws", 101, 60_000);
+        f.request("GET", "/ws", 401, 2);
         assert_eq!(f.requests("GET", "/ws", "101", "chat"), Some(1));
         assert_eq!(f.duration("GET", "/ws", "chat", "_count"), Some(1));
         assert_eq!(f.duration("GET", "/ws", "chat", "_sum"), Some(0));
@@ -510,9 +508,9 @@ mod tests {
             &mut f.registry,
             &mut f.host,
             &RequestRecord {
-                method: b"GET",
+                method: Method::parse(b"GET"),
                 path: b"/api/v1/tracks",
-                ..RequestRecord::default()
+                ..record_defaults()
             },
         );
         f.registry.flush(&mut f.host);
@@ -540,11 +538,11 @@ mod tests {
                 &mut registry,
                 &mut f.host,
                 &RequestRecord {
-                    method: b"POST",
+                    method: Method::parse(b"POST"),
                     path: b"/api/v1/tracks",
                     status: Some(status),
                     duration_nanos: Some(1),
-                    ..RequestRecord::default()
+                    ..record_defaults()
                 },
             );
             metrics.record(
@@ -552,11 +550,11 @@ mod tests {
                 &mut registry,
                 &mut f.host,
                 &RequestRecord {
-                    method: b"GET",
+                    method: Method::parse(b"GET"),
                     path: b"/api/v1/tracks/9",
                     status: Some(200),
                     duration_nanos: Some(1),
-                    ..RequestRecord::default()
+                    ..record_defaults()
                 },
             );
         }
@@ -588,11 +586,11 @@ mod tests {
                 &mut f.registry,
                 &mut f.host,
                 &RequestRecord {
-                    method: b"GET",
+                    method: Method::parse(b"GET"),
                     path: path.as_bytes(),
                     status: Some(200 + i % 100),
                     duration_nanos: Some(1),
-                    ..RequestRecord::default()
+                    ..record_defaults()
                 },
             );
             let path = format!("/random/{i}");
@@ -601,11 +599,11 @@ mod tests {
                 &mut f.registry,
                 &mut f.host,
                 &RequestRecord {
-                    method: b"GET",
+                    method: Method::parse(b"GET"),
                     path: path.as_bytes(),
                     status: Some(404),
                     duration_nanos: Some(1),
-                    ..RequestRecord::default()
+                    ..record_defaults()
                 },
             );
         }
@@ -635,7 +633,7 @@ mod tests {
                 &mut f.registry,
                 &mut f.host,
                 &RequestRecord {
-                    method: b"GET",
+                    method: Method::parse(b"GET"),
                     path: b"/api/v1/tracks/1",
                     route_name: Some(name),
                     route: None,
@@ -657,11 +655,11 @@ mod tests {
     fn a_repeat_request_makes_no_hostcall() {
         let mut f = Fixture::new("{}");
         let record = RequestRecord {
-            method: b"GET",
+            method: Method::parse(b"GET"),
             path: b"/api/v1/tracks/1",
             status: Some(200),
             duration_nanos: Some(1),
-            ..RequestRecord::default()
+            ..record_defaults()
         };
         f.metrics
             .record(&f.settings, &mut f.registry, &mut f.host, &record);
