@@ -101,6 +101,24 @@ unsafe fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
     unsafe { Vec::from_raw_parts(data, size, size) }
 }
 
+/// The data a hostcall returned through `data`/`size`: `None` when the host had none.
+///
+/// # Safety
+/// As for [`take_buffer`]: `data` is null or the host's allocation of `size` bytes.
+unsafe fn returned(
+    status: RawStatus,
+    data: *mut u8,
+    size: usize,
+) -> Result<Option<Vec<u8>>, HostError> {
+    match status {
+        OK if data.is_null() => Ok(None),
+        // SAFETY: the caller's guarantee.
+        OK => Ok(Some(unsafe { take_buffer(data, size) })),
+        NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
 /// A property path in the ABI's form: segments joined by NUL.
 pub struct PropertyPath(&'static [u8]);
 
@@ -112,11 +130,9 @@ pub fn property(path: &PropertyPath) -> Result<Option<Vec<u8>>, HostError> {
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
-    let status = unsafe { proxy_get_property(path.0.as_ptr(), path.0.len(), &mut data, &mut size) };
-    match status {
-        OK => Ok(Some(unsafe { take_buffer(data, size) })),
-        NOT_FOUND => Ok(None),
-        other => Err(HostError(other)),
+    unsafe {
+        let status = proxy_get_property(path.0.as_ptr(), path.0.len(), &mut data, &mut size);
+        returned(status, data, size)
     }
 }
 
@@ -132,13 +148,10 @@ pub fn header(map: MapType, name: &str) -> Result<Option<Vec<u8>>, HostError> {
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
-    let status =
-        unsafe { proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size) };
-    match status {
-        OK if data.is_null() => Ok(None),
-        OK => Ok(Some(unsafe { take_buffer(data, size) })),
-        NOT_FOUND => Ok(None),
-        other => Err(HostError(other)),
+    unsafe {
+        let status =
+            proxy_get_header_map_value(map, name.as_ptr(), name.len(), &mut data, &mut size);
+        returned(status, data, size)
     }
 }
 
@@ -148,13 +161,11 @@ pub fn request_headers() -> Result<Vec<u8>, HostError> {
     let mut data = null_mut();
     let mut size = 0;
     // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
-    let status =
-        unsafe { proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size) };
-    match status {
-        OK => Ok(unsafe { take_buffer(data, size) }),
-        NOT_FOUND => Ok(Vec::new()),
-        other => Err(HostError(other)),
-    }
+    let map = unsafe {
+        let status = proxy_get_header_map_pairs(MapType::HttpRequestHeaders, &mut data, &mut size);
+        returned(status, data, size)
+    };
+    Ok(map?.unwrap_or_default())
 }
 
 /// The host's clock, in nanoseconds since the epoch. Returns data without an allocation.
@@ -182,11 +193,9 @@ pub fn buffer_at(
     let mut data = null_mut();
     let mut len = 0;
     // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
-    let status = unsafe { proxy_get_buffer_bytes(buffer_type, start, size, &mut data, &mut len) };
-    match status {
-        OK => Ok(Some(unsafe { take_buffer(data, len) })),
-        NOT_FOUND => Ok(None),
-        other => Err(HostError(other)),
+    unsafe {
+        let status = proxy_get_buffer_bytes(buffer_type, start, size, &mut data, &mut len);
+        returned(status, data, len)
     }
 }
 
@@ -268,14 +277,12 @@ impl Host for EnvoyHost {
         let mut size = 0;
         let mut cas = 0;
         // SAFETY: pointers are valid for the call; the buffer is the host's allocation.
-        let status = unsafe {
-            proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas)
+        let value = unsafe {
+            let status =
+                proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas);
+            returned(status, data, size)
         };
-        match status {
-            OK => Ok(Some((unsafe { take_buffer(data, size) }, cas))),
-            NOT_FOUND => Ok(None),
-            other => Err(HostError(other)),
-        }
+        Ok(value?.map(|value| (value, cas)))
     }
 
     fn set_shared(&mut self, key: &str, value: &[u8], cas: u32) -> Result<CasOutcome, HostError> {
