@@ -7,11 +7,13 @@
 //! - [`labels`]: bounded `method` and `status` labels;
 //! - [`health`]: `/live` and `/ready` answered at the gateway from the dependency clusters;
 //! - [`metrics`]: metric names, the registry that aggregates in VM memory, per-request metrics;
+//! - [`active_users`]: distinct users in a sliding window, as a sketch shared by the workers;
 //! - [`websocket`]: RFC 6455 frames and chat messages seen in upgraded connections;
 //! - [`host`]: the few host capabilities the core needs, as a trait;
 //! - [`header_map`]: decoding the ABI's serialized header map;
 //! - `filter` (wasm32 only): the proxy-wasm root and HTTP contexts, thin glue over the core.
 
+pub mod active_users;
 pub mod config;
 pub mod header_map;
 pub mod health;

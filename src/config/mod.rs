@@ -4,8 +4,13 @@
 //! Every field has an explicit default; unknown fields are refused. An error names the field
 //! (`services[0].routes[3]`) so Envoy's log says exactly what to fix.
 
+pub mod business;
+
 use serde::Deserialize;
 
+use self::business::{
+    ActiveUsersConfig, ActiveUsersSettings, BusinessRuleConfig, BusinessSettings,
+};
 use crate::health::config::{self as health_config, HealthConfig, HealthSettings};
 use crate::routes::{EndpointId, RouteTable};
 
@@ -42,6 +47,13 @@ pub struct PluginConfig {
     /// Audio stream telemetry.
     #[serde(default)]
     pub streams: StreamsConfig,
+    /// Counters from request outcomes (method, route template, status). Absent: the Veza
+    /// rules (registrations, logins, failed logins, track uploads, playlists); `[]`: none.
+    #[serde(default)]
+    pub business_metrics: Option<Vec<BusinessRuleConfig>>,
+    /// `active_users_total`.
+    #[serde(default)]
+    pub active_users: ActiveUsersConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +171,8 @@ pub struct Settings {
     pub health: HealthSettings,
     pub websocket: WebSocketSettings,
     pub streams: StreamSettings,
+    pub business: BusinessSettings,
+    pub active_users: ActiveUsersSettings,
 }
 
 #[derive(Debug)]
@@ -317,7 +331,16 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         )?,
         max_stream_ids: config.streams.max_stream_ids,
     };
+    let business = match config.business_metrics {
+        Some(rules) => business::compile_rules(&routes, rules)
+            .map_err(|(field, message)| error(format!("business_metrics{field}"), message))?,
+        None => business::compile_default_rules(&routes),
+    };
+    let active_users = business::compile_active_users(config.active_users)
+        .map_err(|(field, message)| error(format!("active_users.{field}"), message))?;
     Ok(Settings {
+        business,
+        active_users,
         routes,
         endpoint_source: config.endpoint_source,
         max_series: config.max_series,

@@ -3,6 +3,8 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
+use crate::active_users::identity::{self, Credentials};
+use crate::config::business::UserSource;
 use crate::config::EndpointSource;
 use crate::header_map;
 use crate::health::{Endpoint, Health};
@@ -207,11 +209,42 @@ impl HttpContext for HttpFilter {
         let health = &settings.health;
         let mut endpoint = Endpoint::Other;
         if let Some(headers) = &headers {
-            let [method, path, authority, upgrade, range] = header_map::find(
+            let [method, path, authority, upgrade, range, authorization] = header_map::find(
                 headers,
-                [":method", ":path", ":authority", "upgrade", "range"],
+                [
+                    ":method",
+                    ":path",
+                    ":authority",
+                    "upgrade",
+                    "range",
+                    "authorization",
+                ],
             );
             let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
+            if settings.active_users.enabled {
+                let header = match &settings.active_users.source {
+                    UserSource::Header(name) => header_map::find(headers, [name.as_str()])[0],
+                    UserSource::Jwt { .. } => None,
+                };
+                let credentials = Credentials {
+                    authorization,
+                    path,
+                    header,
+                };
+                if let Some(user) = identity::user_hash(&settings.active_users.source, &credentials)
+                {
+                    if let Ok(mut state) = plugin.state.try_borrow_mut() {
+                        let State {
+                            registry,
+                            active_users,
+                            ..
+                        } = &mut *state;
+                        if let Some(active_users) = active_users {
+                            active_users.observe(registry, &mut EnvoyHost, now.unwrap_or(0), user);
+                        }
+                    }
+                }
+            }
             if health.enabled {
                 endpoint = Health::classify(health, method, path, authority.unwrap_or_default());
             }
@@ -394,7 +427,10 @@ impl HttpContext for HttpFilter {
         let mut host = EnvoyHost;
         let settings = &plugin.settings;
         // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
-        state.http.record(settings, registry, &mut host, &request);
+        let route = state.http.record(settings, registry, &mut host, &request);
+        state
+            .business
+            .record(&settings.business, registry, method, route.endpoint, status);
         let service = self.service();
         let now = now.unwrap_or(0);
         if self.upgrade_pending {

@@ -5,10 +5,12 @@ use std::time::Duration;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType, Status};
 
+use crate::active_users::ActiveUsers;
 use crate::config::{self, Settings};
 use crate::health::{self, CallResult, Failure, Health};
 use crate::host::Host;
 use crate::labels;
+use crate::metrics::business::BusinessMetrics;
 use crate::metrics::connections::ConnectionMetrics;
 use crate::metrics::http::HttpMetrics;
 use crate::metrics::names;
@@ -20,6 +22,8 @@ use super::http::HttpFilter;
 /// Tick period while health checks are configured: a waiting `/ready` probe starts its round
 /// within one tick.
 const HEALTH_TICK_MS: u32 = 20;
+/// Tick period for `active_users_total` when metrics are flushed after every request.
+const ACTIVE_USERS_TICK_MS: u32 = 1000;
 /// Most bytes of a check's response body read (an exporter's page is about 100 KB).
 const MAX_CHECK_BODY: usize = 1 << 20;
 /// Shared-data key of the time the first worker configured, for `/live`'s uptime.
@@ -38,6 +42,9 @@ pub struct State {
     pub registry: Registry,
     pub http: HttpMetrics,
     pub connections: ConnectionMetrics,
+    pub business: BusinessMetrics,
+    /// `None` when `active_users` is disabled.
+    pub active_users: Option<ActiveUsers>,
     pub health: Health,
     /// Per health check: `dependency_up` and `dependency_check_duration_seconds`.
     pub dependency_metrics: Vec<(Option<GaugeHandle>, Option<HistogramHandle>)>,
@@ -129,6 +136,11 @@ impl RootContext for Root {
         let mut registry = Registry::new(&mut host);
         let http = HttpMetrics::new(&mut host);
         let connections = ConnectionMetrics::new(&mut host);
+        let business = BusinessMetrics::new(&settings.business, &mut registry, &mut host);
+        let active_users = settings
+            .active_users
+            .enabled
+            .then(|| ActiveUsers::new(&settings.active_users, &mut registry, &mut host));
         let dependency_metrics = settings
             .health
             .checks
@@ -146,12 +158,20 @@ impl RootContext for Root {
         let now = abi::current_time_nanos().unwrap_or(0);
         let started_nanos = first_start(&mut host, now);
         let health_active = settings.health.enabled && !settings.health.checks.is_empty();
-        let period = match (settings.flush_interval_ms, health_active) {
-            (0, false) => 0,
-            (0, true) => HEALTH_TICK_MS,
-            (flush, true) => flush.min(HEALTH_TICK_MS),
-            (flush, false) => flush,
-        };
+        // The shortest period any part needs; 0 (no tick) when none needs one.
+        let period = [
+            settings.flush_interval_ms,
+            if health_active { HEALTH_TICK_MS } else { 0 },
+            if settings.active_users.enabled {
+                ACTIVE_USERS_TICK_MS
+            } else {
+                0
+            },
+        ]
+        .into_iter()
+        .filter(|&ms| ms > 0)
+        .min()
+        .unwrap_or(0);
         if let Err(err) = abi::set_tick_period_ms(period) {
             log::error!("veza-observability: cannot set the tick period ({period} ms): {err}");
             return false;
@@ -175,6 +195,8 @@ impl RootContext for Root {
                 registry,
                 http,
                 connections,
+                business,
+                active_users,
                 health: Health::default(),
                 dependency_metrics,
             }),
@@ -192,8 +214,16 @@ impl RootContext for Root {
         let Ok(mut state) = plugin.state.try_borrow_mut() else {
             return;
         };
-        if flush_due {
-            state.registry.flush(&mut EnvoyHost);
+        if flush_due || plugin.settings.flush_interval_ms == 0 {
+            let State {
+                registry,
+                active_users,
+                ..
+            } = &mut *state;
+            if let Some(active_users) = active_users {
+                active_users.publish(registry, &mut EnvoyHost, now);
+            }
+            registry.flush(&mut EnvoyHost);
             self.last_flush_nanos = now;
         }
         let settings = &plugin.settings.health;

@@ -85,7 +85,7 @@ impl HttpMetrics {
         registry: &mut Registry,
         host: &mut dyn Host,
         request: &RequestRecord<'_>,
-    ) {
+    ) -> RouteMatch {
         let method = request.method;
         let route = request
             .route
@@ -118,6 +118,7 @@ impl HttpMetrics {
                 registry.observe(histogram, nanos);
             }
         }
+        route
     }
 
     /// First sight of a label set in this VM: admit it (or overflow) and define its metrics.

@@ -44,6 +44,44 @@ pub const STREAM_BYTES_TOTAL: &str = "stream_bytes_total";
 pub const STREAM_BITRATE_BPS: &str = "stream_bitrate_bps";
 /// Counter: hostcalls that failed inside the filter. Label: operation.
 pub const FILTER_ERRORS_TOTAL: &str = "veza_observability_errors_total";
+/// Counter (default business rule): registrations answered 2xx.
+pub const USER_REGISTRATIONS_TOTAL: &str = "user_registrations_total";
+/// Counter (default business rule): logins answered 2xx.
+pub const USER_LOGINS_TOTAL: &str = "user_logins_total";
+/// Counter (default business rule): logins answered 401.
+pub const USER_LOGINS_FAILED_TOTAL: &str = "user_logins_failed_total";
+/// Counter (default business rule): track uploads answered 2xx.
+pub const TRACKS_UPLOADED_TOTAL: &str = "tracks_uploaded_total";
+/// Counter (default business rule): playlists created (answered 2xx).
+pub const PLAYLISTS_CREATED_TOTAL: &str = "playlists_created_total";
+/// Gauge: distinct users seen in the sliding window, gateway-wide (a HyperLogLog estimate).
+pub const ACTIVE_USERS_TOTAL: &str = "active_users_total";
+
+/// Names the filter emits itself; business rules may not reuse them.
+pub const BUILT_IN: [&str; 21] = [
+    HTTP_REQUESTS_TOTAL,
+    HTTP_REQUEST_DURATION_SECONDS,
+    DEPENDENCY_UP,
+    DEPENDENCY_CHECK_DURATION_SECONDS,
+    WEBSOCKET_UPGRADES_TOTAL,
+    WEBSOCKET_CONNECTIONS_ACTIVE,
+    WEBSOCKET_CONNECTION_DURATION_SECONDS,
+    WEBSOCKET_MESSAGES_TOTAL,
+    WEBSOCKET_BYTES_TOTAL,
+    WEBSOCKET_PROTOCOL_ERRORS_TOTAL,
+    CHAT_EVENTS_TOTAL,
+    CHAT_MESSAGES_SENT_TOTAL,
+    CHAT_ROOMS_ACTIVE,
+    STREAMS_STARTED_TOTAL,
+    STREAM_SESSIONS_ACTIVE,
+    STREAM_DURATION_SECONDS,
+    STREAM_BYTES_TOTAL,
+    STREAM_BITRATE_BPS,
+    FILTER_ERRORS_TOTAL,
+    ACTIVE_USERS_TOTAL,
+    // Histogram series names a rule could collide with.
+    "http_request_duration_seconds_bucket",
+];
 
 pub const LABEL_METHOD: &str = "method";
 pub const LABEL_ENDPOINT: &str = "endpoint";

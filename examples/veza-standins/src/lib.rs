@@ -19,6 +19,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -314,7 +316,19 @@ async fn login(body: String) -> Response {
         )
             .into_response();
     }
-    ok(json!({"access_token": "t1", "refresh_token": "r1"}))
+    let email = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("email").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "listener@veza.local".to_owned());
+    ok(json!({"access_token": access_token(&email), "refresh_token": "r1"}))
+}
+
+/// A token shaped like Veza's (HS256 JWT, the user in `sub`); the signature is not real.
+pub fn access_token(subject: &str) -> String {
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload =
+        URL_SAFE_NO_PAD.encode(json!({"sub": subject, "exp": 4_102_444_800u64}).to_string());
+    format!("{header}.{payload}.c3RhbmQtaW4")
 }
 
 async fn me(headers: HeaderMap) -> Response {
