@@ -36,12 +36,13 @@ $(ENVOY):
 	$@ --version
 
 # Debian packages the tests use: Prometheus and promtool; PostgreSQL, Redis and their
-# exporters (/ready's dependencies); skopeo (reads the OCI image as a registry client would);
-# wrk (make bench); node (wasm unit tests).
+# exporters (/ready's dependencies) and node_exporter (the monitoring stack); skopeo (reads
+# the OCI image as a registry client would); wrk (make bench); node (wasm unit tests).
 # Each is "command:package"; a missing command installs its package.
 DEBIAN_PACKAGES := prometheus:prometheus promtool:prometheus wrk:wrk node:nodejs \
   redis-server:redis-server prometheus-postgres-exporter:prometheus-postgres-exporter \
-  prometheus-redis-exporter:prometheus-redis-exporter setpriv:util-linux skopeo:skopeo
+  prometheus-redis-exporter:prometheus-redis-exporter \
+  prometheus-node-exporter:prometheus-node-exporter setpriv:util-linux skopeo:skopeo
 build/.debian-packages:
 	@mkdir -p build
 	@missing=""; \

@@ -28,7 +28,7 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn the_prometheus_config_and_its_rules_check() {
     let text = promtool(&["check", "config", "prometheus.yml"]);
-    assert!(text.contains("SUCCESS: 9 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 13 rules found"), "{text}");
 }
 
 #[test]
@@ -42,11 +42,86 @@ fn every_alert_fires_when_it_should_and_only_then() {
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 9);
+    assert_eq!(alerts.len(), 13);
     for alert in alerts {
         assert!(
             tests.contains(&format!("alertname: {alert}")),
             "{alert} has no test"
         );
     }
+}
+
+/// The dashboard is on Grafana's current model (its queries are run against a real
+/// Prometheus in monitoring_stack.rs).
+#[test]
+fn the_dashboard_uses_the_current_model() {
+    let path = format!("{REPO}/monitoring/grafana/dashboards/veza-platform-overview.json");
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    assert_eq!(dashboard["title"], "Veza Platform Overview");
+    assert_eq!(dashboard["uid"], "veza-platform-overview");
+    assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 39);
+    let variables = dashboard["templating"]["list"].as_array().unwrap();
+    assert_eq!(variables[0]["name"], "datasource");
+    assert_eq!(variables[0]["type"], "datasource");
+    assert_eq!(variables[0]["query"], "prometheus");
+
+    let panels = dashboard["panels"].as_array().unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        assert!(
+            ids.insert(panel["id"].as_u64().unwrap()),
+            "duplicate id: {title}"
+        );
+        let kind = panel["type"].as_str().unwrap();
+        *kinds.entry(kind).or_default() += 1;
+        let grid = &panel["gridPos"];
+        let (x, w) = (grid["x"].as_u64().unwrap(), grid["w"].as_u64().unwrap());
+        assert!(
+            x + w <= 24 && grid["h"].as_u64().unwrap() > 0,
+            "{title} off the grid"
+        );
+        if kind == "row" {
+            continue;
+        }
+        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{title}");
+        assert!(
+            panel["fieldConfig"]["defaults"]["unit"].is_string(),
+            "{title} has no unit"
+        );
+        let targets = panel["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{title} has no query");
+        for target in targets {
+            assert_eq!(target["datasource"]["uid"], "${datasource}", "{title}");
+            assert!(
+                target["expr"].as_str().is_some_and(|e| !e.is_empty()),
+                "{title}"
+            );
+        }
+    }
+    // Time series and stat panels only: the graph panel is gone from Grafana.
+    assert_eq!(
+        kinds.keys().copied().collect::<Vec<_>>(),
+        ["row", "stat", "timeseries"]
+    );
+}
+
+/// The provisioning files point Grafana at the dashboard folder and the Prometheus.
+#[test]
+fn grafana_provisioning_is_complete() {
+    let read = |path: &str| -> serde_json::Value {
+        let text = std::fs::read_to_string(format!("{REPO}/monitoring/grafana/{path}")).unwrap();
+        serde_norway::from_str(&text).unwrap()
+    };
+    let datasources = read("provisioning/datasources/prometheus.yml");
+    assert_eq!(datasources["apiVersion"], 1);
+    assert_eq!(datasources["datasources"][0]["type"], "prometheus");
+    let providers = read("provisioning/dashboards/veza.yml");
+    assert_eq!(providers["providers"][0]["type"], "file");
+    assert_eq!(
+        providers["providers"][0]["options"]["path"],
+        "/var/lib/grafana/dashboards/veza"
+    );
 }

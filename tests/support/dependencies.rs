@@ -212,6 +212,17 @@ pub fn redis_with_exporter() -> (Daemon, Daemon, u16) {
     (redis, exporter, exporter_port)
 }
 
+/// The real node_exporter (Debian's prometheus-node-exporter) on a free port.
+pub fn node_exporter() -> (Daemon, u16) {
+    let port = free_port();
+    let dir = scratch_dir("node-exporter");
+    let mut command = Command::new("prometheus-node-exporter");
+    command.arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    let daemon = Daemon::spawn("node_exporter", &mut command, &dir.join("exporter.log"));
+    wait_listening("node_exporter", port);
+    (daemon, port)
+}
+
 /// What a [`ScriptedServer`] does with each request.
 #[derive(Clone)]
 pub enum Script {

@@ -512,14 +512,22 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(envoy_admin_port: u16) -> Prometheus {
-        let dir = scratch_dir("prometheus");
-        let port = free_port();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n  - job_name: veza-gateway\n    metrics_path: /stats/prometheus\n    \
              static_configs:\n      - targets: ['127.0.0.1:{envoy_admin_port}']\n"
         );
+        Prometheus::start_with(&config, &[])
+    }
+
+    /// Prometheus with this `prometheus.yml` and these other files (rule files) beside it.
+    pub fn start_with(config: &str, files: &[(&str, &str)]) -> Prometheus {
+        let dir = scratch_dir("prometheus");
+        let port = free_port();
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.join(name), text).unwrap();
+        }
         let child = Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",
@@ -571,6 +579,18 @@ impl Prometheus {
                 (labels, value)
             })
             .collect()
+    }
+
+    /// The names of the alerts in state `firing`.
+    pub fn firing(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .query(r#"ALERTS{alertstate="firing"}"#)
+            .into_iter()
+            .map(|(labels, _)| labels["alertname"].clone())
+            .collect();
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The single value of a query that must return one series.

@@ -1,0 +1,259 @@
+//! The monitoring pack on a real stack: Envoy with the filter in front of the Veza stand-ins,
+//! PostgreSQL and Redis behind their real exporters, node_exporter, and Prometheus running the
+//! shipped `prometheus.yml` and `alert_rules.yml` (targets moved to this test's ports,
+//! intervals and `for:` durations shortened, nothing else changed). Every dashboard query is
+//! run against what Prometheus scraped.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::dependencies::*;
+use support::*;
+use tungstenite::Message;
+
+/// `text` with every `from` replaced, failing when there is none (the shipped file changed).
+fn replace_all(text: &str, from: &str, to: &str) -> String {
+    assert!(
+        text.contains(from),
+        "{from:?} is no longer in the shipped file"
+    );
+    text.replace(from, to)
+}
+
+fn shipped(path: &str) -> String {
+    std::fs::read_to_string(format!("{REPO}/monitoring/{path}")).unwrap()
+}
+
+/// The shipped Prometheus config, scraping this test's ports every second.
+fn prometheus_config(admin: u16, postgres: u16, redis: u16, node: u16) -> String {
+    let mut config = shipped("prometheus.yml");
+    // The gateway every second; the exporters every 3 s, with the 3 s timeout that follows
+    // from the global interval: postgres_exporter takes about a second to report a database
+    // it cannot reach, and a 1 s timeout would turn pg_up 0 into a failed scrape.
+    config = replace_all(&config, "scrape_interval: 10s", "scrape_interval: 1s");
+    config = replace_all(&config, "scrape_interval: 15s", "scrape_interval: 3s");
+    config = replace_all(&config, "scrape_interval: 30s", "scrape_interval: 3s");
+    config = replace_all(
+        &config,
+        "evaluation_interval: 15s",
+        "evaluation_interval: 1s",
+    );
+    config = replace_all(&config, "scrape_timeout: 5s", "scrape_timeout: 1s");
+    for (from, port) in [(9901, admin), (9187, postgres), (9121, redis), (9100, node)] {
+        config = replace_all(
+            &config,
+            &format!("'localhost:{from}'"),
+            &format!("'127.0.0.1:{port}'"),
+        );
+    }
+    config
+}
+
+/// The shipped rules with every `for:` cut to two seconds.
+fn alert_rules() -> String {
+    let mut rules = shipped("alert_rules.yml");
+    for duration in ["for: 1m", "for: 2m", "for: 5m", "for: 10m"] {
+        rules = replace_all(&rules, duration, "for: 2s");
+    }
+    let durations = rules.lines().filter(|l| l.trim_start().starts_with("for:"));
+    assert!(durations.clone().count() > 0 && durations.clone().all(|l| l.trim() == "for: 2s"));
+    rules
+}
+
+/// Every query of the dashboard, with Grafana's variables as a user would have them: all
+/// services, a one-minute rate interval.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&shipped("grafana/dashboards/veza-platform-overview.json")).unwrap();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$service", ".*");
+            assert!(!expr.contains('$'), "an unknown variable in {expr}");
+            let title = format!("{} / {}", panel["title"].as_str().unwrap(), target["refId"]);
+            queries.push((title, expr));
+        }
+    }
+    queries
+}
+
+#[test]
+fn the_pack_works_on_a_real_stack() {
+    let mut postgres = Postgres::start();
+    let (_pg_exporter, pg_exporter_port) = postgres_exporter(&postgres);
+    let (_redis, _redis_exporter, redis_exporter_port) = redis_with_exporter();
+    let (_node_exporter, node_exporter_port) = node_exporter();
+    let standins = veza_standins::spawn_with(
+        Listeners::ephemeral().unwrap(),
+        veza_standins::Options {
+            database: Some(([127, 0, 0, 1], postgres.port).into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let (config, ports) = GatewayConfig::gateway_with(Upstreams {
+        backend: standins.backend.port(),
+        chat: standins.chat.port(),
+        stream: standins.stream.port(),
+        postgres_exporter: pg_exporter_port,
+        redis_exporter: redis_exporter_port,
+    });
+    let envoy = Envoy::start(&config, ports, 2);
+    let prometheus = Prometheus::start_with(
+        &prometheus_config(
+            envoy.ports.admin,
+            pg_exporter_port,
+            redis_exporter_port,
+            node_exporter_port,
+        ),
+        &[("alert_rules.yml", &alert_rules())],
+    );
+
+    // Every job's target is up.
+    let up = poll("every target to be up", Duration::from_secs(20), || {
+        let up = prometheus.query("up");
+        (up.len() == 4 && up.iter().all(|(_, v)| *v == 1.0)).then_some(up)
+    });
+    let mut jobs: Vec<&str> = up.iter().map(|(l, _)| l["job"].as_str()).collect();
+    jobs.sort();
+    assert_eq!(jobs, ["node", "postgres", "redis", "veza-gateway"]);
+
+    // Traffic: a readiness probe, the business events, a chat session, streams, then 5xx.
+    let get = |path: &str, headers: &[(&str, &str)]| {
+        http("GET", &envoy.url(path), headers, "").unwrap().0
+    };
+    let post = |path: &str, headers: &[(&str, &str)], body: &str| {
+        http("POST", &envoy.url(path), headers, body).unwrap().0
+    };
+    assert_eq!(get("/ready", &[]), 200);
+    for n in 0..3 {
+        let account = format!(r#"{{"email":"u{n}@veza.local","password":"pw","username":"u{n}"}}"#);
+        assert_eq!(post("/api/v1/auth/register", &[], &account), 200);
+        assert_eq!(post("/api/v1/auth/login", &[], &account), 200);
+        let bearer = format!(
+            "Bearer {}",
+            veza_standins::access_token(&format!("u{n}@veza.local"))
+        );
+        assert_eq!(
+            post("/api/v1/tracks", &[("authorization", &bearer)], "audio"),
+            201
+        );
+        assert_eq!(get("/api/v1/tracks/1", &[("authorization", &bearer)]), 200);
+    }
+    assert_eq!(
+        post("/api/v1/auth/login", &[], r#"{"password":"wrong"}"#),
+        401
+    );
+    assert_eq!(post("/api/v1/playlists", &[], r#"{"name":"night"}"#), 201);
+    let stream = "/stream/night.mp3?expires=99999999999&sig=s";
+    assert_eq!(http_bytes("GET", &envoy.url(stream), &[]).0, 200);
+    assert_eq!(
+        http_bytes("GET", &envoy.url(stream), &[("range", "bytes=0-99")]).0,
+        206
+    );
+    let refused = raw_exchange(
+        envoy.ports.listener,
+        "GET /ws/chat?token=invalid HTTP/1.1\r\nhost: veza\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+    // A chat session left open, so the WebSocket gauges have a value while Prometheus looks.
+    let (mut chat, _) = tungstenite::connect(envoy.url("/ws").replace("http", "ws")).unwrap();
+    chat.send(Message::text(
+        r#"{"type":"JoinConversation","conversation_id":"c1"}"#,
+    ))
+    .unwrap();
+    chat.send(Message::text(
+        r#"{"type":"SendMessage","conversation_id":"c1","content":"hi"}"#,
+    ))
+    .unwrap();
+    for _ in 0..2 {
+        chat.read().unwrap();
+    }
+    // Then the backend starts failing. rate() cannot see the increment that created a series,
+    // so the first 503 must be scraped before the burst, as it would be in a real outage.
+    let failing = || assert_eq!(get("/api/v1/tags", &[("x-standin-status", "503")]), 503);
+    failing();
+    poll(
+        "Prometheus to scrape the first 503",
+        Duration::from_secs(20),
+        || {
+            (prometheus.scalar(r#"sum(http_requests_total{status="503"})"#) == Some(1.0))
+                .then_some(())
+        },
+    );
+    for _ in 0..20 {
+        failing();
+    }
+
+    // The business counters, as Prometheus has them.
+    for (metric, expected) in [
+        ("user_registrations_total", 3.0),
+        ("user_logins_total", 3.0),
+        ("user_logins_failed_total", 1.0),
+        ("tracks_uploaded_total", 3.0),
+        ("playlists_created_total", 1.0),
+        ("streams_started_total", 2.0),
+        ("chat_messages_sent_total", 1.0),
+        ("active_users_total", 3.0),
+    ] {
+        poll(
+            &format!("Prometheus to have {metric} = {expected}"),
+            Duration::from_secs(20),
+            || (prometheus.scalar(metric) == Some(expected)).then_some(()),
+        );
+    }
+
+    // HighErrorRate fires for the backend only.
+    poll("HighErrorRate to fire", Duration::from_secs(30), || {
+        prometheus
+            .firing()
+            .contains(&"HighErrorRate".to_owned())
+            .then_some(())
+    });
+    let services: Vec<String> = prometheus
+        .query(r#"ALERTS{alertname="HighErrorRate",alertstate="firing"}"#)
+        .into_iter()
+        .map(|(labels, _)| labels["service"].clone())
+        .collect();
+    assert_eq!(services, ["backend-api"]);
+
+    // Every dashboard query parses and returns data.
+    let empty: Vec<String> = dashboard_queries()
+        .into_iter()
+        .filter(|(_, expr)| prometheus.query(expr).is_empty())
+        .map(|(title, expr)| format!("{title}: {expr}"))
+        .collect();
+    assert!(
+        empty.is_empty(),
+        "dashboard queries without data:\n{}",
+        empty.join("\n")
+    );
+    chat.close(None).unwrap();
+
+    // PostgreSQL stops: the exporter reports it and PostgresDown fires; nothing else about
+    // the database is needed to see it.
+    postgres.stop();
+    poll("PostgresDown to fire", Duration::from_secs(30), || {
+        prometheus
+            .firing()
+            .contains(&"PostgresDown".to_owned())
+            .then_some(())
+    });
+    let firing = prometheus.firing();
+    assert!(
+        !firing.contains(&"ServiceDown".to_owned()),
+        "the exporters still answer: {firing:?}"
+    );
+}
