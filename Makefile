@@ -10,13 +10,14 @@ WASM := target/wasm32-wasip1/release/veza_observability.wasm
 ENVOY := build/bin/envoy
 CARGO ?= cargo
 
-.PHONY: help run test bench package lint unit e2e wasm tools clean
+.PHONY: help run test bench package dashboard lint unit e2e wasm tools clean
 
 help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
 	@echo "make test   formatting, lints, unit tests (native and wasm32-wasip1), end-to-end tests"
 	@echo "make bench  throughput and latency: no filter, an empty wasm filter, this filter"
 	@echo "make package  the .wasm, its sha256, and an OCI image (layout and tarball) in build/package"
+	@echo "make dashboard  the Grafana dashboard rendered from a real Prometheus: build/dashboard/index.html"
 
 # ---------------------------------------------------------------- tools
 
@@ -74,6 +75,13 @@ run: tools wasm
 	$(CARGO) build --quiet -p veza-standins
 	examples/run-gateway.sh
 
+# ---------------------------------------------------------------- dashboard
+
+# PROMETHEUS_URL=http://prometheus:9090 renders from yours; without it, from a stack of its own.
+dashboard: tools wasm
+	$(CARGO) build --quiet -p veza-standins -p dashboard
+	examples/dashboard.sh
+
 # ---------------------------------------------------------------- test
 
 test: tools lint unit wasm e2e
@@ -84,7 +92,7 @@ lint:
 	$(CARGO) clippy --target wasm32-wasip1 --lib -- -D warnings
 
 unit: build/.rust-target
-	$(CARGO) test --lib
+	$(CARGO) test --workspace --lib
 	$(CARGO) test --target wasm32-wasip1 --lib
 
 e2e: tools wasm
