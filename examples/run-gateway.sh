@@ -87,9 +87,15 @@ if ((${#missing[@]})) && [[ "${VEZA_DEMO_TRAFFIC:-1}" != 0 ]]; then
   (
     paths=(/api/v1/tracks/1 /api/v1/tracks/2 /api/v1/tracks /api/v1/users/me /api/v1/search
            /health /api/messages/stats "/stream/demo.mp3?expires=99999999999&sig=demo" /api/v1/nope)
+    # Three signed-in listeners (JWTs whose sub names them; the stand-ins do not verify).
+    tokens=(eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiAiZGVtby1saXN0ZW5lci0wIn0.ZGVtbw eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiAiZGVtby1saXN0ZW5lci0xIn0.ZGVtbw eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiAiZGVtby1saXN0ZW5lci0yIn0.ZGVtbw)
     while sleep 1; do
       for path in "${paths[@]}"; do curl -s -o /dev/null "http://127.0.0.1:$gateway$path" || true; done
       curl -s -o /dev/null -X POST -d '{"email":"a@b.c","password":"wrong"}' "http://127.0.0.1:$gateway/api/v1/auth/login" || true
+      curl -s -o /dev/null -X POST -d '{"email":"a@b.c","password":"pw"}' "http://127.0.0.1:$gateway/api/v1/auth/login" || true
+      for token in "${tokens[@]}"; do
+        curl -s -o /dev/null -H "authorization: Bearer $token" "http://127.0.0.1:$gateway/api/v1/users/me" || true
+      done
     done
   ) &
   pids+=($!)
