@@ -139,12 +139,17 @@ fn the_pack_works_on_a_real_stack() {
     // rate() cannot see the increment that created a series: what a panel shows as a rate
     // or quantile happens again after Prometheus has scraped it once, as it would over time.
     let scraped = |what: &str, promql: &str| {
-        poll(&format!("Prometheus to scrape {what}"), Duration::from_secs(20), || {
-            prometheus.scalar(promql).filter(|v| *v >= 1.0).map(|_| ())
-        })
+        poll(
+            &format!("Prometheus to scrape {what}"),
+            Duration::from_secs(20),
+            || prometheus.scalar(promql).filter(|v| *v >= 1.0).map(|_| ()),
+        )
     };
     assert_eq!(get("/ready", &[]), 200);
-    scraped("a /ready round", r#"max(dependency_check_duration_seconds_count)"#);
+    scraped(
+        "a /ready round",
+        r#"max(dependency_check_duration_seconds_count)"#,
+    );
     for n in 0..3 {
         let account = format!(r#"{{"email":"u{n}@veza.local","password":"pw","username":"u{n}"}}"#);
         assert_eq!(post("/api/v1/auth/register", &[], &account), 200);
@@ -270,7 +275,11 @@ fn the_pack_works_on_a_real_stack() {
         .map(|p| p.title.as_str())
         .collect();
     assert!(blank.is_empty(), "panels rendered without data: {blank:?}");
-    assert_eq!(page.matches("<svg").count(), 24, "one chart per time-series panel");
+    assert_eq!(
+        page.matches("<svg").count(),
+        24,
+        "one chart per time-series panel"
+    );
     chat.close(None).unwrap();
 
     // PostgreSQL stops: the exporter reports it and PostgresDown fires; nothing else about

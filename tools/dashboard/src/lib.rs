@@ -26,7 +26,8 @@ pub struct RenderedPanel {
 
 /// Grafana's variables as a first visit has them.
 pub fn substitute(expr: &str) -> String {
-    expr.replace("$__rate_interval", "1m").replace("$service", ".*")
+    expr.replace("$__rate_interval", "1m")
+        .replace("$service", ".*")
 }
 
 /// Fills `{{label}}` placeholders from a series' labels.
@@ -157,7 +158,10 @@ const COLORS: [&str; 8] = [
 
 /// One time-series panel as SVG: a line per series, the value range on the left.
 pub fn svg(panel: &RenderedPanel, start: f64, end: f64) -> String {
-    let values = panel.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
+    let values = panel
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1));
     let (low, high) = values.fold((0.0f64, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let high = if high <= low { low + 1.0 } else { high };
     let x = |t: f64| 60.0 + (t - start) / (end - start).max(1.0) * (WIDTH - 70.0);
@@ -208,7 +212,11 @@ pub fn html(title: &str, panels: &[RenderedPanel], start: f64, end: f64, source:
         (end - start) / 60.0
     );
     for panel in panels {
-        let _ = write!(out, "<div class=\"panel\"><h2>{}</h2>", escape(&panel.title));
+        let _ = write!(
+            out,
+            "<div class=\"panel\"><h2>{}</h2>",
+            escape(&panel.title)
+        );
         if panel.series.iter().all(|s| s.points.is_empty()) {
             out.push_str("<p class=\"legend\">no data</p></div>");
             continue;
@@ -260,7 +268,10 @@ mod tests {
     fn legends_take_their_labels() {
         let labels = serde_json::json!({"method": "GET", "endpoint": "/api/v1/tracks/:id"});
         let labels = labels.as_object().unwrap();
-        assert_eq!(legend("{{method}} {{endpoint}}", labels), "GET /api/v1/tracks/:id");
+        assert_eq!(
+            legend("{{method}} {{endpoint}}", labels),
+            "GET /api/v1/tracks/:id"
+        );
         assert_eq!(legend("p95", labels), "p95");
         assert_eq!(legend("{{missing}}!", labels), "!");
         assert_eq!(legend("{{method", labels), "{{method");
@@ -289,7 +300,10 @@ mod tests {
         };
         let svg = svg(&panel, 0.0, 60.0);
         assert!(svg.contains(r#"points="60.0,160.0 550.0,10.0""#), "{svg}");
-        assert!(svg.contains(">10 req/s<") && svg.contains(">0 req/s<"), "{svg}");
+        assert!(
+            svg.contains(">10 req/s<") && svg.contains(">0 req/s<"),
+            "{svg}"
+        );
         let page = html("Veza", &[panel], 0.0, 60.0, "http://prometheus");
         assert!(page.contains("<h2>Requests &lt;all&gt;</h2>"));
         assert!(page.contains("&#9632; backend-api (10 req/s)"));

@@ -25,11 +25,15 @@ fn main() {
                 "monitoring/grafana/dashboards/veza-platform-overview.json".into()
             }),
             &option("--out").unwrap_or_else(|| "build/dashboard/index.html".into()),
-            option("--minutes").and_then(|m| m.parse().ok()).unwrap_or(5.0),
+            option("--minutes")
+                .and_then(|m| m.parse().ok())
+                .unwrap_or(5.0),
         ),
         Some("traffic") => traffic(
             &option("--gateway").unwrap_or_else(|| "http://127.0.0.1:10000".into()),
-            option("--seconds").and_then(|s| s.parse().ok()).unwrap_or(60),
+            option("--seconds")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(60),
         ),
         _ => Err("usage: dashboard render|traffic [options] (see the source's header)".into()),
     };
@@ -110,11 +114,22 @@ fn traffic(gateway: &str, seconds: u64) -> Result<(), String> {
         send("GET", "/ready", &[], "");
         send("GET", "/api/v1/search?q=jazz", &[], "");
         send("GET", "/api/messages/stats", &[], "");
-        send("GET", "/stream/demo.mp3?expires=99999999999&sig=demo", &[], "");
-        send("GET", "/stream/demo.mp3?expires=99999999999&sig=demo", &[("range", "bytes=0-4095")], "");
+        send(
+            "GET",
+            "/stream/demo.mp3?expires=99999999999&sig=demo",
+            &[],
+            "",
+        );
+        send(
+            "GET",
+            "/stream/demo.mp3?expires=99999999999&sig=demo",
+            &[("range", "bytes=0-4095")],
+            "",
+        );
         send("GET", "/api/v1/nope", &[], "");
         sent += 5;
-        let account = format!(r#"{{"email":"l{round}@veza.local","password":"pw","username":"l{round}"}}"#);
+        let account =
+            format!(r#"{{"email":"l{round}@veza.local","password":"pw","username":"l{round}"}}"#);
         if round % 3 == 0 {
             send("POST", "/api/v1/auth/register", &[], &account);
             send("POST", "/api/v1/playlists", &[], r#"{"name":"mix"}"#);
