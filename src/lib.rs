@@ -8,6 +8,7 @@
 //! - [`health`]: `/live` and `/ready` answered at the gateway from the dependency clusters;
 //! - [`metrics`]: metric names, the registry that aggregates in VM memory, per-request metrics;
 //! - [`active_users`]: distinct users in a sliding window, as a sketch shared by the workers;
+//! - [`trace`]: W3C, Jaeger and B3 trace context: parsed, decided, sampled, emitted;
 //! - [`websocket`]: RFC 6455 frames and chat messages seen in upgraded connections;
 //! - [`host`]: the few host capabilities the core needs, as a trait;
 //! - [`header_map`]: decoding the ABI's serialized header map;
@@ -21,6 +22,7 @@ pub mod host;
 pub mod labels;
 pub mod metrics;
 pub mod routes;
+pub mod trace;
 pub mod websocket;
 
 // Not in test builds: the unit tests run as WASI commands, without a proxy-wasm host.

@@ -5,12 +5,14 @@
 //! (`services[0].routes[3]`) so Envoy's log says exactly what to fix.
 
 pub mod business;
+pub mod tracing;
 
 use serde::Deserialize;
 
 use self::business::{
     ActiveUsersConfig, ActiveUsersSettings, BusinessRuleConfig, BusinessSettings,
 };
+use self::tracing::{TraceSettings, TracingConfig};
 use crate::health::config::{self as health_config, HealthConfig, HealthSettings};
 use crate::routes::{EndpointId, RouteTable};
 
@@ -54,6 +56,9 @@ pub struct PluginConfig {
     /// `active_users_total`.
     #[serde(default)]
     pub active_users: ActiveUsersConfig,
+    /// Trace context for Jaeger and OpenTelemetry.
+    #[serde(default)]
+    pub tracing: TracingConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -173,6 +178,7 @@ pub struct Settings {
     pub streams: StreamSettings,
     pub business: BusinessSettings,
     pub active_users: ActiveUsersSettings,
+    pub tracing: TraceSettings,
 }
 
 #[derive(Debug)]
@@ -338,7 +344,10 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
     };
     let active_users = business::compile_active_users(config.active_users)
         .map_err(|(field, message)| error(format!("active_users.{field}"), message))?;
+    let tracing = tracing::compile(config.tracing)
+        .map_err(|(field, message)| error(format!("tracing.{field}"), message))?;
     Ok(Settings {
+        tracing,
         business,
         active_users,
         routes,

@@ -60,14 +60,32 @@ pub fn query_panels(
         .timeout(std::time::Duration::from_secs(30))
         .build();
     let mut panels = Vec::new();
-    for panel in dashboard["panels"].as_array().into_iter().flatten() {
-        let kind = panel["type"].as_str().unwrap_or_default();
+    for panel in dashboard
+        .pointer("/panels")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let kind = panel
+            .pointer("/type")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         if kind == "row" {
             continue;
         }
         let mut series = Vec::new();
-        for target in panel["targets"].as_array().into_iter().flatten() {
-            let expr = substitute(target["expr"].as_str().unwrap_or_default());
+        for target in panel
+            .pointer("/targets")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let expr = substitute(
+                target
+                    .pointer("/expr")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default(),
+            );
             let response = agent
                 .get(&format!("{prometheus}/api/v1/query_range"))
                 .query("query", &expr)
@@ -78,12 +96,24 @@ pub fn query_panels(
                 .map_err(|e| format!("{expr}: {e}"))?;
             let text = response.into_string().map_err(|e| format!("{expr}: {e}"))?;
             let body: Value = serde_json::from_str(&text).map_err(|e| format!("{expr}: {e}"))?;
-            let format = target["legendFormat"].as_str().unwrap_or_default();
-            for result in body["data"]["result"].as_array().into_iter().flatten() {
+            let format = target
+                .pointer("/legendFormat")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            for result in body
+                .pointer("/data/result")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let empty = serde_json::Map::new();
-                let labels = result["metric"].as_object().unwrap_or(&empty);
-                let points = result["values"]
-                    .as_array()
+                let labels = result
+                    .pointer("/metric")
+                    .and_then(Value::as_object)
+                    .unwrap_or(&empty);
+                let points = result
+                    .pointer("/values")
+                    .and_then(Value::as_array)
                     .into_iter()
                     .flatten()
                     .filter_map(|point| {
@@ -99,10 +129,15 @@ pub fn query_panels(
             }
         }
         panels.push(RenderedPanel {
-            title: panel["title"].as_str().unwrap_or_default().to_owned(),
+            title: panel
+                .pointer("/title")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             kind: kind.to_owned(),
-            unit: panel["fieldConfig"]["defaults"]["unit"]
-                .as_str()
+            unit: panel
+                .pointer("/fieldConfig/defaults/unit")
+                .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned(),
             series,

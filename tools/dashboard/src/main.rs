@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use serde_json::Value;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -54,7 +55,10 @@ fn render(prometheus: &str, dashboard: &str, out: &str, minutes: f64) -> Result<
     let start = end - minutes * 60.0;
     let step = (minutes * 60.0 / 120.0).max(1.0);
     let panels = dashboard::query_panels(prometheus, &dashboard, start, end, step)?;
-    let title = dashboard["title"].as_str().unwrap_or("dashboard");
+    let title = dashboard
+        .pointer("/title")
+        .and_then(Value::as_str)
+        .unwrap_or("dashboard");
     let page = dashboard::html(title, &panels, start, end, prometheus);
     if let Some(dir) = std::path::Path::new(out).parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -130,7 +134,7 @@ fn traffic(gateway: &str, seconds: u64) -> Result<(), String> {
         sent += 5;
         let account =
             format!(r#"{{"email":"l{round}@veza.local","password":"pw","username":"l{round}"}}"#);
-        if round % 3 == 0 {
+        if round.is_multiple_of(3) {
             send("POST", "/api/v1/auth/register", &[], &account);
             send("POST", "/api/v1/playlists", &[], r#"{"name":"mix"}"#);
             sent += 2;
@@ -145,7 +149,7 @@ fn traffic(gateway: &str, seconds: u64) -> Result<(), String> {
             }
             sent += 5;
         }
-        if round % 4 == 0 {
+        if round.is_multiple_of(4) {
             if let Ok((mut chat, _)) = tungstenite::connect(format!("{ws_url}/ws")) {
                 let _ = chat.send(tungstenite::Message::text(
                     r#"{"type":"JoinConversation","conversation_id":"lobby"}"#,

@@ -1,0 +1,176 @@
+//! The `tracing` section: which trace formats are read and written, sampling, and who may
+//! force a trace.
+
+use serde::Deserialize;
+
+/// A trace header format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Format {
+    /// W3C `traceparent` (+ `tracestate`).
+    #[serde(rename = "traceparent")]
+    TraceContext,
+    /// Jaeger `uber-trace-id`.
+    #[serde(rename = "uber-trace-id")]
+    Jaeger,
+    /// B3 multi headers (`X-B3-*`); as an incoming format it reads the single `b3` header too.
+    #[serde(rename = "b3")]
+    B3,
+    /// B3 single header (`b3`); outgoing only.
+    #[serde(rename = "b3-single")]
+    B3Single,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Incoming formats in order of precedence.
+    #[serde(default = "default_incoming")]
+    pub incoming: Vec<Format>,
+    /// Formats written on every proxied request.
+    #[serde(default = "default_outgoing")]
+    pub outgoing: Vec<Format>,
+    /// Share of new traces sampled (0 to 1); an incoming decision is kept.
+    #[serde(default = "default_sampling_ratio")]
+    pub sampling_ratio: f64,
+    /// Forcing a trace (Jaeger debug flag, `jaeger-debug-id`, B3 `d`) is honoured only on
+    /// requests carrying this header with this value; absent: never.
+    #[serde(default)]
+    pub debug_credential: Option<DebugCredential>,
+    /// A response header that carries the trace id (for support tickets); absent: none.
+    #[serde(default)]
+    pub response_header: Option<String>,
+    /// Give WebSocket upgrade requests a context.
+    #[serde(default = "default_true")]
+    pub websocket: bool,
+}
+
+impl Default for TracingConfig {
+    fn default() -> TracingConfig {
+        TracingConfig {
+            enabled: true,
+            incoming: default_incoming(),
+            outgoing: default_outgoing(),
+            sampling_ratio: default_sampling_ratio(),
+            debug_credential: None,
+            response_header: None,
+            websocket: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebugCredential {
+    pub header: String,
+    pub value: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_incoming() -> Vec<Format> {
+    vec![Format::TraceContext, Format::Jaeger, Format::B3]
+}
+
+fn default_outgoing() -> Vec<Format> {
+    vec![Format::TraceContext, Format::Jaeger]
+}
+
+fn default_sampling_ratio() -> f64 {
+    0.01
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceSettings {
+    pub enabled: bool,
+    pub incoming: Vec<Format>,
+    pub outgoing: Vec<Format>,
+    pub sampling_ratio: f64,
+    pub debug_credential: Option<DebugCredential>,
+    pub response_header: Option<String>,
+    pub websocket: bool,
+}
+
+fn header_name(name: &str) -> Option<String> {
+    let name = name.to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    valid.then_some(name)
+}
+
+/// Compiles the section; errors are `(field, message)` relative to `tracing`.
+pub fn compile(config: TracingConfig) -> Result<TraceSettings, (String, String)> {
+    if !(0.0..=1.0).contains(&config.sampling_ratio) {
+        return Err((
+            "sampling_ratio".into(),
+            format!("must be from 0 to 1 (got {})", config.sampling_ratio),
+        ));
+    }
+    if config.incoming.contains(&Format::B3Single) {
+        return Err((
+            "incoming".into(),
+            "\"b3-single\" is an outgoing format; \"b3\" reads both B3 forms".into(),
+        ));
+    }
+    for (field, list) in [
+        ("incoming", &config.incoming),
+        ("outgoing", &config.outgoing),
+    ] {
+        for (i, format) in list.iter().enumerate() {
+            if list.iter().take(i).any(|f| f == format) {
+                return Err((format!("{field}[{i}]"), "listed twice".into()));
+            }
+        }
+    }
+    if config.outgoing.contains(&Format::B3) && config.outgoing.contains(&Format::B3Single) {
+        return Err((
+            "outgoing".into(),
+            "\"b3\" and \"b3-single\" together would send two B3 contexts".into(),
+        ));
+    }
+    let debug_credential = match config.debug_credential {
+        None => None,
+        Some(credential) => {
+            let header = header_name(&credential.header).ok_or_else(|| {
+                (
+                    "debug_credential.header".to_owned(),
+                    format!("{:?} is not an HTTP header name", credential.header),
+                )
+            })?;
+            if credential.value.len() < 16 {
+                return Err((
+                    "debug_credential.value".into(),
+                    "must be at least 16 characters: it is a secret".into(),
+                ));
+            }
+            Some(DebugCredential {
+                header,
+                value: credential.value,
+            })
+        }
+    };
+    let response_header = match config.response_header {
+        None => None,
+        Some(name) => Some(header_name(&name).ok_or_else(|| {
+            (
+                "response_header".to_owned(),
+                format!("{name:?} is not an HTTP header name"),
+            )
+        })?),
+    };
+    Ok(TraceSettings {
+        enabled: config.enabled,
+        incoming: config.incoming,
+        outgoing: config.outgoing,
+        sampling_ratio: config.sampling_ratio,
+        debug_credential,
+        response_header,
+        websocket: config.websocket,
+    })
+}

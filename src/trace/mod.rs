@@ -1,0 +1,262 @@
+//! Trace context at the gateway: every request proxied to a Veza service leaves with a
+//! context that Jaeger and OpenTelemetry tracers continue.
+//!
+//! One incoming context is chosen by a configured precedence of formats; every header of a
+//! known format is then replaced by the configured outgoing formats, all carrying the same
+//! trace id, the gateway's new span id and the same sampled decision. A malformed value is
+//! never passed on: the trace restarts, as the specs say.
+
+pub mod b3;
+pub mod context;
+pub mod jaeger;
+pub mod sampling;
+pub mod w3c;
+
+use self::b3::{Multi, B3};
+pub use self::context::{Incoming, SpanId, TraceId};
+use crate::config::tracing::{Format, TraceSettings};
+
+/// Request headers a trace decision reads, and every header it may replace or remove.
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+pub const UBER_TRACE_ID: &str = "uber-trace-id";
+pub const JAEGER_DEBUG_ID: &str = "jaeger-debug-id";
+pub const B3_SINGLE: &str = "b3";
+pub const B3_TRACE_ID: &str = "x-b3-traceid";
+pub const B3_SPAN_ID: &str = "x-b3-spanid";
+pub const B3_PARENT_SPAN_ID: &str = "x-b3-parentspanid";
+pub const B3_SAMPLED: &str = "x-b3-sampled";
+pub const B3_FLAGS: &str = "x-b3-flags";
+
+/// Every trace header the gateway owns on the way out.
+pub const OWNED_HEADERS: [&str; 10] = [
+    TRACEPARENT,
+    TRACESTATE,
+    UBER_TRACE_ID,
+    JAEGER_DEBUG_ID,
+    B3_SINGLE,
+    B3_TRACE_ID,
+    B3_SPAN_ID,
+    B3_PARENT_SPAN_ID,
+    B3_SAMPLED,
+    B3_FLAGS,
+];
+
+/// The trace headers of one request, as they arrived.
+#[derive(Debug, Default)]
+pub struct TraceHeaders<'a> {
+    pub traceparent: Vec<&'a [u8]>,
+    pub tracestate: Vec<&'a [u8]>,
+    pub uber_trace_id: Vec<&'a [u8]>,
+    pub jaeger_debug_id: bool,
+    pub b3_single: Vec<&'a [u8]>,
+    pub b3_multi: Multi<'a>,
+    /// Which owned headers were present (indices into [`OWNED_HEADERS`]).
+    pub present: u16,
+    /// The request carries the configured debug credential.
+    pub trusted: bool,
+}
+
+impl<'a> TraceHeaders<'a> {
+    /// Collects from `(name, value)` pairs (names lowercase, as Envoy keeps them).
+    pub fn collect(
+        pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        settings: &TraceSettings,
+    ) -> TraceHeaders<'a> {
+        let mut headers = TraceHeaders::default();
+        for (name, value) in pairs {
+            if let Some(index) = OWNED_HEADERS.iter().position(|h| h.as_bytes() == name) {
+                headers.present |= 1 << index;
+            }
+            match name {
+                b"traceparent" => headers.traceparent.push(value),
+                b"tracestate" => headers.tracestate.push(value),
+                b"uber-trace-id" => headers.uber_trace_id.push(value),
+                b"jaeger-debug-id" => headers.jaeger_debug_id = true,
+                b"b3" => headers.b3_single.push(value),
+                b"x-b3-traceid" => headers.b3_multi.trace_id = Some(value),
+                b"x-b3-spanid" => headers.b3_multi.span_id = Some(value),
+                b"x-b3-sampled" => headers.b3_multi.sampled = Some(value),
+                b"x-b3-flags" => headers.b3_multi.flags = Some(value),
+                _ => {
+                    if let Some(credential) = &settings.debug_credential {
+                        if name == credential.header.as_bytes()
+                            && value.trim_ascii() == credential.value.as_bytes()
+                        {
+                            headers.trusted = true;
+                        }
+                    }
+                }
+            }
+        }
+        headers
+    }
+}
+
+/// The gateway's span and what it tells the services.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
+    /// The caller's span, when the trace was continued.
+    pub parent: Option<SpanId>,
+    pub sampled: bool,
+    pub debug: bool,
+    pub random_trace_id: bool,
+    /// W3C `tracestate` to pass on (only with a continued `traceparent`).
+    pub tracestate: Option<String>,
+    /// The format the context came from; `None` for a new trace.
+    pub continued_from: Option<Format>,
+}
+
+/// Random ids: `next` never returns 0 for long (the caller retries).
+pub trait IdSource {
+    fn next_u64(&mut self) -> u64;
+}
+
+fn nonzero_u64(ids: &mut dyn IdSource) -> u64 {
+    loop {
+        let id = ids.next_u64();
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// Chooses the incoming context and the sampling decision, and makes the gateway's span id.
+pub fn decide(
+    settings: &TraceSettings,
+    headers: &TraceHeaders<'_>,
+    ids: &mut dyn IdSource,
+) -> Decision {
+    let mut chosen: Option<(Format, Incoming)> = None;
+    // A decision without ids (`b3: 0`) applies to the new trace.
+    let mut bare_decision: Option<(bool, bool)> = None;
+    for &format in &settings.incoming {
+        let found = match format {
+            // Two traceparent headers: restart (W3C).
+            Format::TraceContext => match headers.traceparent.as_slice() {
+                [one] => w3c::parse_traceparent(one),
+                _ => None,
+            },
+            Format::Jaeger => match headers.uber_trace_id.as_slice() {
+                [one] => jaeger::parse(one),
+                _ => None,
+            },
+            Format::B3 | Format::B3Single => {
+                let parsed = match headers.b3_single.as_slice() {
+                    [one] => b3::parse_single(one),
+                    [] if !headers.b3_multi.is_empty() => b3::parse_multi(&headers.b3_multi),
+                    _ => None,
+                };
+                match parsed {
+                    Some(B3::Context(incoming)) => Some(incoming),
+                    Some(B3::DecisionOnly { sampled, debug }) => {
+                        bare_decision.get_or_insert((sampled, debug));
+                        None
+                    }
+                    None => None,
+                }
+            }
+        };
+        if let Some(incoming) = found {
+            chosen = Some((format, incoming));
+            break;
+        }
+    }
+
+    let span_id = SpanId(nonzero_u64(ids));
+    let trusted = headers.trusted;
+    match chosen {
+        Some((format, incoming)) => {
+            let debug = incoming.debug && trusted;
+            let sampled = match incoming.sampled {
+                _ if debug => true,
+                Some(sampled) => sampled,
+                None => sampling::sampled(incoming.trace_id, settings.sampling_ratio),
+            };
+            let tracestate = match format {
+                Format::TraceContext => w3c::combine_tracestate(&headers.tracestate),
+                _ => None,
+            };
+            Decision {
+                trace_id: incoming.trace_id,
+                span_id,
+                parent: incoming.parent,
+                sampled,
+                debug,
+                random_trace_id: incoming.random_trace_id,
+                tracestate,
+                continued_from: Some(format),
+            }
+        }
+        None => {
+            let trace_id =
+                TraceId((u128::from(nonzero_u64(ids)) << 64) | u128::from(nonzero_u64(ids)));
+            let forced = trusted
+                && (headers.jaeger_debug_id || bare_decision.is_some_and(|(_, debug)| debug));
+            let sampled = match bare_decision {
+                _ if forced => true,
+                Some((sampled, _)) => sampled,
+                None => sampling::sampled(trace_id, settings.sampling_ratio),
+            };
+            Decision {
+                trace_id,
+                span_id,
+                parent: None,
+                sampled,
+                debug: forced,
+                random_trace_id: true,
+                tracestate: None,
+                continued_from: None,
+            }
+        }
+    }
+}
+
+/// The headers to send upstream, in the configured formats.
+pub fn outgoing(settings: &TraceSettings, decision: &Decision) -> Vec<(&'static str, String)> {
+    let d = decision;
+    let mut headers = Vec::with_capacity(4);
+    for format in &settings.outgoing {
+        match format {
+            Format::TraceContext => {
+                headers.push((
+                    TRACEPARENT,
+                    w3c::traceparent(d.trace_id, d.span_id, d.sampled, d.random_trace_id),
+                ));
+                if let Some(state) = &d.tracestate {
+                    headers.push((TRACESTATE, state.clone()));
+                }
+            }
+            Format::Jaeger => headers.push((
+                UBER_TRACE_ID,
+                jaeger::uber_trace_id(d.trace_id, d.span_id, d.sampled, d.debug),
+            )),
+            Format::B3 => headers.extend(b3::multi_headers(
+                d.trace_id, d.span_id, d.parent, d.sampled, d.debug,
+            )),
+            Format::B3Single => headers.push((
+                B3_SINGLE,
+                b3::single(d.trace_id, d.span_id, d.parent, d.sampled, d.debug),
+            )),
+        }
+    }
+    headers
+}
+
+/// Owned headers present on the request that the outgoing set does not overwrite: they are
+/// removed, so no stale or malformed context reaches a service.
+pub fn stale(present: u16, outgoing: &[(&'static str, String)]) -> Vec<&'static str> {
+    OWNED_HEADERS
+        .iter()
+        .enumerate()
+        .filter(|(index, name)| {
+            present & (1 << index) != 0 && !outgoing.iter().any(|(set, _)| set == *name)
+        })
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,272 @@
+//! Choosing and emitting a context: precedence, conflicts, duplicates, sampling, forcing.
+
+use super::*;
+use crate::config::tracing::{self, DebugCredential, TracingConfig};
+
+/// Ids 1, 2, 3, ... (span id first, then the trace id's two halves).
+struct Counter(u64);
+
+impl IdSource for Counter {
+    fn next_u64(&mut self) -> u64 {
+        self.0 += 1;
+        self.0
+    }
+}
+
+fn settings(configure: impl FnOnce(&mut TracingConfig)) -> TraceSettings {
+    let mut config = TracingConfig::default();
+    configure(&mut config);
+    tracing::compile(config).unwrap()
+}
+
+fn headers<'a>(settings: &TraceSettings, pairs: &'a [(&'a str, &'a str)]) -> TraceHeaders<'a> {
+    TraceHeaders::collect(
+        pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())),
+        settings,
+    )
+}
+
+fn decide_for(settings: &TraceSettings, pairs: &[(&str, &str)]) -> Decision {
+    decide(settings, &headers(settings, pairs), &mut Counter(0))
+}
+
+const W3C: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+const JAEGER: &str = "1111111111111111aaaaaaaaaaaaaaaa:2222222222222222:0:0";
+const B3_SINGLE: &str = "3333333333333333cccccccccccccccc-4444444444444444-1";
+
+#[test]
+fn no_context_starts_a_trace_with_random_ids() {
+    let all = settings(|c| c.sampling_ratio = 1.0);
+    let decision = decide_for(&all, &[]);
+    assert_eq!(decision.span_id, SpanId(1));
+    assert_eq!(decision.trace_id, TraceId((2 << 64) | 3));
+    assert_eq!(decision.parent, None);
+    assert!(decision.sampled && decision.random_trace_id && !decision.debug);
+    assert_eq!(
+        outgoing(&all, &decision),
+        [
+            (
+                TRACEPARENT,
+                "00-00000000000000020000000000000003-0000000000000001-03".to_owned()
+            ),
+            (
+                UBER_TRACE_ID,
+                "00000000000000020000000000000003:0000000000000001:0:1".to_owned()
+            ),
+        ]
+    );
+    let none = settings(|c| c.sampling_ratio = 0.0);
+    assert!(!decide_for(&none, &[]).sampled);
+}
+
+#[test]
+fn precedence_picks_one_context_and_every_format_agrees() {
+    let defaults = settings(|_| {});
+    let all = [
+        ("b3", B3_SINGLE),
+        ("uber-trace-id", JAEGER),
+        ("traceparent", W3C),
+        ("tracestate", "congo=t61rcWkgMzE"),
+    ];
+    let decision = decide_for(&defaults, &all);
+    assert_eq!(decision.continued_from, Some(Format::TraceContext));
+    assert_eq!(
+        decision.trace_id,
+        TraceId(0x4bf92f3577b34da6a3ce929d0e0e4736)
+    );
+    assert_eq!(decision.parent, Some(SpanId(0x00f067aa0ba902b7)));
+    assert_eq!(decision.tracestate.as_deref(), Some("congo=t61rcWkgMzE"));
+    let emitted = outgoing(&defaults, &decision);
+    assert_eq!(
+        emitted,
+        [
+            (
+                TRACEPARENT,
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000001-01".to_owned()
+            ),
+            (TRACESTATE, "congo=t61rcWkgMzE".to_owned()),
+            (
+                UBER_TRACE_ID,
+                "4bf92f3577b34da6a3ce929d0e0e4736:0000000000000001:0:1".to_owned()
+            ),
+        ]
+    );
+    // The B3 header of the losing format is removed, not passed on stale.
+    let present = headers(&defaults, &all).present;
+    assert_eq!(stale(present, &emitted), [B3_SINGLE_NAME]);
+
+    // Jaeger first: its context wins, tracestate is dropped with the W3C context.
+    let jaeger_first = settings(|c| c.incoming = vec![Format::Jaeger, Format::TraceContext]);
+    let decision = decide_for(&jaeger_first, &all);
+    assert_eq!(decision.continued_from, Some(Format::Jaeger));
+    assert_eq!(
+        decision.trace_id,
+        TraceId(0x1111111111111111aaaaaaaaaaaaaaaa)
+    );
+    assert_eq!(
+        (decision.sampled, decision.tracestate.as_deref()),
+        (false, None)
+    );
+    let emitted = outgoing(&jaeger_first, &decision);
+    assert_eq!(
+        stale(headers(&jaeger_first, &all).present, &emitted),
+        [TRACESTATE, B3_SINGLE_NAME]
+    );
+}
+
+const B3_SINGLE_NAME: &str = super::B3_SINGLE;
+
+#[test]
+fn an_invalid_or_repeated_traceparent_falls_to_the_next_format_or_restarts() {
+    let defaults = settings(|c| c.sampling_ratio = 0.0);
+    let upper = W3C.to_uppercase();
+    for pairs in [
+        vec![("traceparent", upper.as_str()), ("tracestate", "a=b")],
+        vec![
+            ("traceparent", W3C),
+            ("traceparent", W3C),
+            ("tracestate", "a=b"),
+        ],
+    ] {
+        let decision = decide_for(&defaults, &pairs);
+        assert_eq!(decision.continued_from, None, "{pairs:?}");
+        assert_eq!(decision.tracestate, None);
+        let emitted = outgoing(&defaults, &decision);
+        // The malformed value and its tracestate are replaced or removed.
+        assert_eq!(
+            stale(headers(&defaults, &pairs).present, &emitted),
+            [TRACESTATE]
+        );
+    }
+    let with_jaeger = [("traceparent", "garbage"), ("uber-trace-id", JAEGER)];
+    assert_eq!(
+        decide_for(&defaults, &with_jaeger).continued_from,
+        Some(Format::Jaeger)
+    );
+}
+
+#[test]
+fn b3_deferred_sampling_uses_the_ratio_and_b3_zero_applies_to_a_new_trace() {
+    let all = settings(|c| c.sampling_ratio = 1.0);
+    let deferred = [
+        ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+        ("x-b3-spanid", "a2fb4a1d1a96d312"),
+    ];
+    let decision = decide_for(&all, &deferred);
+    assert_eq!(decision.continued_from, Some(Format::B3));
+    assert!(decision.sampled);
+    let decision = decide_for(&all, &[("b3", "0")]);
+    assert_eq!(decision.continued_from, None);
+    assert!(!decision.sampled);
+}
+
+#[test]
+fn forcing_needs_the_configured_credential() {
+    let credential = DebugCredential {
+        header: "x-veza-trace-debug".into(),
+        value: "0123456789abcdef-secret".into(),
+    };
+    let trusting = settings(|c| {
+        c.sampling_ratio = 0.0;
+        c.debug_credential = Some(credential.clone());
+    });
+    let debug_jaeger = "1111111111111111aaaaaaaaaaaaaaaa:2222222222222222:0:3";
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut pairs = vec![("x-veza-trace-debug", "0123456789abcdef-secret")];
+        pairs.extend_from_slice(extra);
+        pairs
+    };
+    // Untrusted: the debug flag is dropped (the sampled bit, a parent decision, is kept).
+    let decision = decide_for(&trusting, &[("uber-trace-id", debug_jaeger)]);
+    assert_eq!((decision.sampled, decision.debug), (true, false));
+    assert!(outgoing(&trusting, &decision)[1].1.ends_with(":0:1"));
+    // jaeger-debug-id from an outsider: an ordinary unsampled new trace.
+    let decision = decide_for(&trusting, &[("jaeger-debug-id", "ticket-42")]);
+    assert_eq!((decision.sampled, decision.debug), (false, false));
+    let decision = decide_for(
+        &trusting,
+        &[("x-veza-trace-debug", "wrong"), ("jaeger-debug-id", "x")],
+    );
+    assert_eq!((decision.sampled, decision.debug), (false, false));
+    // Trusted: forced.
+    let decision = decide_for(&trusting, &with(&[("jaeger-debug-id", "ticket-42")]));
+    assert_eq!((decision.sampled, decision.debug), (true, true));
+    let decision = decide_for(&trusting, &with(&[("uber-trace-id", debug_jaeger)]));
+    assert_eq!((decision.sampled, decision.debug), (true, true));
+    assert!(outgoing(&trusting, &decision)[1].1.ends_with(":0:3"));
+    let decision = decide_for(&trusting, &with(&[("b3", "d")]));
+    assert_eq!((decision.sampled, decision.debug), (true, true));
+    // No credential configured: nobody can force.
+    let defaults = settings(|c| c.sampling_ratio = 0.0);
+    let pairs = with(&[("jaeger-debug-id", "x")]);
+    assert!(!decide_for(&defaults, &pairs).sampled);
+}
+
+#[test]
+fn b3_outgoing_forms() {
+    let b3 = settings(|c| c.outgoing = vec![Format::B3]);
+    let decision = decide_for(&b3, &[("traceparent", W3C)]);
+    assert_eq!(
+        outgoing(&b3, &decision),
+        [
+            (
+                "x-b3-traceid",
+                "4bf92f3577b34da6a3ce929d0e0e4736".to_owned()
+            ),
+            ("x-b3-spanid", "0000000000000001".to_owned()),
+            ("x-b3-parentspanid", "00f067aa0ba902b7".to_owned()),
+            ("x-b3-sampled", "1".to_owned()),
+        ]
+    );
+    let single = settings(|c| c.outgoing = vec![Format::B3Single]);
+    assert_eq!(
+        outgoing(&single, &decision),
+        [(
+            "b3",
+            "4bf92f3577b34da6a3ce929d0e0e4736-0000000000000001-1-00f067aa0ba902b7".to_owned()
+        )]
+    );
+}
+
+#[test]
+fn configuration_errors_name_the_field() {
+    let cases = [
+        (
+            r#"{"tracing": {"sampling_ratio": 1.5}}"#,
+            "tracing.sampling_ratio: must be from 0 to 1 (got 1.5)",
+        ),
+        (
+            r#"{"tracing": {"incoming": ["b3-single"]}}"#,
+            "tracing.incoming: \"b3-single\" is an outgoing format",
+        ),
+        (
+            r#"{"tracing": {"outgoing": ["traceparent", "traceparent"]}}"#,
+            "tracing.outgoing[1]: listed twice",
+        ),
+        (
+            r#"{"tracing": {"outgoing": ["b3", "b3-single"]}}"#,
+            "tracing.outgoing: \"b3\" and \"b3-single\"",
+        ),
+        (
+            r#"{"tracing": {"outgoing": ["zipkin"]}}"#,
+            "tracing.outgoing[0]: invalid configuration JSON: unknown variant `zipkin`",
+        ),
+        (
+            r#"{"tracing": {"debug_credential": {"header": "x-debug", "value": "short"}}}"#,
+            "tracing.debug_credential.value: must be at least 16 characters",
+        ),
+        (
+            r#"{"tracing": {"response_header": "x trace"}}"#,
+            "tracing.response_header: \"x trace\" is not an HTTP header name",
+        ),
+    ];
+    for (json, expected) in cases {
+        let err = crate::config::load(Some(json.as_bytes()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(expected),
+            "{json}\n  gave: {err}\n  want: {expected}"
+        );
+    }
+}
