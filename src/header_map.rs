@@ -10,25 +10,7 @@
 /// yields what was decoded before the fault.
 pub fn find<'m, const N: usize>(map: &'m [u8], names: [&str; N]) -> [Option<&'m [u8]>; N] {
     let mut found = [None; N];
-    let Some(count) = read_u32(map, 0) else {
-        return found;
-    };
-    let Some(mut data) = 4usize.checked_add(count.saturating_mul(8)) else {
-        return found;
-    };
-    for index in 0..count {
-        let sizes = 4 + index * 8;
-        let (Some(key_len), Some(value_len)) = (read_u32(map, sizes), read_u32(map, sizes + 4))
-        else {
-            return found;
-        };
-        let Some((key, after_key)) = take(map, data, key_len) else {
-            return found;
-        };
-        let Some((value, after_value)) = take(map, after_key, value_len) else {
-            return found;
-        };
-        data = after_value;
+    for (key, value) in pairs(map) {
         for (slot, name) in found.iter_mut().zip(names) {
             if slot.is_none() && key == name.as_bytes() {
                 *slot = Some(value);
@@ -36,6 +18,22 @@ pub fn find<'m, const N: usize>(map: &'m [u8], names: [&str; N]) -> [Option<&'m 
         }
     }
     found
+}
+
+/// Every `(name, value)` pair, in order; a malformed map yields what was decoded before the
+/// fault.
+pub fn pairs(map: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let count = read_u32(map, 0).unwrap_or(0);
+    let mut data = 4usize.checked_add(count.saturating_mul(8));
+    (0..count).map_while(move |index| {
+        let sizes = index.checked_mul(8)?.checked_add(4)?;
+        let key_len = read_u32(map, sizes)?;
+        let value_len = read_u32(map, sizes.checked_add(4)?)?;
+        let (key, after_key) = take(map, data?, key_len)?;
+        let (value, after_value) = take(map, after_key, value_len)?;
+        data = Some(after_value);
+        Some((key, value))
+    })
 }
 
 /// `len` bytes at `at`, and the offset past them and their NUL terminator.
@@ -88,6 +86,24 @@ mod tests {
         assert_eq!(dup, Some(&b"one"[..]));
         assert_eq!(bin, Some(&b"\xff\x00\x01"[..]));
         assert_eq!(missing, None);
+    }
+
+    #[test]
+    fn pairs_in_order() {
+        let map = serialize(&[("b3", b"0"), ("x-dup", b"one"), ("x-dup", b"two")]);
+        let all: Vec<(&[u8], &[u8])> = pairs(&map).collect();
+        assert_eq!(
+            all,
+            [
+                (&b"b3"[..], &b"0"[..]),
+                (b"x-dup", b"one"),
+                (b"x-dup", b"two")
+            ]
+        );
+        // A count far beyond the data stops at the data.
+        let mut lying = map.clone();
+        lying[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(pairs(&lying).count() <= 3);
     }
 
     #[test]

@@ -44,6 +44,90 @@ pub struct TracingConfig {
     /// Give WebSocket upgrade requests a context.
     #[serde(default = "default_true")]
     pub websocket: bool,
+    /// Give `/live` and `/ready` (answered by the gateway) a span of their own.
+    #[serde(default)]
+    pub health: bool,
+    /// Where the gateway's spans go (OTLP/HTTP JSON); absent: spans are not exported.
+    #[serde(default)]
+    pub collector: Option<CollectorConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// The Envoy cluster of the collector (Jaeger's OTLP/HTTP port, 4318).
+    pub cluster: String,
+    /// `:authority` of the export call; absent: the cluster name.
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default = "default_collector_path")]
+    pub path: String,
+    #[serde(default = "default_collector_timeout_ms")]
+    pub timeout_ms: u32,
+    /// Spans per export call.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Spans one worker holds before dropping new ones.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u32,
+    /// A batch that is not full is sent after this long.
+    #[serde(default = "default_collector_flush_ms")]
+    pub flush_interval_ms: u32,
+    /// Sends of a batch answered 429, 502, 503 or 504, after the first.
+    #[serde(default = "default_max_retries")]
+    pub max_retries: u32,
+    /// Wait before the first retry; doubled for each next one.
+    #[serde(default = "default_retry_backoff_ms")]
+    pub retry_backoff_ms: u32,
+    /// The `service.name` resource attribute.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+fn default_collector_path() -> String {
+    "/v1/traces".to_owned()
+}
+
+fn default_collector_timeout_ms() -> u32 {
+    2000
+}
+
+fn default_batch_size() -> u32 {
+    128
+}
+
+fn default_max_queue() -> u32 {
+    2048
+}
+
+fn default_collector_flush_ms() -> u32 {
+    1000
+}
+
+fn default_max_retries() -> u32 {
+    3
+}
+
+fn default_retry_backoff_ms() -> u32 {
+    1000
+}
+
+fn default_service_name() -> String {
+    "veza-gateway".to_owned()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectorSettings {
+    pub cluster: String,
+    pub authority: String,
+    pub path: String,
+    pub timeout_ms: u32,
+    pub batch_size: usize,
+    pub max_queue: usize,
+    pub flush_interval_ms: u32,
+    pub max_retries: u32,
+    pub retry_backoff_ms: u32,
+    pub service_name: String,
 }
 
 impl Default for TracingConfig {
@@ -56,6 +140,8 @@ impl Default for TracingConfig {
             debug_credential: None,
             response_header: None,
             websocket: true,
+            health: false,
+            collector: None,
         }
     }
 }
@@ -92,6 +178,8 @@ pub struct TraceSettings {
     pub debug_credential: Option<DebugCredential>,
     pub response_header: Option<String>,
     pub websocket: bool,
+    pub health: bool,
+    pub collector: Option<CollectorSettings>,
 }
 
 fn header_name(name: &str) -> Option<String> {
@@ -164,7 +252,13 @@ pub fn compile(config: TracingConfig) -> Result<TraceSettings, (String, String)>
             )
         })?),
     };
+    let collector = match config.collector {
+        None => None,
+        Some(collector) => Some(compile_collector(collector)?),
+    };
     Ok(TraceSettings {
+        health: config.health,
+        collector,
         enabled: config.enabled,
         incoming: config.incoming,
         outgoing: config.outgoing,
@@ -172,5 +266,49 @@ pub fn compile(config: TracingConfig) -> Result<TraceSettings, (String, String)>
         debug_credential,
         response_header,
         websocket: config.websocket,
+    })
+}
+
+fn compile_collector(config: CollectorConfig) -> Result<CollectorSettings, (String, String)> {
+    let field = |name: &str| format!("collector.{name}");
+    let range = |name: &str, value: u32, low: u32, high: u32| {
+        if (low..=high).contains(&value) {
+            Ok(())
+        } else {
+            Err((
+                field(name),
+                format!("must be from {low} to {high} (got {value})"),
+            ))
+        }
+    };
+    if config.cluster.is_empty() {
+        return Err((field("cluster"), "must name an Envoy cluster".into()));
+    }
+    if !config.path.starts_with('/') {
+        return Err((
+            field("path"),
+            format!("{:?} must start with '/'", config.path),
+        ));
+    }
+    range("timeout_ms", config.timeout_ms, 1, 60_000)?;
+    range("batch_size", config.batch_size, 1, 1024)?;
+    range("max_queue", config.max_queue, config.batch_size, 100_000)?;
+    range("flush_interval_ms", config.flush_interval_ms, 10, 60_000)?;
+    range("max_retries", config.max_retries, 0, 10)?;
+    range("retry_backoff_ms", config.retry_backoff_ms, 10, 60_000)?;
+    if config.service_name.is_empty() || config.service_name.len() > 128 {
+        return Err((field("service_name"), "must be 1 to 128 characters".into()));
+    }
+    Ok(CollectorSettings {
+        authority: config.authority.unwrap_or_else(|| config.cluster.clone()),
+        cluster: config.cluster,
+        path: config.path,
+        timeout_ms: config.timeout_ms,
+        batch_size: config.batch_size as usize,
+        max_queue: config.max_queue as usize,
+        flush_interval_ms: config.flush_interval_ms,
+        max_retries: config.max_retries,
+        retry_backoff_ms: config.retry_backoff_ms,
+        service_name: config.service_name,
     })
 }

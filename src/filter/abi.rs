@@ -67,6 +67,18 @@ extern "C" {
         return_buffer_size: *mut usize,
     ) -> RawStatus;
     fn proxy_set_tick_period_milliseconds(period: u32) -> RawStatus;
+    fn proxy_replace_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> RawStatus;
+    fn proxy_remove_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+    ) -> RawStatus;
     fn proxy_set_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -124,6 +136,7 @@ pub struct PropertyPath(&'static [u8]);
 
 pub const REQUEST_DURATION: PropertyPath = PropertyPath(b"request\0duration");
 pub const ROUTE_NAME: PropertyPath = PropertyPath(b"xds\0route_name");
+pub const REQUEST_PROTOCOL: PropertyPath = PropertyPath(b"request\0protocol");
 
 /// A property's raw bytes; `Ok(None)` when the host has no value for it.
 pub fn property(path: &PropertyPath) -> Result<Option<Vec<u8>>, HostError> {
@@ -226,6 +239,20 @@ pub fn send_json_response(status: u32, body: &str) -> Result<(), HostError> {
             -1,
         )
     })
+}
+
+/// Sets a header (replacing every value it had).
+pub fn set_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: pointers are valid for the call.
+    check(unsafe {
+        proxy_replace_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
+/// Removes every value of a header.
+pub fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
+    // SAFETY: pointers are valid for the call.
+    check(unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) })
 }
 
 /// Sets the root context's tick period; 0 stops ticks.

@@ -13,7 +13,10 @@ use crate::labels::{self, Method, Status};
 use crate::metrics::connections::{self, Origin, RoomChange};
 use crate::metrics::http::RequestRecord;
 use crate::metrics::registry::{GaugeHandle, Operation, Registry};
+use crate::routes;
 use crate::routes::RouteMatch;
+use crate::trace::export::SpanRecord;
+use crate::trace::{self, TraceHeaders};
 use crate::websocket::frames::{ByteSource, Direction, FrameReader};
 
 use super::abi::{self, EnvoyHost};
@@ -46,6 +49,41 @@ pub struct HttpFilter {
     upgrade_pending: bool,
     stream_request: Option<StreamRequest>,
     connection: Option<Connection>,
+    /// Sent back in the configured response header.
+    trace_id: Option<crate::trace::TraceId>,
+    /// The gateway's span, until `on_log` queues it for export.
+    span: Option<PendingSpan>,
+}
+
+/// Longest text kept in a span attribute (paths, user agents, hosts).
+const MAX_SPAN_TEXT: usize = 512;
+
+/// What the request headers said about a sampled request's span.
+struct PendingSpan {
+    trace_id: trace::TraceId,
+    span_id: trace::SpanId,
+    parent: Option<trace::SpanId>,
+    tracestate: Option<String>,
+    method: &'static str,
+    path: String,
+    scheme: String,
+    server_address: String,
+    user_agent: Option<String>,
+    start_unix_nanos: u64,
+}
+
+/// `host` of `host:port` (and of `[v6]:port`).
+fn host_of(authority: &[u8]) -> &[u8] {
+    if authority.starts_with(b"[") {
+        return match authority.iter().position(|&b| b == b']') {
+            Some(end) => authority.get(..=end).unwrap_or(authority),
+            None => authority,
+        };
+    }
+    match authority.iter().rposition(|&b| b == b':') {
+        Some(colon) => authority.get(..colon).unwrap_or(authority),
+        None => authority,
+    }
 }
 
 /// A GET of a stream endpoint, until its response headers say whether it streams.
@@ -84,7 +122,59 @@ impl HttpFilter {
             upgrade_pending: false,
             stream_request: None,
             connection: None,
+            trace_id: None,
+            span: None,
         }
+    }
+
+    /// Replaces the request's trace headers with the gateway's context. Returns the decision,
+    /// and the span to export when it is sampled and a collector is configured.
+    fn propagate_trace(
+        plugin: &Plugin,
+        headers: &[u8],
+        method: Method,
+        now: u64,
+    ) -> Option<(trace::TraceId, Option<PendingSpan>)> {
+        let settings = &plugin.settings.tracing;
+        let incoming = TraceHeaders::collect(header_map::pairs(headers), settings);
+        let Ok(mut state) = plugin.state.try_borrow_mut() else {
+            return None;
+        };
+        let state = &mut *state;
+        let decision = trace::decide(settings, &incoming, &mut state.trace_ids);
+        let outgoing = trace::outgoing(settings, &decision);
+        let request = MapType::HttpRequestHeaders;
+        for (name, value) in &outgoing {
+            if let Err(err) = abi::set_header(request, name, value.as_bytes()) {
+                state.registry.host_error(Operation::SetHeader, err, name);
+            }
+        }
+        for name in trace::stale(incoming.present, &outgoing) {
+            if let Err(err) = abi::remove_header(request, name) {
+                state.registry.host_error(Operation::SetHeader, err, name);
+            }
+        }
+        let span = (decision.sampled && settings.collector.is_some()).then(|| {
+            let [path, scheme, authority, user_agent] =
+                header_map::find(headers, [":path", ":scheme", "host", "user-agent"]);
+            let authority = authority.or_else(|| header_map::find(headers, [":authority"])[0]);
+            let text = |bytes: Option<&[u8]>, max: usize| {
+                bytes.map(|b| String::from_utf8_lossy(b.get(..max).unwrap_or(b)).into_owned())
+            };
+            PendingSpan {
+                trace_id: decision.trace_id,
+                span_id: decision.span_id,
+                parent: decision.parent,
+                tracestate: decision.tracestate.clone(),
+                method: method.as_str(),
+                path: text(path.map(routes::strip_query), MAX_SPAN_TEXT).unwrap_or_default(),
+                scheme: text(scheme, 16).unwrap_or_else(|| "http".to_owned()),
+                server_address: text(authority.map(host_of), MAX_SPAN_TEXT).unwrap_or_default(),
+                user_agent: text(user_agent, MAX_SPAN_TEXT),
+                start_unix_nanos: now,
+            }
+        });
+        Some((decision.trace_id, span))
     }
 
     fn service(&self) -> Option<crate::routes::ServiceId> {
@@ -263,6 +353,21 @@ impl HttpContext for HttpFilter {
                 });
             }
         }
+        let tracing = &settings.tracing;
+        let traced = match endpoint {
+            Endpoint::Other => tracing.websocket || !self.upgrade_pending,
+            Endpoint::Live | Endpoint::Ready => tracing.health,
+        };
+        if let (true, true, Some(headers)) = (traced, tracing.enabled, &headers) {
+            if let Some((trace_id, span)) =
+                HttpFilter::propagate_trace(plugin, headers, self.method, now.unwrap_or(0))
+            {
+                if tracing.response_header.is_some() {
+                    self.trace_id = Some(trace_id);
+                }
+                self.span = span;
+            }
+        }
         let now = now.unwrap_or(0);
         let answer = match endpoint {
             Endpoint::Other => return Action::Continue,
@@ -283,6 +388,15 @@ impl HttpContext for HttpFilter {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        if let (Some(trace_id), Some(plugin)) = (self.trace_id.take(), &self.plugin) {
+            if let Some(name) = &plugin.settings.tracing.response_header {
+                let _ = abi::set_header(
+                    MapType::HttpResponseHeaders,
+                    name,
+                    trace_id.hex().as_bytes(),
+                );
+            }
+        }
         if !self.upgrade_pending && self.stream_request.is_none() {
             return Action::Continue;
         }
@@ -428,6 +542,37 @@ impl HttpContext for HttpFilter {
         let settings = &plugin.settings;
         // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
         let route = state.http.record(settings, registry, &mut host, &request);
+        if let (Some(pending), Some(exporter), Some(collector)) = (
+            self.span.take(),
+            state.exporter.as_mut(),
+            settings.tracing.collector.as_ref(),
+        ) {
+            let protocol = read(
+                registry,
+                Operation::GetProperty,
+                abi::property(&abi::REQUEST_PROTOCOL),
+            );
+            let span = SpanRecord {
+                trace_id: pending.trace_id,
+                span_id: pending.span_id,
+                parent: pending.parent,
+                tracestate: pending.tracestate,
+                method: pending.method,
+                route: route
+                    .endpoint
+                    .and_then(|e| settings.routes.template_text(e))
+                    .map(str::to_owned),
+                path: pending.path,
+                scheme: pending.scheme,
+                server_address: pending.server_address,
+                user_agent: pending.user_agent,
+                protocol_version: protocol.as_deref().and_then(protocol_version),
+                status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(0),
+                start_unix_nanos: pending.start_unix_nanos,
+                end_unix_nanos: now.as_ref().copied().unwrap_or(pending.start_unix_nanos),
+            };
+            exporter.push(collector, registry, span);
+        }
         state
             .business
             .record(&settings.business, registry, method, route.endpoint, status);
@@ -534,4 +679,10 @@ fn read<T>(
         registry.host_error(operation, err, "a request");
         None
     })
+}
+
+/// `HTTP/1.1` to `1.1`, `HTTP/2` to `2`.
+fn protocol_version(protocol: &[u8]) -> Option<String> {
+    let version = protocol.strip_prefix(b"HTTP/")?;
+    std::str::from_utf8(version).ok().map(str::to_owned)
 }

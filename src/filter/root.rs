@@ -6,6 +6,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType, Status};
 
 use crate::active_users::ActiveUsers;
+use crate::config::tracing::CollectorSettings;
 use crate::config::{self, Settings};
 use crate::health::{self, CallResult, Failure, Health};
 use crate::host::Host;
@@ -15,6 +16,7 @@ use crate::metrics::connections::ConnectionMetrics;
 use crate::metrics::http::HttpMetrics;
 use crate::metrics::names;
 use crate::metrics::registry::{GaugeHandle, HistogramHandle, Registry};
+use crate::trace::export::Exporter;
 
 use super::abi::{self, EnvoyHost};
 use super::http::HttpFilter;
@@ -22,6 +24,8 @@ use super::http::HttpFilter;
 /// Tick period while health checks are configured: a waiting `/ready` probe starts its round
 /// within one tick.
 const HEALTH_TICK_MS: u32 = 20;
+/// Longest wait before a full batch of spans is sent.
+const EXPORT_TICK_MS: u32 = 100;
 /// Tick period for `active_users_total` when metrics are flushed after every request.
 const ACTIVE_USERS_TICK_MS: u32 = 1000;
 /// Most bytes of a check's response body read (an exporter's page is about 100 KB).
@@ -46,6 +50,10 @@ pub struct State {
     /// `None` when `active_users` is disabled.
     pub active_users: Option<ActiveUsers>,
     pub health: Health,
+    /// Trace and span ids.
+    pub trace_ids: TraceIds,
+    /// The span exporter, when a collector is configured.
+    pub exporter: Option<Exporter>,
     /// Per health check: `dependency_up` and `dependency_check_duration_seconds`.
     pub dependency_metrics: Vec<(Option<GaugeHandle>, Option<HistogramHandle>)>,
 }
@@ -94,6 +102,26 @@ impl Context for Root {
         .ok()
         .flatten()
         .unwrap_or_default();
+        if let (
+            Some(collector),
+            State {
+                exporter: Some(exporter),
+                registry,
+                ..
+            },
+        ) = (plugin.settings.tracing.collector.as_ref(), &mut *state)
+        {
+            if exporter.owns(token) {
+                let now = abi::current_time_nanos().unwrap_or(0);
+                // Envoy's own replies (timeout, no connection) mean the collector never
+                // answered; any status outside u16 is no HTTP answer either.
+                let answer = status
+                    .and_then(|s| u16::try_from(s).ok())
+                    .filter(|&s| health::check::envoy_local_reply(s, &body).is_none());
+                exporter.responded(collector, registry, now, answer);
+                return;
+            }
+        }
         let result = status.map(|code| CallResult {
             status: u16::try_from(code).unwrap_or(0),
             body: &body,
@@ -137,6 +165,10 @@ impl RootContext for Root {
         let http = HttpMetrics::new(&mut host);
         let connections = ConnectionMetrics::new(&mut host);
         let business = BusinessMetrics::new(&settings.business, &mut registry, &mut host);
+        let exporter = settings.tracing.collector.as_ref().map(|_| {
+            let now = abi::current_time_nanos().unwrap_or(0);
+            Exporter::new(&mut registry, &mut host, now)
+        });
         let active_users = settings
             .active_users
             .enabled
@@ -167,6 +199,11 @@ impl RootContext for Root {
             } else {
                 0
             },
+            settings
+                .tracing
+                .collector
+                .as_ref()
+                .map_or(0, |c| c.flush_interval_ms.min(EXPORT_TICK_MS)),
         ]
         .into_iter()
         .filter(|&ms| ms > 0)
@@ -198,6 +235,8 @@ impl RootContext for Root {
                 business,
                 active_users,
                 health: Health::default(),
+                trace_ids: TraceIds::seeded(now),
+                exporter,
                 dependency_metrics,
             }),
         }));
@@ -225,6 +264,19 @@ impl RootContext for Root {
             }
             registry.flush(&mut EnvoyHost);
             self.last_flush_nanos = now;
+        }
+        if let (
+            Some(collector),
+            State {
+                exporter: Some(exporter),
+                registry,
+                ..
+            },
+        ) = (plugin.settings.tracing.collector.as_ref(), &mut *state)
+        {
+            exporter.tick(collector, registry, now, &mut |body| {
+                export(collector, body)
+            });
         }
         let settings = &plugin.settings.health;
         if state.health.wants_round() {
@@ -264,6 +316,25 @@ fn dispatch(check: &health::Check) -> Result<u32, Failure> {
     }
 }
 
+/// One export call, through the SDK so its answer is routed back to this root context.
+fn export(collector: &CollectorSettings, body: &[u8]) -> Option<u32> {
+    let headers = vec![
+        (":method", "POST"),
+        (":path", collector.path.as_str()),
+        (":authority", collector.authority.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let timeout = Duration::from_millis(u64::from(collector.timeout_ms));
+    proxy_wasm::hostcalls::dispatch_http_call(
+        &collector.cluster,
+        headers,
+        Some(body),
+        vec![],
+        timeout,
+    )
+    .ok()
+}
+
 /// Records a complete round's metrics and answers every probe that waited for it.
 fn finish_round(plugin: &Plugin, state: &mut State, now: u64) {
     let State {
@@ -296,6 +367,32 @@ fn finish_round(plugin: &Plugin, state: &mut State, now: u64) {
         if abi::set_effective_context(waiter).is_ok() {
             let _ = abi::send_json_response(answer.status, &answer.body);
         }
+    }
+}
+
+/// A per-VM generator of ids (wyrand), seeded from WASI's `random_get`, which Envoy serves
+/// from BoringSSL. The ids need to be unique, not secret.
+pub struct TraceIds(fastrand::Rng);
+
+impl TraceIds {
+    fn seeded(now: u64) -> TraceIds {
+        let mut seed = [0u8; 8];
+        let seed = match getrandom::fill(&mut seed) {
+            Ok(()) => u64::from_le_bytes(seed),
+            Err(err) => {
+                log::warn!(
+                    "veza-observability: no random seed from the host ({err}); using the clock"
+                );
+                now
+            }
+        };
+        TraceIds(fastrand::Rng::with_seed(seed))
+    }
+}
+
+impl crate::trace::IdSource for TraceIds {
+    fn next_u64(&mut self) -> u64 {
+        self.0.u64(..)
     }
 }
 

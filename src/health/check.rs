@@ -115,7 +115,8 @@ fn unready(failure: Failure, detail: Option<String>) -> Outcome {
 }
 
 /// Envoy answers a failed call itself, with these bodies (router's local replies).
-fn envoy_local_reply(status: u16, body: &[u8]) -> Option<Failure> {
+/// The failure an Envoy-generated reply stands for (the upstream never answered).
+pub fn envoy_local_reply(status: u16, body: &[u8]) -> Option<Failure> {
     match status {
         504 if body.starts_with(b"upstream request timeout") => Some(Failure::Timeout),
         503 if body == b"no healthy upstream" => Some(Failure::NoHealthyUpstream),

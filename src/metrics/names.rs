@@ -57,8 +57,18 @@ pub const PLAYLISTS_CREATED_TOTAL: &str = "playlists_created_total";
 /// Gauge: distinct users seen in the sliding window, gateway-wide (a HyperLogLog estimate).
 pub const ACTIVE_USERS_TOTAL: &str = "active_users_total";
 
+/// Counter: spans the collector accepted.
+pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "trace_spans_exported_total";
+/// Counter: spans dropped, never sent or never accepted. Label: reason.
+pub const TRACE_SPANS_DROPPED_TOTAL: &str = "trace_spans_dropped_total";
+/// Counter: export calls that did not succeed (each retry counts).
+pub const TRACE_EXPORT_FAILURES_TOTAL: &str = "trace_export_failures_total";
+
 /// Names the filter emits itself; business rules may not reuse them.
-pub const BUILT_IN: [&str; 21] = [
+pub const BUILT_IN: [&str; 24] = [
+    TRACE_SPANS_EXPORTED_TOTAL,
+    TRACE_SPANS_DROPPED_TOTAL,
+    TRACE_EXPORT_FAILURES_TOTAL,
     HTTP_REQUESTS_TOTAL,
     HTTP_REQUEST_DURATION_SECONDS,
     DEPENDENCY_UP,
@@ -94,9 +104,10 @@ pub const LABEL_DIRECTION: &str = "direction";
 pub const LABEL_MESSAGE_TYPE: &str = "message_type";
 pub const LABEL_TYPE: &str = "type";
 pub const LABEL_STREAM_ID: &str = "stream_id";
+pub const LABEL_REASON: &str = "reason";
 
 /// Every label key, in the order the stats_tags are listed in the Envoy configs.
-pub const LABEL_KEYS: [&str; 11] = [
+pub const LABEL_KEYS: [&str; 12] = [
     LABEL_METHOD,
     LABEL_ENDPOINT,
     LABEL_STATUS,
@@ -108,6 +119,7 @@ pub const LABEL_KEYS: [&str; 11] = [
     LABEL_MESSAGE_TYPE,
     LABEL_TYPE,
     LABEL_STREAM_ID,
+    LABEL_REASON,
 ];
 
 /// The endpoint and service label for anything no route or prefix claims, and for overflow.

@@ -69,15 +69,17 @@ pub enum Operation {
     IncrementMetric,
     GetProperty,
     GetHeader,
+    SetHeader,
     SharedData,
 }
 
 impl Operation {
-    const ALL: [Operation; 5] = [
+    const ALL: [Operation; 6] = [
         Operation::DefineMetric,
         Operation::IncrementMetric,
         Operation::GetProperty,
         Operation::GetHeader,
+        Operation::SetHeader,
         Operation::SharedData,
     ];
 
@@ -87,6 +89,7 @@ impl Operation {
             Operation::IncrementMetric => "increment_metric",
             Operation::GetProperty => "get_property",
             Operation::GetHeader => "get_header",
+            Operation::SetHeader => "set_header",
             Operation::SharedData => "shared_data",
         }
     }

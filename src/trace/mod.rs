@@ -8,6 +8,7 @@
 
 pub mod b3;
 pub mod context;
+pub mod export;
 pub mod jaeger;
 pub mod sampling;
 pub mod w3c;

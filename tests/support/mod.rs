@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod dependencies;
+pub mod interop;
 
 #[allow(unused_imports)]
 pub use veza_standins::Listeners;

@@ -1,0 +1,205 @@
+//! Trace context, end to end: the real Envoy with the real `.wasm` in front of a service
+//! traced with the OpenTelemetry Python SDK (tests/interop/otel_upstream.py). For each
+//! incoming format, and for none, the service's own propagators must continue the gateway's
+//! trace: same trace id, the gateway's span as parent, the sampled decision honoured.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod support;
+
+use serde_json::Value;
+use support::interop::OtelUpstream;
+use support::*;
+
+fn gateway(upstream: &OtelUpstream, plugin_configuration: &str) -> Envoy {
+    let (config, ports) = GatewayConfig::gateway(upstream.port, free_port(), free_port());
+    Envoy::start(&config.plugin_configuration(plugin_configuration), ports, 1)
+}
+
+/// What the OpenTelemetry service saw for a request sent with `headers`.
+fn seen(envoy: &Envoy, headers: &[(&str, &str)]) -> Value {
+    let (status, body) = http("GET", &envoy.url("/api/v1/tracks/1"), headers, "").unwrap();
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Every propagator in `formats` saw one context, the service's span continued it, and the
+/// gateway's span is new; returns (trace id, gateway span id).
+fn assert_continued(seen: &Value, formats: &[&str], sampled: bool) -> (String, String) {
+    let first = &seen["propagators"][formats[0]];
+    assert!(first.is_object(), "{} saw no context: {seen}", formats[0]);
+    for format in formats {
+        assert_eq!(
+            &seen["propagators"][format], first,
+            "{format} disagrees: {seen}"
+        );
+    }
+    let trace_id = first["trace_id"].as_str().unwrap().to_owned();
+    let gateway_span = first["span_id"].as_str().unwrap().to_owned();
+    assert_eq!(first["sampled"], sampled, "{seen}");
+    let span = &seen["span"];
+    assert_eq!(span["trace_id"], trace_id.as_str());
+    if sampled {
+        assert_eq!(span["parent_span_id"], gateway_span.as_str());
+    } else {
+        // The SDK keeps no parent on a span its sampler dropped.
+        assert!(span["parent_span_id"].is_null());
+    }
+    assert_eq!(span["sampled"], sampled);
+    assert_eq!(span["recording"], sampled);
+    (trace_id, gateway_span)
+}
+
+const DEFAULT_FORMATS: [&str; 2] = ["tracecontext", "jaeger"];
+
+#[test]
+fn the_services_tracer_continues_the_gateways_trace_for_every_incoming_format() {
+    let upstream = OtelUpstream::start();
+    let envoy = gateway(&upstream, r#"{"tracing": {"sampling_ratio": 1.0}}"#);
+
+    // W3C, sampled, with tracestate and Jaeger baggage kept.
+    let seen_w3c = seen(
+        &envoy,
+        &[
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("uberctx-user", "listener%201"),
+        ],
+    );
+    let (trace, span) = assert_continued(&seen_w3c, &DEFAULT_FORMATS, true);
+    assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(span, "00f067aa0ba902b7", "the gateway's span is its own");
+    assert_eq!(seen_w3c["headers"]["tracestate"], "congo=t61rcWkgMzE");
+    assert_eq!(seen_w3c["headers"]["uberctx-user"], "listener%201");
+    assert!(seen_w3c["headers"]["x-request-id"].is_string());
+    assert_eq!(
+        seen_w3c["headers"]["uber-trace-id"],
+        format!("{trace}:{span}:0:1").as_str()
+    );
+
+    // W3C, not sampled: kept (parent-based), though the ratio samples every new trace.
+    let not_sampled = seen(
+        &envoy,
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )],
+    );
+    assert_continued(&not_sampled, &DEFAULT_FORMATS, false);
+
+    // Jaeger with short ids, URL-encoded, as some clients send it.
+    let jaeger = seen(&envoy, &[("uber-trace-id", "abc123%3Adef456%3A0%3A1")]);
+    let (trace, _) = assert_continued(&jaeger, &DEFAULT_FORMATS, true);
+    assert_eq!(trace, "00000000000000000000000000abc123");
+
+    // B3 single, not sampled.
+    let b3 = seen(
+        &envoy,
+        &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")],
+    );
+    let (trace, _) = assert_continued(&b3, &DEFAULT_FORMATS, false);
+    assert_eq!(trace, "80f198ee56343ba864fe8b2a57d3eff7");
+    assert!(
+        b3["headers"]["b3"].is_null(),
+        "the incoming b3 is not passed on stale"
+    );
+
+    // B3 multi with the decision deferred: the ratio (1.0) decides.
+    let deferred = seen(
+        &envoy,
+        &[
+            ("x-b3-traceid", "463ac35c9f6413ad"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+        ],
+    );
+    let (trace, _) = assert_continued(&deferred, &DEFAULT_FORMATS, true);
+    assert_eq!(trace, "0000000000000000463ac35c9f6413ad");
+
+    // No context: a new trace, the same in both formats.
+    let new = seen(&envoy, &[]);
+    let (trace, span) = assert_continued(&new, &DEFAULT_FORMATS, true);
+    assert_ne!(trace, "0".repeat(32));
+    assert_ne!(span, "0".repeat(16));
+    let again = seen(&envoy, &[]);
+    assert_ne!(
+        assert_continued(&again, &DEFAULT_FORMATS, true).0,
+        trace,
+        "each request starts its own trace"
+    );
+
+    // A malformed traceparent restarts the trace and drops its tracestate.
+    let malformed = seen(
+        &envoy,
+        &[
+            (
+                "traceparent",
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+        ],
+    );
+    let (trace, _) = assert_continued(&malformed, &DEFAULT_FORMATS, true);
+    assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert!(malformed["headers"]["tracestate"].is_null());
+
+    // Conflicting formats: traceparent wins, and the Jaeger header no longer disagrees.
+    let conflict = seen(
+        &envoy,
+        &[
+            (
+                "uber-trace-id",
+                "1111111111111111aaaaaaaaaaaaaaaa:2222222222222222:0:0",
+            ),
+            (
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        ],
+    );
+    let (trace, _) = assert_continued(&conflict, &DEFAULT_FORMATS, true);
+    assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+}
+
+#[test]
+fn b3_out_and_the_trace_id_in_the_response() {
+    let upstream = OtelUpstream::start();
+    let envoy = gateway(
+        &upstream,
+        r#"{"tracing": {"sampling_ratio": 0.0, "outgoing": ["traceparent", "b3"], "response_header": "x-trace-id"}}"#,
+    );
+    let seen_b3 = seen(
+        &envoy,
+        &[(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )],
+    );
+    assert_continued(&seen_b3, &["tracecontext", "b3multi"], true);
+    assert_eq!(seen_b3["headers"]["x-b3-parentspanid"], "00f067aa0ba902b7");
+    assert!(seen_b3["headers"]["uber-trace-id"].is_null());
+
+    // Sampling ratio 0: a new trace is not sampled, and every format says so.
+    let new = seen(&envoy, &[]);
+    let (trace, _) = assert_continued(&new, &["tracecontext", "b3multi"], false);
+
+    // The trace id, for a support ticket.
+    let response = ureq::get(&envoy.url("/api/v1/tracks/1"))
+        .set(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .call()
+        .unwrap();
+    assert_eq!(
+        response.header("x-trace-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+}
