@@ -37,9 +37,11 @@ $(ENVOY):
 	$@ --version
 
 # Independent implementations the interop tests check the filter against: OpenTelemetry's
-# Python SDK and propagators (W3C, Jaeger, B3) and its OTLP proto definitions.
+# Python SDK and propagators (W3C, Jaeger, B3), its OTLP proto definitions, and Jaeger's own
+# Python client (archived by Jaeger in favour of OpenTelemetry, still what older services run;
+# it needs six, which it does not declare).
 PYTHON_PACKAGES := opentelemetry-sdk==1.45.2 opentelemetry-propagator-jaeger==1.45.1 \
-  opentelemetry-propagator-b3==1.45.1 opentelemetry-proto==1.45.2
+  opentelemetry-propagator-b3==1.45.1 opentelemetry-proto==1.45.2 jaeger-client==4.8.0 six==1.17.0
 build/.python-packages: $(ENVOY)
 	.venv/bin/pip install --quiet --disable-pip-version-check $(PYTHON_PACKAGES)
 	@touch $@

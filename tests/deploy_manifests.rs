@@ -202,7 +202,10 @@ fn the_plugin_configurations_load_in_the_filter() {
 fn the_stats_tags_they_add_are_the_gateways() {
     let gateway =
         &yaml_documents(&Path::new(REPO).join("envoy/envoy.yaml"))[0]["stats_config"]["stats_tags"];
-    assert_eq!(gateway.as_array().unwrap().len(), 11);
+    assert_eq!(
+        gateway.as_array().unwrap().len(),
+        veza_observability::metrics::names::LABEL_KEYS.len()
+    );
     let mut checked = 0;
     for (path, resource) in manifests() {
         let bootstrap: Value = match resource["kind"].as_str() {

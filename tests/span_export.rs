@@ -59,11 +59,11 @@ fn now_nanos() -> u64 {
 fn sampled_requests_reach_the_collector_as_opentelemetry_spans() {
     let upstream = OtelUpstream::start();
     let collector = Collector::start(&[], Answer::Status(200));
-    let envoy = gateway(
-        &upstream,
-        collector.port,
-        r#""batch_size": 10, "flush_interval_ms": 200, "service_name": "veza-edge""#,
+    let (config, ports) = GatewayConfig::gateway(upstream.port, free_port(), free_port());
+    let config = config.add_cluster("jaeger", collector.port).plugin_configuration(
+        r#"{"tracing": {"sampling_ratio": 1.0, "health": true, "collector": {"cluster": "jaeger", "batch_size": 10, "flush_interval_ms": 200, "service_name": "veza-edge"}}}"#,
     );
+    let envoy = Envoy::start(&config, ports, 1);
     let before = now_nanos();
 
     // Continued and sampled: the span's parent is the caller's; the service's parent is
@@ -97,6 +97,8 @@ fn sampled_requests_reach_the_collector_as_opentelemetry_spans() {
     );
     // No route: Envoy answers 404; the span is named by the method alone.
     assert_eq!(get(&envoy, "/nowhere", &[]).0, 404);
+    // The gateway's own /live, traced when configured.
+    assert_eq!(get(&envoy, "/live", &[]).0, 200);
 
     let bodies = poll(
         "three spans at the collector",
@@ -110,7 +112,7 @@ fn sampled_requests_reach_the_collector_as_opentelemetry_spans() {
     let after = now_nanos();
     let spans = decode_otlp(&bodies);
     let spans = spans.as_array().unwrap();
-    assert_eq!(spans.len(), 3, "{spans:?}");
+    assert_eq!(spans.len(), 4, "{spans:?}");
     for span in spans {
         assert_eq!(span["service"], "veza-edge");
         assert_eq!(span["scope"], "veza-observability");
@@ -162,9 +164,12 @@ fn sampled_requests_reach_the_collector_as_opentelemetry_spans() {
     assert_eq!(unrouted["name"], "GET");
     assert!(unrouted["attributes"]["http.route"].is_null());
     assert_eq!(unrouted["status"], 0);
+    let live = by_path("/live");
+    assert_eq!(live["name"], "GET /live");
+    assert_eq!(live["attributes"]["http.response.status_code"], 200);
 
     poll("the exported counter", Duration::from_secs(5), || {
-        (counter(&envoy, "trace_spans_exported_total", None) == 3.0).then_some(())
+        (counter(&envoy, "trace_spans_exported_total", None) == 4.0).then_some(())
     });
     assert_eq!(counter(&envoy, "trace_spans_dropped_total", None), 0.0);
     assert_eq!(counter(&envoy, "trace_export_failures_total", None), 0.0);

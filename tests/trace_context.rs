@@ -51,6 +51,16 @@ fn assert_continued(seen: &Value, formats: &[&str], sampled: bool) -> (String, S
     }
     assert_eq!(span["sampled"], sampled);
     assert_eq!(span["recording"], sampled);
+    // Jaeger's own client, when the gateway sends uber-trace-id.
+    if !seen["headers"]["uber-trace-id"].is_null() {
+        let jaeger = &seen["jaeger_client"];
+        assert_eq!(jaeger["trace_id"], trace_id.as_str(), "{seen}");
+        assert_eq!(jaeger["span_id"], gateway_span.as_str());
+        assert_eq!(jaeger["sampled"], sampled);
+        assert_eq!(jaeger["child"]["trace_id"], trace_id.as_str());
+        assert_eq!(jaeger["child"]["parent_span_id"], gateway_span.as_str());
+        assert_eq!(jaeger["child"]["sampled"], sampled);
+    }
     (trace_id, gateway_span)
 }
 
@@ -78,6 +88,10 @@ fn the_services_tracer_continues_the_gateways_trace_for_every_incoming_format() 
     assert_ne!(span, "00f067aa0ba902b7", "the gateway's span is its own");
     assert_eq!(seen_w3c["headers"]["tracestate"], "congo=t61rcWkgMzE");
     assert_eq!(seen_w3c["headers"]["uberctx-user"], "listener%201");
+    assert_eq!(
+        seen_w3c["jaeger_client"]["baggage"],
+        serde_json::json!({"user": "listener 1"})
+    );
     assert!(seen_w3c["headers"]["x-request-id"].is_string());
     assert_eq!(
         seen_w3c["headers"]["uber-trace-id"],
@@ -202,4 +216,34 @@ fn b3_out_and_the_trace_id_in_the_response() {
         Some("4bf92f3577b34da6a3ce929d0e0e4736")
     );
     assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+}
+
+/// The `traceparent` the upstream saw on a WebSocket upgrade it refuses with a 200 (Envoy
+/// drops that answer's body; the upstream repeats the header in its response headers).
+fn upgrade_traceparent(envoy: &Envoy) -> String {
+    let answer = raw_exchange(
+        envoy.ports.listener,
+        "GET /api/v1/tracks/1 HTTP/1.1\r\nhost: veza\r\nconnection: upgrade\r\nupgrade: websocket\r\n\
+         sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    answer
+        .lines()
+        .find_map(|line| line.strip_prefix("x-seen-traceparent: "))
+        .unwrap_or_else(|| panic!("{answer}"))
+        .to_owned()
+}
+
+#[test]
+fn websocket_upgrades_get_a_context_unless_configured_not_to() {
+    let upstream = OtelUpstream::start();
+    let traced = gateway(&upstream, r#"{"tracing": {"sampling_ratio": 1.0}}"#);
+    let traceparent = upgrade_traceparent(&traced);
+    assert_eq!(traceparent.len(), 55, "{traceparent}");
+    assert!(traceparent.starts_with("00-") && traceparent.ends_with("-03"), "{traceparent}");
+    let untraced = gateway(
+        &upstream,
+        r#"{"tracing": {"sampling_ratio": 1.0, "websocket": false}}"#,
+    );
+    assert_eq!(upgrade_traceparent(&untraced), "none");
 }

@@ -1,16 +1,23 @@
-"""A Veza service stand-in traced with the OpenTelemetry Python SDK, for the interop tests.
+"""A Veza service stand-in traced with the OpenTelemetry Python SDK and with Jaeger's own
+Python client, for the interop tests.
 
 Usage: otel_upstream.py PORT. For every request it extracts the incoming context with each of
-OpenTelemetry's own propagators (W3C tracecontext, Jaeger, B3 multi, B3 single), starts a
-SERVER span under the context the W3C propagator found (ParentBased sampler: the parent's
-decision is honoured, new roots are never sampled), and answers JSON describing what each
-propagator saw and the span it started. The filter's code is not involved in any of it.
+OpenTelemetry's propagators (W3C tracecontext, Jaeger, B3 multi, B3 single) and with the
+Jaeger client's codec; starts a SERVER span under the context the W3C propagator found
+(ParentBased sampler: the parent's decision is honoured, new roots are never sampled) and a
+Jaeger client span under what the Jaeger codec found (its sampler likewise never samples a
+root); and answers JSON describing what each saw and the spans they started. The filter's
+code is not involved in any of it.
 """
 
 import json
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from jaeger_client import Tracer as JaegerTracer
+from jaeger_client.codecs import TextCodec
+from jaeger_client.reporter import InMemoryReporter
+from jaeger_client.sampler import ConstSampler
 from opentelemetry import trace
 from opentelemetry.propagators.b3 import B3MultiFormat, B3SingleFormat
 from opentelemetry.propagators.jaeger import JaegerPropagator
@@ -27,6 +34,35 @@ PROPAGATORS = {
 
 provider = TracerProvider(sampler=ParentBased(ALWAYS_OFF))
 tracer = provider.get_tracer("veza-interop")
+
+jaeger_tracer = JaegerTracer(
+    service_name="veza-interop", reporter=InMemoryReporter(), sampler=ConstSampler(False)
+)
+jaeger_codec = TextCodec(
+    url_encoding=True, trace_id_header="uber-trace-id", baggage_header_prefix="uberctx-"
+)
+
+
+def jaeger_client_view(carrier):
+    """What Jaeger's client makes of the request: its context and the span it starts."""
+    try:
+        context = jaeger_codec.extract(carrier)
+    except Exception as error:  # the client throws on malformed values
+        return {"error": str(error)}
+    if context is None:
+        return None
+    span = jaeger_tracer.start_span("GET", child_of=context)
+    return {
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+        "sampled": bool(context.flags & 1),
+        "baggage": context.baggage,
+        "child": {
+            "trace_id": format(span.context.trace_id, "032x"),
+            "parent_span_id": format(span.context.parent_id, "016x"),
+            "sampled": span.is_sampled(),
+        },
+    }
 
 
 def describe(span_context):
@@ -60,12 +96,15 @@ class Handler(BaseHTTPRequestHandler):
         body = json.dumps(
             {
                 "propagators": seen,
+                "jaeger_client": jaeger_client_view(carrier),
                 "span": child,
                 "headers": {k: v for k, v in carrier.items() if k in TRACE_HEADERS},
             }
         ).encode()
         self.send_response(int(self.headers.get("x-upstream-status", "200")))
         self.send_header("content-type", "application/json")
+        # Also in a header: Envoy drops the body of a refused WebSocket upgrade.
+        self.send_header("x-seen-traceparent", carrier.get("traceparent", "none"))
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
