@@ -1,9 +1,12 @@
 //! `make bench`: what the filter costs per request, measured against a real Envoy.
 //!
-//! One Envoy worker pinned to CPU 0; wrk (and nginx, the upstream of the proxied route) on
-//! CPU 1. Three forms of envoy/bench.yaml in one run, interleaved over rounds so drift on a
-//! shared machine hits every form alike: no filter, the empty wasm filter (the floor any wasm
-//! filter pays), and this filter. Reported per form and route: median requests/s, p50 and p99
+//! One Envoy worker pinned to CPU 0; wrk (and nginx, the upstream of the proxied route and the
+//! span collector stand-in) on CPU 1. Five forms of envoy/bench.yaml in one run, interleaved
+//! over rounds so drift on a shared machine hits every form alike: no filter, the empty wasm
+//! filter (the floor any wasm filter pays), this filter as configured by default (metrics,
+//! trace headers, sampling 1%, no span export), this filter sampling 100% with every span
+//! exported, and, for comparison, no wasm filter but Envoy's own OpenTelemetry tracer
+//! sampling 100% with spans exported to the same collector. Reported per form and route: median requests/s, p50 and p99
 //! latency, the ratio to no filter, and Envoy's own CPU time per request (from /proc).
 //!
 //! A WebSocket echo workload (small binary messages over a few connections to the chat
@@ -40,24 +43,64 @@ enum Form {
     NoFilter,
     EmptyWasm,
     ThisFilter,
+    ThisFilterTracing,
+    EnvoyTracer,
 }
 
+/// Spans of the 100% forms go to nginx, which answers 200 to any POST.
+const TRACE_ALL_CONFIG: &str =
+    r#"{"tracing": {"sampling_ratio": 1.0, "collector": {"cluster": "collector"}}}"#;
+
 impl Form {
-    const ALL: [Form; 3] = [Form::NoFilter, Form::EmptyWasm, Form::ThisFilter];
+    const ALL: [Form; 5] = [
+        Form::NoFilter,
+        Form::EmptyWasm,
+        Form::ThisFilter,
+        Form::ThisFilterTracing,
+        Form::EnvoyTracer,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Form::NoFilter => "no filter",
             Form::EmptyWasm => "empty wasm filter",
             Form::ThisFilter => "veza-observability",
+            Form::ThisFilterTracing => "veza-observability, 100% spans",
+            Form::EnvoyTracer => "Envoy OpenTelemetry tracer, 100%",
         }
+    }
+
+    /// Forms that run the WebSocket echo too.
+    fn echoes(self) -> bool {
+        matches!(self, Form::NoFilter | Form::EmptyWasm | Form::ThisFilter)
     }
 
     fn config(self, nginx_port: u16, chat_port: u16) -> (GatewayConfig, Ports) {
         let (config, ports) = GatewayConfig::shipped_on_fresh_ports("envoy/bench.yaml");
-        let config = config.port(8080, nginx_port).port(3001, chat_port);
+        let config = config
+            .port(8080, nginx_port)
+            .port(3001, chat_port)
+            .port(4318, nginx_port);
+        let without_filter = |config: GatewayConfig| {
+            let start = config.text.find("          # >>> filter").unwrap();
+            let end = config.text.find("          # <<< filter\n").unwrap();
+            let mut text = config.text.clone();
+            text.replace_range(start..end + "          # <<< filter\n".len(), "");
+            GatewayConfig { text }
+        };
         let config = match self {
             Form::ThisFilter => config,
+            Form::ThisFilterTracing => config.plugin_configuration(TRACE_ALL_CONFIG),
+            Form::EnvoyTracer => without_filter(config).replace_once(
+                "          # envoy tracer\n",
+                &format!(
+                    "          tracing:\n            random_sampling: {{ value: 100 }}\n            provider:\n              \
+                     name: envoy.tracers.opentelemetry\n              typed_config:\n                \
+                     \"@type\": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig\n                \
+                     service_name: veza-gateway\n                http_service:\n                  \
+                     http_uri: {{ uri: \"http://127.0.0.1:{nginx_port}/v1/traces\", cluster: collector, timeout: 1s }}\n"
+                ),
+            ),
             Form::EmptyWasm => {
                 let empty = Path::new(REPO).join("target/wasm32-wasip1/release/empty_filter.wasm");
                 assert!(
@@ -69,13 +112,7 @@ impl Form {
                     &format!("filename: {}", empty.display()),
                 )
             }
-            Form::NoFilter => {
-                let start = config.text.find("          # >>> filter").unwrap();
-                let end = config.text.find("          # <<< filter\n").unwrap();
-                let mut text = config.text.clone();
-                text.replace_range(start..end + "          # <<< filter\n".len(), "");
-                GatewayConfig { text }
-            }
+            Form::NoFilter => without_filter(config),
         };
         (config, ports)
     }
@@ -322,6 +359,24 @@ fn main() {
                 );
                 results[f][r].push(m);
             }
+            // The tracing forms really export (a misconfigured one would look cheap).
+            let exported = match form {
+                Form::ThisFilterTracing => Some("trace_spans_exported_total"),
+                Form::EnvoyTracer => Some("envoy_tracing_opentelemetry_spans_sent"),
+                _ => None,
+            };
+            if let Some(metric) = exported {
+                let text = envoy.prometheus_text();
+                let sent: f64 = text
+                    .lines()
+                    .filter(|l| l.starts_with(metric))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum();
+                assert!(sent > 0.0, "{} exported no span ({metric})", form.name());
+            }
+            if !form.echoes() {
+                continue;
+            }
             let (rate, cpu) = websocket_echo(&envoy, seconds);
             eprintln!(
                 "round {round}/{rounds} {:<20} {:<17} {:>9.0} msg/s  Envoy CPU {:>5.1} us/msg",
@@ -376,6 +431,20 @@ fn main() {
             this_cpu - empty_cpu,
             (this_cpu - base_cpu) / (empty_cpu - base_cpu)
         );
+        let (tracing_cpu, tracer_cpu) = (summary[3].3, summary[4].3);
+        println!(
+            "| {} | spans, 100%: this filter vs Envoy's tracer | | | | | {:+.1} µs | {:.2} × the tracer's added cost |",
+            route.name(),
+            tracing_cpu - tracer_cpu,
+            (tracing_cpu - base_cpu) / (tracer_cpu - base_cpu)
+        );
+        verdicts.push(format!(
+            "{} {}: this filter exporting every span adds {:.1} µs of Envoy CPU per request, Envoy's OpenTelemetry tracer {:.1} µs (target: less)",
+            if tracing_cpu < tracer_cpu { "PASS" } else { "FAIL" },
+            route.name(),
+            tracing_cpu - base_cpu,
+            tracer_cpu - base_cpu
+        ));
         if *route == Route::Direct {
             let ratio = summary[2].0 / base_rps;
             verdicts.push(format!(
@@ -392,6 +461,7 @@ fn main() {
     println!("|---|---|---|---|");
     let medians: Vec<(f64, f64)> = websocket
         .iter()
+        .filter(|runs| !runs.is_empty())
         .map(|runs| {
             (
                 median(runs.iter().map(|r| r.0).collect()),
@@ -399,7 +469,7 @@ fn main() {
             )
         })
         .collect();
-    for (f, form) in Form::ALL.iter().enumerate() {
+    for (f, form) in Form::ALL.iter().filter(|f| f.echoes()).enumerate() {
         let (rate, cpu) = medians[f];
         println!(
             "| {} | {rate:.0} | {:.2} | {cpu:.1} µs |",

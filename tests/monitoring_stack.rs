@@ -15,6 +15,7 @@ mod support;
 use std::time::Duration;
 
 use support::dependencies::*;
+use support::interop::{Answer, Collector};
 use support::*;
 use tungstenite::Message;
 
@@ -109,6 +110,11 @@ fn the_pack_works_on_a_real_stack() {
         postgres_exporter: pg_exporter_port,
         redis_exporter: redis_exporter_port,
     });
+    // Spans of a tenth of the requests to a collector that accepts them.
+    let collector = Collector::start(&[], Answer::Status(200));
+    let config = config.add_cluster("jaeger", collector.port).plugin_configuration(
+        r#"{"tracing": {"sampling_ratio": 0.1, "collector": {"cluster": "jaeger", "flush_interval_ms": 200}}}"#,
+    );
     let envoy = Envoy::start(&config, ports, 2);
     let prometheus = Prometheus::start_with(
         &prometheus_config(
@@ -267,7 +273,7 @@ fn the_pack_works_on_a_real_stack() {
         .as_secs_f64();
     let url = format!("http://127.0.0.1:{}", prometheus.port);
     let panels = dashboard::query_panels(&url, &dashboard, end - 120.0, end, 2.0).unwrap();
-    assert_eq!(panels.len(), 31);
+    assert_eq!(panels.len(), 33);
     let page = dashboard::html("Veza", &panels, end - 120.0, end, &url);
     let blank: Vec<&str> = panels
         .iter()
@@ -277,7 +283,7 @@ fn the_pack_works_on_a_real_stack() {
     assert!(blank.is_empty(), "panels rendered without data: {blank:?}");
     assert_eq!(
         page.matches("<svg").count(),
-        24,
+        26,
         "one chart per time-series panel"
     );
     chat.close(None).unwrap();

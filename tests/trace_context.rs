@@ -240,7 +240,10 @@ fn websocket_upgrades_get_a_context_unless_configured_not_to() {
     let traced = gateway(&upstream, r#"{"tracing": {"sampling_ratio": 1.0}}"#);
     let traceparent = upgrade_traceparent(&traced);
     assert_eq!(traceparent.len(), 55, "{traceparent}");
-    assert!(traceparent.starts_with("00-") && traceparent.ends_with("-03"), "{traceparent}");
+    assert!(
+        traceparent.starts_with("00-") && traceparent.ends_with("-03"),
+        "{traceparent}"
+    );
     let untraced = gateway(
         &upstream,
         r#"{"tracing": {"sampling_ratio": 1.0, "websocket": false}}"#,
