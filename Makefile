@@ -10,7 +10,7 @@ WASM := target/wasm32-wasip1/release/veza_observability.wasm
 ENVOY := build/bin/envoy
 CARGO ?= cargo
 
-.PHONY: help run test bench package dashboard lint unit e2e wasm tools clean
+.PHONY: help run test bench package dashboard fuzz lint unit e2e wasm tools clean
 
 help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench  throughput and latency: no filter, an empty wasm filter, this filter"
 	@echo "make package  the .wasm, its sha256, and an OCI image (layout and tarball) in build/package"
 	@echo "make dashboard  the Grafana dashboard rendered from a real Prometheus: build/dashboard/index.html"
+	@echo "make fuzz   cargo fuzz on every parser that sees outside bytes (FUZZ_RUNS, FUZZ_SECONDS)"
 
 # ---------------------------------------------------------------- tools
 
@@ -91,6 +92,31 @@ run: tools wasm
 dashboard: tools wasm
 	$(CARGO) build --quiet -p veza-standins -p dashboard
 	examples/dashboard.sh
+
+# ---------------------------------------------------------------- fuzz
+
+# Every parser that sees outside bytes, FUZZ_RUNS executions each (or FUZZ_SECONDS each, when
+# set), from the corpus kept in fuzz/corpus/, which grows with what the runs find; then the
+# corpus is minimized again. A crash stops the run and leaves its input in fuzz/artifacts/.
+FUZZ_TARGETS := traceparent uber_trace_id b3 trace_headers websocket_frames chat_type \
+  route_match jwt_sub exporter_metric plugin_config header_map
+FUZZ_RUNS ?= 10000000
+FUZZ_SECONDS ?= 0
+fuzz: build/.cargo-fuzz
+	@for target in $(FUZZ_TARGETS); do \
+	  echo "fuzz $$target"; \
+	  $(CARGO) +nightly fuzz run -O $$target fuzz/corpus/$$target -- \
+	    -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 2>&1 \
+	    | grep -E '^(Done|stat::number_of_executed_units|==|SUMMARY)|panicked'; \
+	  test "$${PIPESTATUS[0]}" = 0 || exit 1; \
+	  $(CARGO) +nightly fuzz cmin -O $$target fuzz/corpus/$$target >/dev/null 2>&1; \
+	done
+
+build/.cargo-fuzz:
+	@mkdir -p build
+	rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@touch $@
 
 # ---------------------------------------------------------------- test
 

@@ -250,3 +250,46 @@ fn websocket_upgrades_get_a_context_unless_configured_not_to() {
     );
     assert_eq!(upgrade_traceparent(&untraced), "none");
 }
+
+#[test]
+fn only_the_configured_credential_can_force_a_trace() {
+    let upstream = OtelUpstream::start();
+    let envoy = gateway(
+        &upstream,
+        r#"{"tracing": {"sampling_ratio": 0.0, "debug_credential": {"header": "x-veza-trace-debug", "value": "0123456789abcdef-secret"}}}"#,
+    );
+    let debug_jaeger = "1111111111111111aaaaaaaaaaaaaaaa:2222222222222222:0:3";
+    // An outsider's jaeger-debug-id starts an ordinary, unsampled trace.
+    let outsider = seen(&envoy, &[("jaeger-debug-id", "please-trace-me")]);
+    assert_continued(&outsider, &DEFAULT_FORMATS, false);
+    // An outsider's debug flag is dropped; the sampled bit, a parent decision, is kept.
+    let flagged = seen(&envoy, &[("uber-trace-id", debug_jaeger)]);
+    assert_continued(&flagged, &DEFAULT_FORMATS, true);
+    assert!(flagged["headers"]["uber-trace-id"]
+        .as_str()
+        .unwrap()
+        .ends_with(":0:1"));
+    // A wrong credential is an outsider.
+    let wrong = seen(
+        &envoy,
+        &[("x-veza-trace-debug", "guess"), ("jaeger-debug-id", "x")],
+    );
+    assert_continued(&wrong, &DEFAULT_FORMATS, false);
+    // The credential forces it: sampled, and debug in the Jaeger flags.
+    let trusted = seen(
+        &envoy,
+        &[
+            ("x-veza-trace-debug", "0123456789abcdef-secret"),
+            ("jaeger-debug-id", "ticket-42"),
+        ],
+    );
+    assert_continued(&trusted, &DEFAULT_FORMATS, true);
+    assert!(trusted["headers"]["uber-trace-id"]
+        .as_str()
+        .unwrap()
+        .ends_with(":0:3"));
+    assert!(
+        !envoy.log_text().contains("0123456789abcdef-secret"),
+        "the credential is never logged"
+    );
+}

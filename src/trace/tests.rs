@@ -270,3 +270,23 @@ fn configuration_errors_name_the_field() {
         );
     }
 }
+
+#[test]
+fn no_incoming_formats_ignores_every_client_context() {
+    let none = settings(|c| {
+        c.incoming = vec![];
+        c.sampling_ratio = 0.0;
+    });
+    let pairs = [
+        ("traceparent", W3C),
+        ("uber-trace-id", JAEGER),
+        ("b3", B3_SINGLE),
+    ];
+    let decision = decide_for(&none, &pairs);
+    assert_eq!((decision.continued_from, decision.sampled), (None, false));
+    let emitted = outgoing(&none, &decision);
+    assert_eq!(
+        stale(headers(&none, &pairs).present, &emitted),
+        [B3_SINGLE_NAME]
+    );
+}
