@@ -10,7 +10,7 @@ WASM := target/wasm32-wasip1/release/veza_observability.wasm
 ENVOY := build/bin/envoy
 CARGO ?= cargo
 
-.PHONY: help run test bench package dashboard fuzz lint unit e2e wasm tools clean
+.PHONY: help run test bench package dashboard fuzz soak lint unit e2e wasm tools clean
 
 help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
@@ -19,6 +19,7 @@ help:
 	@echo "make package  the .wasm, its sha256, and an OCI image (layout and tarball) in build/package"
 	@echo "make dashboard  the Grafana dashboard rendered from a real Prometheus: build/dashboard/index.html"
 	@echo "make fuzz   cargo fuzz on every parser that sees outside bytes (FUZZ_RUNS, FUZZ_SECONDS)"
+	@echo "make soak   SOAK_SECONDS (600) of mixed load: requests, errors, Envoy RSS, metric series"
 
 # ---------------------------------------------------------------- tools
 
@@ -92,6 +93,12 @@ run: tools wasm
 dashboard: tools wasm
 	$(CARGO) build --quiet -p veza-standins -p dashboard
 	examples/dashboard.sh
+
+# ---------------------------------------------------------------- soak
+
+soak: tools wasm
+	$(CARGO) build --quiet -p veza-standins -p dashboard
+	examples/soak.sh
 
 # ---------------------------------------------------------------- fuzz
 

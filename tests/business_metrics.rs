@@ -167,7 +167,7 @@ fn active_users_counts_distinct_bearers_across_workers() {
     let exposition = envoy.prometheus_text();
     assert!(!exposition.contains("user0"), "a user id in the metrics");
     assert!(
-        !envoy.log_text().contains("user0"),
+        !envoy.flushed_log_text().contains("user0"),
         "a user id in Envoy's log"
     );
 }

@@ -59,6 +59,16 @@ pub struct PluginConfig {
     /// Trace context for Jaeger and OpenTelemetry.
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// For tests of Envoy's failure policy only: never set it in production.
+    #[serde(default)]
+    pub fault_injection: Option<FaultInjectionConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultInjectionConfig {
+    /// A request carrying this header traps the worker's VM, as a bug would.
+    pub trap_header: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,6 +189,8 @@ pub struct Settings {
     pub business: BusinessSettings,
     pub active_users: ActiveUsersSettings,
     pub tracing: TraceSettings,
+    /// The request header that traps the VM (fault-injection tests only).
+    pub trap_header: Option<String>,
 }
 
 #[derive(Debug)]
@@ -346,7 +358,26 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         .map_err(|(field, message)| error(format!("active_users.{field}"), message))?;
     let tracing = tracing::compile(config.tracing)
         .map_err(|(field, message)| error(format!("tracing.{field}"), message))?;
+    let trap_header = match config.fault_injection {
+        None => None,
+        Some(fault) => {
+            let name = fault.trap_header.to_ascii_lowercase();
+            let valid = !name.is_empty()
+                && name.len() <= 128
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err(error(
+                    "fault_injection.trap_header",
+                    format!("{:?} is not an HTTP header name", fault.trap_header),
+                ));
+            }
+            Some(name)
+        }
+    };
     Ok(Settings {
+        trap_header,
         tracing,
         business,
         active_users,

@@ -311,6 +311,12 @@ impl HttpContext for HttpFilter {
                 ],
             );
             let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
+            if let Some(trap) = &settings.trap_header {
+                if header_map::find(headers, [trap.as_str()])[0].is_some() {
+                    log::error!("veza-observability: trapping the VM, as fault_injection asks");
+                    core::arch::wasm32::unreachable();
+                }
+            }
             if settings.active_users.enabled {
                 let header = match &settings.active_users.source {
                     UserSource::Header(name) => header_map::find(headers, [name.as_str()])[0],

@@ -73,7 +73,6 @@ pub fn parse_single(value: &[u8]) -> Option<B3> {
         parent: Some(span),
         sampled,
         debug,
-        random_trace_id: false,
     }))
 }
 
@@ -95,7 +94,6 @@ pub fn parse_multi(multi: &Multi<'_>) -> Option<B3> {
                 parent: Some(span),
                 sampled,
                 debug,
-                random_trace_id: false,
             }))
         }
         (None, None) => sampled.map(|sampled| B3::DecisionOnly { sampled, debug }),

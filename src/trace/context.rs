@@ -30,8 +30,6 @@ pub struct Incoming {
     pub sampled: Option<bool>,
     /// The caller asked for a forced trace (Jaeger debug flag, B3 `d` or `X-B3-Flags: 1`).
     pub debug: bool,
-    /// W3C flag 0x02: the trace id was generated randomly; copied when continuing.
-    pub random_trace_id: bool,
 }
 
 /// Lowercase or uppercase hex digits to a number of at most 128 bits; `None` on any other

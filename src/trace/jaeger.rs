@@ -35,7 +35,6 @@ pub fn parse(value: &[u8]) -> Option<Incoming> {
         parent: Some(span),
         sampled: Some(sampled),
         debug: sampled && flags & DEBUG != 0,
-        random_trace_id: false,
     })
 }
 

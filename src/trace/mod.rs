@@ -103,7 +103,6 @@ pub struct Decision {
     pub parent: Option<SpanId>,
     pub sampled: bool,
     pub debug: bool,
-    pub random_trace_id: bool,
     /// W3C `tracestate` to pass on (only with a continued `traceparent`).
     pub tracestate: Option<String>,
     /// The format the context came from; `None` for a new trace.
@@ -186,7 +185,6 @@ pub fn decide(
                 parent: incoming.parent,
                 sampled,
                 debug,
-                random_trace_id: incoming.random_trace_id,
                 tracestate,
                 continued_from: Some(format),
             }
@@ -207,7 +205,6 @@ pub fn decide(
                 parent: None,
                 sampled,
                 debug: forced,
-                random_trace_id: true,
                 tracestate: None,
                 continued_from: None,
             }
@@ -224,7 +221,7 @@ pub fn outgoing(settings: &TraceSettings, decision: &Decision) -> Vec<(&'static 
             Format::TraceContext => {
                 headers.push((
                     TRACEPARENT,
-                    w3c::traceparent(d.trace_id, d.span_id, d.sampled, d.random_trace_id),
+                    w3c::traceparent(d.trace_id, d.span_id, d.sampled),
                 ));
                 if let Some(state) = &d.tracestate {
                     headers.push((TRACESTATE, state.clone()));

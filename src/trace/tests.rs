@@ -41,13 +41,13 @@ fn no_context_starts_a_trace_with_random_ids() {
     assert_eq!(decision.span_id, SpanId(1));
     assert_eq!(decision.trace_id, TraceId((2 << 64) | 3));
     assert_eq!(decision.parent, None);
-    assert!(decision.sampled && decision.random_trace_id && !decision.debug);
+    assert!(decision.sampled && !decision.debug);
     assert_eq!(
         outgoing(&all, &decision),
         [
             (
                 TRACEPARENT,
-                "00-00000000000000020000000000000003-0000000000000001-03".to_owned()
+                "00-00000000000000020000000000000003-0000000000000001-01".to_owned()
             ),
             (
                 UBER_TRACE_ID,

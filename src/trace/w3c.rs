@@ -3,7 +3,6 @@
 use super::context::{parse_lower_hex, span_id, trace_id, Incoming, SpanId, TraceId};
 
 const SAMPLED: u8 = 0x01;
-const RANDOM_TRACE_ID: u8 = 0x02;
 const MAX_TRACESTATE_ENTRIES: usize = 32;
 /// Longest combined `tracestate` passed on (the spec asks vendors to keep 512 bytes).
 const MAX_TRACESTATE_LEN: usize = 8192;
@@ -34,13 +33,20 @@ pub fn parse_traceparent(value: &[u8]) -> Option<Incoming> {
         parent: Some(parent),
         sampled: Some(flags & SAMPLED != 0),
         debug: false,
-        random_trace_id: flags & RANDOM_TRACE_ID != 0,
     })
 }
 
-pub fn traceparent(trace: TraceId, span: SpanId, sampled: bool, random_trace_id: bool) -> String {
-    let flags = u8::from(sampled) | if random_trace_id { RANDOM_TRACE_ID } else { 0 };
-    format!("00-{}-{}-{flags:02x}", trace.hex(), span.hex())
+/// Flags `00` or `01` only: Level 2's "random trace id" bit (0x02) is left unset because
+/// OpenTelemetry's Rust propagator refuses any version-00 flags above 2 (`03`), which would
+/// split the trace at every Rust service (tests/differential.rs checks every emitted value
+/// against it).
+pub fn traceparent(trace: TraceId, span: SpanId, sampled: bool) -> String {
+    format!(
+        "00-{}-{}-{:02x}",
+        trace.hex(),
+        span.hex(),
+        u8::from(sampled)
+    )
 }
 
 /// Combines repeated `tracestate` headers in order; `None` when empty, over 32 entries or too
@@ -81,13 +87,12 @@ mod tests {
                 parent: Some(SpanId(0x00f067aa0ba902b7)),
                 sampled: Some(true),
                 debug: false,
-                random_trace_id: false,
             }
         );
         assert_eq!(
             parse_traceparent(b" \t00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03 ")
-                .map(|i| (i.sampled, i.random_trace_id)),
-            Some((Some(true), true))
+                .map(|i| i.sampled),
+            Some(Some(true))
         );
         assert_eq!(
             parse_traceparent(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00")
@@ -136,14 +141,14 @@ mod tests {
 
     #[test]
     fn emitted_traceparents_are_exact() {
-        let text = traceparent(TraceId(0xab), SpanId(0xcd), true, true);
+        let text = traceparent(TraceId(0xab), SpanId(0xcd), true);
         assert_eq!(
             text,
-            "00-000000000000000000000000000000ab-00000000000000cd-03"
+            "00-000000000000000000000000000000ab-00000000000000cd-01"
         );
         assert_eq!(text.len(), 55);
         assert_eq!(
-            traceparent(TraceId(u128::MAX), SpanId(u64::MAX), false, false),
+            traceparent(TraceId(u128::MAX), SpanId(u64::MAX), false),
             "00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-00"
         );
     }

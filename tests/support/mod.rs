@@ -108,6 +108,7 @@ pub struct Upstreams {
     pub redis_exporter: u16,
 }
 
+#[derive(Clone, Copy)]
 pub struct Ports {
     pub listener: u16,
     pub admin: u16,
@@ -245,6 +246,28 @@ impl Envoy {
         concurrency: u32,
         cpu: Option<usize>,
     ) -> Envoy {
+        Envoy::launch(config, ports, concurrency, cpu, None)
+    }
+
+    /// As [`Envoy::start`], with hot restart on: `base_id` names the shared memory, and the
+    /// process of `epoch` n + 1 takes over the listeners of epoch n.
+    pub fn start_hot(
+        config: &GatewayConfig,
+        ports: Ports,
+        concurrency: u32,
+        base_id: u32,
+        epoch: u32,
+    ) -> Envoy {
+        Envoy::launch(config, ports, concurrency, None, Some((base_id, epoch)))
+    }
+
+    fn launch(
+        config: &GatewayConfig,
+        ports: Ports,
+        concurrency: u32,
+        cpu: Option<usize>,
+        hot: Option<(u32, u32)>,
+    ) -> Envoy {
         let dir = scratch_dir("envoy");
         let config_path = dir.join("envoy.yaml");
         std::fs::write(&config_path, &config.text).unwrap();
@@ -258,11 +281,19 @@ impl Envoy {
             }
             None => Command::new(envoy_bin()),
         };
+        match hot {
+            None => command.arg("--disable-hot-restart"),
+            Some((base_id, epoch)) => command
+                .args(["--base-id", &base_id.to_string()])
+                .args(["--restart-epoch", &epoch.to_string()])
+                .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "3"]),
+        };
         let child = command
             .arg("-c")
             .arg(&config_path)
             .args(["--concurrency", &concurrency.to_string()])
-            .args(["--disable-hot-restart", "-l", "info", "--log-path"])
+            .args(["-l", "info", "--file-flush-interval-msec", "100"])
+            .arg("--log-path")
             .arg(&log)
             .current_dir(REPO)
             .stdin(Stdio::null())
@@ -308,12 +339,31 @@ impl Envoy {
         parse_exposition(&self.prometheus_text(), metric)
     }
 
+    /// Waits for this Envoy to exit (a hot-restart parent does once it hands over).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        poll("Envoy to exit", timeout, || self.child.try_wait().unwrap())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// Envoy's log as written so far (it is flushed every 100 ms).
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Envoy's log including every line logged before this call: a log-level change through
+    /// the admin interface writes a line, and the file is read once that line is in it.
+    pub fn flushed_log_text(&self) -> String {
+        let before = self.log_text().matches("change all log levels").count();
+        let url = self.admin_url("/logging?level=info");
+        let (status, _) = http("POST", &url, &[], "").unwrap();
+        assert_eq!(status, 200);
+        poll("Envoy's log to be flushed", Duration::from_secs(10), || {
+            let text = self.log_text();
+            (text.matches("change all log levels").count() > before).then_some(text)
+        })
     }
 }
 

@@ -1,6 +1,6 @@
 //! `make dashboard`:
 //!   dashboard render --prometheus URL --dashboard FILE --out FILE [--minutes N]
-//!   dashboard traffic --gateway URL --seconds N
+//!   dashboard traffic --gateway URL --seconds N [--pause-ms N]
 //! `render` draws the dashboard's panels from a Prometheus; `traffic` sends the Veza mix
 //! (API calls with signed-in users, logins good and bad, uploads, chat sessions, streams, a
 //! few errors) through a gateway so a freshly started stack has something to show.
@@ -35,6 +35,9 @@ fn main() {
             option("--seconds")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(60),
+            option("--pause-ms")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(250),
         ),
         _ => Err("usage: dashboard render|traffic [options] (see the source's header)".into()),
     };
@@ -79,10 +82,14 @@ fn token(user: u32) -> String {
     format!("{header}.{payload}.ZGVtbw")
 }
 
-fn traffic(gateway: &str, seconds: u64) -> Result<(), String> {
+/// The Veza mix, in rounds `pause_ms` apart; every round also asks for a path no route
+/// template has, a different one each time.
+fn traffic(gateway: &str, seconds: u64, pause_ms: u64) -> Result<(), String> {
     let agent = ureq::AgentBuilder::new()
         .timeout(Duration::from_secs(10))
         .build();
+    // Requests that got no HTTP answer at all (refused, reset, timed out).
+    let failures = std::cell::Cell::new(0u64);
     let send = |method: &str, path: &str, headers: &[(&str, &str)], body: &str| {
         let mut request = agent.request(method, &format!("{gateway}{path}"));
         for (name, value) in headers {
@@ -97,7 +104,7 @@ fn traffic(gateway: &str, seconds: u64) -> Result<(), String> {
             Ok(r) | Err(ureq::Error::Status(_, r)) => {
                 let _ = r.into_string();
             }
-            Err(_) => {}
+            Err(_) => failures.set(failures.get() + 1),
         }
     };
     let ws_url = gateway.replacen("http", "ws", 1);
@@ -130,7 +137,7 @@ fn traffic(gateway: &str, seconds: u64) -> Result<(), String> {
             &[("range", "bytes=0-4095")],
             "",
         );
-        send("GET", "/api/v1/nope", &[], "");
+        send("GET", &format!("/api/v1/nope/{round}"), &[], "");
         sent += 5;
         let account =
             format!(r#"{{"email":"l{round}@veza.local","password":"pw","username":"l{round}"}}"#);
@@ -160,11 +167,16 @@ fn traffic(gateway: &str, seconds: u64) -> Result<(), String> {
                 let _ = chat.read();
                 let _ = chat.close(None);
                 while chat.read().is_ok() {}
-                sent += 1;
+            } else {
+                failures.set(failures.get() + 1);
             }
+            sent += 1;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(pause_ms));
     }
-    println!("traffic: {sent} requests and sessions in {seconds} s");
+    println!(
+        "traffic: {sent} requests and sessions in {seconds} s, {} without an answer",
+        failures.get()
+    );
     Ok(())
 }
