@@ -259,3 +259,53 @@ fn reserved_bits_bad_opcodes_and_a_10_mb_message() {
         200
     );
 }
+
+#[test]
+fn a_hundred_thousand_distinct_paths_make_three_series() {
+    let (_standins, config, ports) = GatewayConfig::with_standins();
+    let envoy = Envoy::start(&config, ports, 2);
+    // A third each: a template with a new id, an unknown path under the backend's prefix,
+    // a path no route has. Four clients on keep-alive connections.
+    let total: u32 = 100_000;
+    let clients = 4;
+    std::thread::scope(|scope| {
+        for client in 0..clients {
+            let envoy = &envoy;
+            scope.spawn(move || {
+                for i in (client..total).step_by(clients as usize) {
+                    let (path, expected) = match i % 3 {
+                        0 => (format!("/api/v1/tracks/{i}?t={i}"), 200),
+                        1 => (format!("/api/v1/unknown-{i}/x"), 404),
+                        _ => (format!("/nowhere-{i}"), 404),
+                    };
+                    let (status, _) = http("GET", &envoy.url(&path), &[], "").unwrap();
+                    assert_eq!(status, expected, "{path}");
+                }
+            });
+        }
+    });
+    let third = f64::from(total / 3);
+    let expected: Series = [
+        (
+            key("GET", "/api/v1/tracks/:id", "200", "backend-api"),
+            third + 1.0,
+        ),
+        (key("GET", "other", "404", "backend-api"), third),
+        (key("GET", "other", "404", "other"), third),
+    ]
+    .into_iter()
+    .collect();
+    let got = poll(
+        "every request to be counted",
+        Duration::from_secs(30),
+        || {
+            let got = requests(&envoy);
+            (got.values().sum::<f64>() >= f64::from(total)).then_some(got)
+        },
+    );
+    assert_eq!(got, expected);
+    assert_eq!(
+        envoy.samples("http_request_duration_seconds_count").len(),
+        3
+    );
+}
