@@ -72,20 +72,6 @@ struct PendingSpan {
     start_unix_nanos: u64,
 }
 
-/// `host` of `host:port` (and of `[v6]:port`).
-fn host_of(authority: &[u8]) -> &[u8] {
-    if authority.starts_with(b"[") {
-        return match authority.iter().position(|&b| b == b']') {
-            Some(end) => authority.get(..=end).unwrap_or(authority),
-            None => authority,
-        };
-    }
-    match authority.iter().rposition(|&b| b == b':') {
-        Some(colon) => authority.get(..colon).unwrap_or(authority),
-        None => authority,
-    }
-}
-
 /// A GET of a stream endpoint, until its response headers say whether it streams.
 struct StreamRequest {
     /// No Range, or a Range from byte 0: a listening session starts.
@@ -155,9 +141,9 @@ impl HttpFilter {
             }
         }
         let span = (decision.sampled && settings.collector.is_some()).then(|| {
+            // Envoy keeps an HTTP/1 `Host` as `:authority`.
             let [path, scheme, authority, user_agent] =
-                header_map::find(headers, [":path", ":scheme", "host", "user-agent"]);
-            let authority = authority.or_else(|| header_map::find(headers, [":authority"])[0]);
+                header_map::find(headers, [":path", ":scheme", ":authority", "user-agent"]);
             let text = |bytes: Option<&[u8]>, max: usize| {
                 bytes.map(|b| String::from_utf8_lossy(b.get(..max).unwrap_or(b)).into_owned())
             };
@@ -169,7 +155,8 @@ impl HttpFilter {
                 method: method.as_str(),
                 path: text(path.map(routes::strip_query), MAX_SPAN_TEXT).unwrap_or_default(),
                 scheme: text(scheme, 16).unwrap_or_else(|| "http".to_owned()),
-                server_address: text(authority.map(host_of), MAX_SPAN_TEXT).unwrap_or_default(),
+                server_address: text(authority.map(crate::health::strip_port), MAX_SPAN_TEXT)
+                    .unwrap_or_default(),
                 user_agent: text(user_agent, MAX_SPAN_TEXT),
                 start_unix_nanos: now,
             }
@@ -399,7 +386,7 @@ impl HttpContext for HttpFilter {
                 let _ = abi::set_header(
                     MapType::HttpResponseHeaders,
                     name,
-                    trace_id.hex().as_bytes(),
+                    trace_id.to_string().as_bytes(),
                 );
             }
         }
@@ -548,11 +535,7 @@ impl HttpContext for HttpFilter {
         let settings = &plugin.settings;
         // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
         let route = state.http.record(settings, registry, &mut host, &request);
-        if let (Some(pending), Some(exporter), Some(collector)) = (
-            self.span.take(),
-            state.exporter.as_mut(),
-            settings.tracing.collector.as_ref(),
-        ) {
+        if let (Some(pending), Some(exporter)) = (self.span.take(), state.exporter.as_mut()) {
             let protocol = read(
                 registry,
                 Operation::GetProperty,
@@ -577,7 +560,7 @@ impl HttpContext for HttpFilter {
                 start_unix_nanos: pending.start_unix_nanos,
                 end_unix_nanos: now.as_ref().copied().unwrap_or(pending.start_unix_nanos),
             };
-            exporter.push(collector, registry, span);
+            exporter.push(registry, span);
         }
         state
             .business

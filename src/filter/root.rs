@@ -102,14 +102,11 @@ impl Context for Root {
         .ok()
         .flatten()
         .unwrap_or_default();
-        if let (
-            Some(collector),
-            State {
-                exporter: Some(exporter),
-                registry,
-                ..
-            },
-        ) = (plugin.settings.tracing.collector.as_ref(), &mut *state)
+        if let State {
+            exporter: Some(exporter),
+            registry,
+            ..
+        } = &mut *state
         {
             if exporter.owns(token) {
                 let now = abi::current_time_nanos().unwrap_or(0);
@@ -118,7 +115,7 @@ impl Context for Root {
                 let answer = status
                     .and_then(|s| u16::try_from(s).ok())
                     .filter(|&s| health::check::envoy_local_reply(s, &body).is_none());
-                exporter.responded(collector, registry, now, answer);
+                exporter.responded(registry, now, answer);
                 return;
             }
         }
@@ -165,9 +162,9 @@ impl RootContext for Root {
         let http = HttpMetrics::new(&mut host);
         let connections = ConnectionMetrics::new(&mut host);
         let business = BusinessMetrics::new(&settings.business, &mut registry, &mut host);
-        let exporter = settings.tracing.collector.as_ref().map(|_| {
+        let exporter = settings.tracing.collector.clone().map(|collector| {
             let now = abi::current_time_nanos().unwrap_or(0);
-            Exporter::new(&mut registry, &mut host, now)
+            Exporter::new(collector, &mut registry, &mut host, now)
         });
         let active_users = settings
             .active_users
@@ -265,18 +262,13 @@ impl RootContext for Root {
             registry.flush(&mut EnvoyHost);
             self.last_flush_nanos = now;
         }
-        if let (
-            Some(collector),
-            State {
-                exporter: Some(exporter),
-                registry,
-                ..
-            },
-        ) = (plugin.settings.tracing.collector.as_ref(), &mut *state)
+        if let State {
+            exporter: Some(exporter),
+            registry,
+            ..
+        } = &mut *state
         {
-            exporter.tick(collector, registry, now, &mut |body| {
-                export(collector, body)
-            });
+            exporter.tick(registry, now, &mut export);
         }
         let settings = &plugin.settings.health;
         if state.health.wants_round() {

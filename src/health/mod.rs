@@ -346,7 +346,8 @@ pub fn answer(settings: &HealthSettings, report: &Report) -> Answer {
     }
 }
 
-fn strip_port(authority: &[u8]) -> &[u8] {
+/// The host of an `:authority`, without its port.
+pub fn strip_port(authority: &[u8]) -> &[u8] {
     // `[::1]:80` keeps its brackets; `host:80` loses the port.
     if authority.starts_with(b"[") {
         return match authority.iter().position(|&b| b == b']') {

@@ -110,9 +110,12 @@ pub fn multi_headers(
     sampled: bool,
     debug: bool,
 ) -> Vec<(&'static str, String)> {
-    let mut headers = vec![("x-b3-traceid", trace.hex()), ("x-b3-spanid", span.hex())];
+    let mut headers = vec![
+        ("x-b3-traceid", trace.to_string()),
+        ("x-b3-spanid", span.to_string()),
+    ];
     if let Some(parent) = parent {
-        headers.push(("x-b3-parentspanid", parent.hex()));
+        headers.push(("x-b3-parentspanid", parent.to_string()));
     }
     if sampled && debug {
         headers.push(("x-b3-flags", "1".to_owned()));
@@ -135,8 +138,8 @@ pub fn single(
         (false, _) => "0",
     };
     match parent {
-        Some(parent) => format!("{}-{}-{state}-{}", trace.hex(), span.hex(), parent.hex()),
-        None => format!("{}-{}-{state}", trace.hex(), span.hex()),
+        Some(parent) => format!("{trace}-{span}-{state}-{parent}"),
+        None => format!("{trace}-{span}-{state}"),
     }
 }
 

@@ -8,15 +8,17 @@ pub struct TraceId(pub u128);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SpanId(pub u64);
 
-impl TraceId {
-    pub fn hex(self) -> String {
-        format!("{:032x}", self.0)
+/// Full-width lowercase hex, the only form every parser accepts; written straight into the
+/// header being formatted.
+impl std::fmt::Display for TraceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
     }
 }
 
-impl SpanId {
-    pub fn hex(self) -> String {
-        format!("{:016x}", self.0)
+impl std::fmt::Display for SpanId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
     }
 }
 

@@ -7,6 +7,7 @@
 //! `max_retries`, backing off); any other failure drops it, counted by reason.
 
 use std::collections::VecDeque;
+use std::fmt::Write as _;
 
 use crate::config::tracing::CollectorSettings;
 use crate::host::Host;
@@ -81,6 +82,7 @@ struct InFlight {
 }
 
 pub struct Exporter {
+    settings: CollectorSettings,
     queue: VecDeque<SpanRecord>,
     in_flight: Option<InFlight>,
     /// A batch waiting to be sent again, and not before when.
@@ -97,7 +99,12 @@ pub type ExportResult = Option<u16>;
 impl Exporter {
     /// `now`: a batch that is not full goes one flush interval after this, or after the
     /// previous send.
-    pub fn new(registry: &mut Registry, host: &mut dyn Host, now: u64) -> Exporter {
+    pub fn new(
+        settings: CollectorSettings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        now: u64,
+    ) -> Exporter {
         let dropped = DropReason::ALL.map(|reason| {
             let name = names::encode(
                 names::TRACE_SPANS_DROPPED_TOTAL,
@@ -106,6 +113,7 @@ impl Exporter {
             registry.define_counter(host, &name)
         });
         Exporter {
+            settings,
             queue: VecDeque::new(),
             in_flight: None,
             retry: None,
@@ -123,13 +131,13 @@ impl Exporter {
             + self.retry.as_ref().map_or(0, |(b, _)| b.spans.len())
     }
 
-    pub fn push(
-        &mut self,
-        settings: &CollectorSettings,
-        registry: &mut Registry,
-        span: SpanRecord,
-    ) {
-        if self.queue.len() >= settings.max_queue {
+    /// The collector this exporter sends to.
+    pub fn settings(&self) -> &CollectorSettings {
+        &self.settings
+    }
+
+    pub fn push(&mut self, registry: &mut Registry, span: SpanRecord) {
+        if self.queue.len() >= self.settings.max_queue {
             self.drop_spans(registry, DropReason::QueueFull, 1);
             return;
         }
@@ -137,13 +145,13 @@ impl Exporter {
     }
 
     /// On the root's tick: sends the next batch when one is due. `send` dispatches the body
-    /// and returns the call's token, or `None` when the call could not be made.
+    /// to this exporter's collector and returns the call's token, or `None` when the call
+    /// could not be made.
     pub fn tick(
         &mut self,
-        settings: &CollectorSettings,
         registry: &mut Registry,
         now: u64,
-        send: &mut dyn FnMut(&[u8]) -> Option<u32>,
+        send: &mut dyn FnMut(&CollectorSettings, &[u8]) -> Option<u32>,
     ) {
         if self.in_flight.is_some() {
             return;
@@ -155,13 +163,13 @@ impl Exporter {
                 return;
             }
             None => {
-                let full = self.queue.len() >= settings.batch_size;
+                let full = self.queue.len() >= self.settings.batch_size;
                 let due = now.saturating_sub(self.last_send_nanos)
-                    >= u64::from(settings.flush_interval_ms) * 1_000_000;
+                    >= u64::from(self.settings.flush_interval_ms) * 1_000_000;
                 if self.queue.is_empty() || !(full || due) {
                     return;
                 }
-                let count = self.queue.len().min(settings.batch_size);
+                let count = self.queue.len().min(self.settings.batch_size);
                 Batch {
                     spans: self.queue.drain(..count).collect(),
                     attempts: 0,
@@ -169,8 +177,8 @@ impl Exporter {
             }
         };
         self.last_send_nanos = now;
-        let body = encode(&settings.service_name, &batch.spans);
-        match send(body.as_bytes()) {
+        let body = encode(&self.settings.service_name, &batch.spans);
+        match send(&self.settings, body.as_bytes()) {
             Some(token) => {
                 self.in_flight = Some(InFlight {
                     token,
@@ -192,13 +200,7 @@ impl Exporter {
         self.in_flight.as_ref().is_some_and(|f| f.token == token)
     }
 
-    pub fn responded(
-        &mut self,
-        settings: &CollectorSettings,
-        registry: &mut Registry,
-        now: u64,
-        result: ExportResult,
-    ) {
+    pub fn responded(&mut self, registry: &mut Registry, now: u64, result: ExportResult) {
         let Some(InFlight { batch, .. }) = self.in_flight.take() else {
             return;
         };
@@ -211,11 +213,11 @@ impl Exporter {
             }
             Some(429 | 502 | 503 | 504) => {
                 self.fail(registry);
-                if batch.attempts > settings.max_retries {
+                if batch.attempts > self.settings.max_retries {
                     self.drop_spans(registry, DropReason::RetriesExhausted, count);
                 } else {
                     // The backoff, then twice it, four times, ...
-                    let backoff = u64::from(settings.retry_backoff_ms)
+                    let backoff = u64::from(self.settings.retry_backoff_ms)
                         * 1_000_000
                         * (1u64 << (batch.attempts - 1).min(6));
                     self.retry = Some((batch, now.saturating_add(backoff)));
@@ -270,13 +272,13 @@ pub fn encode(service_name: &str, spans: &[SpanRecord]) -> String {
 
 fn encode_span(json: &mut String, span: &SpanRecord) {
     json.push_str(r#"{"traceId":""#);
-    json.push_str(&span.trace_id.hex());
+    let _ = write!(json, "{}", span.trace_id);
     json.push_str(r#"","spanId":""#);
-    json.push_str(&span.span_id.hex());
+    let _ = write!(json, "{}", span.span_id);
     json.push('"');
     if let Some(parent) = span.parent {
         json.push_str(r#","parentSpanId":""#);
-        json.push_str(&parent.hex());
+        let _ = write!(json, "{parent}");
         json.push('"');
     }
     if let Some(state) = &span.tracestate {

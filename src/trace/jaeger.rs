@@ -62,7 +62,7 @@ pub fn uber_trace_id(trace: TraceId, span: SpanId, sampled: bool, debug: bool) -
         (true, false) => 1,
         (true, true) => 3,
     };
-    format!("{}:{}:0:{flags}", trace.hex(), span.hex())
+    format!("{trace}:{span}:0:{flags}")
 }
 
 #[cfg(test)]

@@ -41,12 +41,7 @@ pub fn parse_traceparent(value: &[u8]) -> Option<Incoming> {
 /// split the trace at every Rust service (tests/differential.rs checks every emitted value
 /// against it).
 pub fn traceparent(trace: TraceId, span: SpanId, sampled: bool) -> String {
-    format!(
-        "00-{}-{}-{:02x}",
-        trace.hex(),
-        span.hex(),
-        u8::from(sampled)
-    )
+    format!("00-{trace}-{span}-{:02x}", u8::from(sampled))
 }
 
 /// Combines repeated `tracestate` headers in order; `None` when empty, over 32 entries or too

@@ -81,12 +81,11 @@ fn one_span_in_otlp_json() {
 
 #[test]
 fn batches_go_when_full_or_due_one_call_at_a_time() {
-    let settings = settings();
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
-    let mut exporter = Exporter::new(&mut registry, &mut host, 0);
+    let mut exporter = Exporter::new(settings(), &mut registry, &mut host, 0);
     let mut sent: Vec<usize> = Vec::new();
-    let mut send = |body: &[u8]| {
+    let mut send = |_: &CollectorSettings, body: &[u8]| {
         let spans = serde_json::from_slice::<serde_json::Value>(body).unwrap()["resourceSpans"][0]
             ["scopeSpans"][0]["spans"]
             .as_array()
@@ -95,19 +94,19 @@ fn batches_go_when_full_or_due_one_call_at_a_time() {
         sent.push(spans);
         Some(sent.len() as u32)
     };
-    exporter.push(&settings, &mut registry, span(1));
+    exporter.push(&mut registry, span(1));
     // Not full, not due (the last send is "at 0").
-    exporter.tick(&settings, &mut registry, 500 * MS, &mut send);
-    exporter.push(&settings, &mut registry, span(2));
-    exporter.tick(&settings, &mut registry, 600 * MS, &mut send);
+    exporter.tick(&mut registry, 500 * MS, &mut send);
+    exporter.push(&mut registry, span(2));
+    exporter.tick(&mut registry, 600 * MS, &mut send);
     assert!(exporter.owns(1));
     // One call at a time: nothing else goes while it is in flight.
-    exporter.push(&settings, &mut registry, span(3));
-    exporter.tick(&settings, &mut registry, 5000 * MS, &mut send);
-    exporter.responded(&settings, &mut registry, 5000 * MS, Some(200));
+    exporter.push(&mut registry, span(3));
+    exporter.tick(&mut registry, 5000 * MS, &mut send);
+    exporter.responded(&mut registry, 5000 * MS, Some(200));
     // Due: a batch of one.
-    exporter.tick(&settings, &mut registry, 6100 * MS, &mut send);
-    exporter.responded(&settings, &mut registry, 6100 * MS, Some(202));
+    exporter.tick(&mut registry, 6100 * MS, &mut send);
+    exporter.responded(&mut registry, 6100 * MS, Some(202));
     assert_eq!(sent, [2, 1]);
     registry.flush(&mut host);
     assert_eq!(
@@ -119,38 +118,37 @@ fn batches_go_when_full_or_due_one_call_at_a_time() {
 
 #[test]
 fn the_queue_is_bounded_and_every_failure_is_counted() {
-    let settings = settings();
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
-    let mut exporter = Exporter::new(&mut registry, &mut host, 0);
+    let mut exporter = Exporter::new(settings(), &mut registry, &mut host, 0);
     let mut tokens = 0;
-    let mut send = |_: &[u8]| {
+    let mut send = |_: &CollectorSettings, _: &[u8]| {
         tokens += 1;
         Some(tokens)
     };
     for n in 1..=5 {
-        exporter.push(&settings, &mut registry, span(n));
+        exporter.push(&mut registry, span(n));
     }
     // Three queued, two dropped.
     assert_eq!(exporter.held(), 3);
     // 503: retried after one flush interval; 503 again: retries (1) exhausted.
-    exporter.tick(&settings, &mut registry, 2000 * MS, &mut send);
-    exporter.responded(&settings, &mut registry, 2000 * MS, Some(503));
+    exporter.tick(&mut registry, 2000 * MS, &mut send);
+    exporter.responded(&mut registry, 2000 * MS, Some(503));
     assert_eq!(exporter.held(), 3);
-    exporter.tick(&settings, &mut registry, 2500 * MS, &mut send);
+    exporter.tick(&mut registry, 2500 * MS, &mut send);
     assert!(!exporter.owns(2), "the retry waits for its backoff");
-    exporter.tick(&settings, &mut registry, 3000 * MS, &mut send);
+    exporter.tick(&mut registry, 3000 * MS, &mut send);
     assert!(exporter.owns(2));
-    exporter.responded(&settings, &mut registry, 3000 * MS, Some(503));
+    exporter.responded(&mut registry, 3000 * MS, Some(503));
     // The last span: rejected with 400.
-    exporter.tick(&settings, &mut registry, 4000 * MS, &mut send);
-    exporter.responded(&settings, &mut registry, 4000 * MS, Some(400));
+    exporter.tick(&mut registry, 4000 * MS, &mut send);
+    exporter.responded(&mut registry, 4000 * MS, Some(400));
     // No answer at all, and a call that cannot be made.
-    exporter.push(&settings, &mut registry, span(6));
-    exporter.tick(&settings, &mut registry, 5000 * MS, &mut send);
-    exporter.responded(&settings, &mut registry, 5000 * MS, None);
-    exporter.push(&settings, &mut registry, span(7));
-    exporter.tick(&settings, &mut registry, 6000 * MS, &mut |_| None);
+    exporter.push(&mut registry, span(6));
+    exporter.tick(&mut registry, 5000 * MS, &mut send);
+    exporter.responded(&mut registry, 5000 * MS, None);
+    exporter.push(&mut registry, span(7));
+    exporter.tick(&mut registry, 6000 * MS, &mut |_, _| None);
     registry.flush(&mut host);
     assert_eq!(
         counters(&host),
