@@ -33,24 +33,8 @@ const DATABASE_DOWN: &str = r#"{"status":"unready","checks":{"backend-api":{"sta
 
 #[test]
 fn ready_follows_postgresql_through_the_real_exporter() {
-    let mut postgres = Postgres::start();
-    let (_pg_exporter, pg_exporter_port) = postgres_exporter(&postgres);
-    let (_redis, _redis_exporter, redis_exporter_port) = redis_with_exporter();
-    let standins = veza_standins::spawn_with(
-        Listeners::ephemeral().unwrap(),
-        veza_standins::Options {
-            database: Some(([127, 0, 0, 1], postgres.port).into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let (config, ports) = GatewayConfig::gateway_with(Upstreams {
-        backend: standins.backend.port(),
-        chat: standins.chat.port(),
-        stream: standins.stream.port(),
-        postgres_exporter: pg_exporter_port,
-        redis_exporter: redis_exporter_port,
-    });
+    let (mut stack, config, ports) = VezaWithDatabases::start();
+    let postgres = &mut stack.postgres;
     let envoy = Envoy::start(&config, ports, 2);
 
     assert_eq!(get(&envoy, "/ready"), (200, ALL_READY.to_owned()));

@@ -91,25 +91,10 @@ fn dashboard_queries() -> Vec<(String, String)> {
 
 #[test]
 fn the_pack_works_on_a_real_stack() {
-    let mut postgres = Postgres::start();
-    let (_pg_exporter, pg_exporter_port) = postgres_exporter(&postgres);
-    let (_redis, _redis_exporter, redis_exporter_port) = redis_with_exporter();
+    let (mut stack, config, ports) = VezaWithDatabases::start();
+    let (pg_exporter_port, redis_exporter_port) =
+        (stack.postgres_exporter_port, stack.redis_exporter_port);
     let (_node_exporter, node_exporter_port) = node_exporter();
-    let standins = veza_standins::spawn_with(
-        Listeners::ephemeral().unwrap(),
-        veza_standins::Options {
-            database: Some(([127, 0, 0, 1], postgres.port).into()),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let (config, ports) = GatewayConfig::gateway_with(Upstreams {
-        backend: standins.backend.port(),
-        chat: standins.chat.port(),
-        stream: standins.stream.port(),
-        postgres_exporter: pg_exporter_port,
-        redis_exporter: redis_exporter_port,
-    });
     // Spans of a tenth of the requests to a collector that accepts them.
     let collector = Collector::start(&[], Answer::Status(200));
     let config = config.add_cluster("jaeger", collector.port).plugin_configuration(
@@ -290,7 +275,7 @@ fn the_pack_works_on_a_real_stack() {
 
     // PostgreSQL stops: the exporter reports it and PostgresDown fires; nothing else about
     // the database is needed to see it.
-    postgres.stop();
+    stack.postgres.stop();
     poll("PostgresDown to fire", Duration::from_secs(30), || {
         prometheus
             .firing()

@@ -66,6 +66,68 @@ fn stat(envoy: &Envoy, name: &str) -> f64 {
     envoy.samples(name).first().map_or(0.0, |s| s.value)
 }
 
+/// Two clients requesting a track over and over, each time on a new connection (so requests
+/// reach a new listener or process as soon as it exists).
+struct Load {
+    stop: AtomicBool,
+    sent: AtomicU64,
+    failed: AtomicU64,
+}
+
+impl Load {
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    /// Waits until `more` requests have been sent from now on.
+    fn wait_for_more(&self, more: u64, what: &str) {
+        let from = self.sent();
+        poll(what, Duration::from_secs(15), || {
+            (self.sent() >= from + more).then_some(())
+        });
+    }
+}
+
+/// Runs `during` under load on `port`; returns what it returned, the requests sent, and
+/// those that were not answered 200.
+fn under_load<T>(port: u16, during: impl FnOnce(&Load) -> T) -> (T, u64, u64) {
+    let load = Load {
+        stop: AtomicBool::new(false),
+        sent: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+    };
+    let url = format!("http://127.0.0.1:{port}/api/v1/tracks/1");
+    let result = std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                while !load.stop.load(Ordering::SeqCst) {
+                    let status =
+                        http("GET", &url, &[("connection", "close")], "").map_or(0, |r| r.0);
+                    load.sent.fetch_add(1, Ordering::SeqCst);
+                    if status != 200 {
+                        load.failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        load.wait_for_more(200, "load to be flowing");
+        let result = during(&load);
+        load.stop.store(true, Ordering::SeqCst);
+        result
+    });
+    (result, load.sent(), load.failed.load(Ordering::SeqCst))
+}
+
+/// `http_requests_total` of the track template.
+fn tracks_counted(envoy: &Envoy) -> f64 {
+    envoy
+        .samples("http_requests_total")
+        .iter()
+        .filter(|s| s.label("endpoint") == "/api/v1/tracks/:id")
+        .map(|s| s.value)
+        .sum()
+}
+
 #[test]
 fn a_new_plugin_configuration_under_load_loses_no_request_and_no_count() {
     let (_standins, config, ports) = GatewayConfig::with_standins();
@@ -74,31 +136,7 @@ fn a_new_plugin_configuration_under_load_loses_no_request_and_no_count() {
     publish(&dir, &listener);
     let envoy = Envoy::start(&bootstrap, ports, 2);
 
-    let stop = AtomicBool::new(false);
-    let (sent, failed) = (AtomicU64::new(0), AtomicU64::new(0));
-    std::thread::scope(|scope| {
-        for _ in 0..2 {
-            scope.spawn(|| {
-                while !stop.load(Ordering::SeqCst) {
-                    // A new connection each time, so requests reach the new listener as soon
-                    // as it exists.
-                    let status = http(
-                        "GET",
-                        &envoy.url("/api/v1/tracks/1"),
-                        &[("connection", "close")],
-                        "",
-                    )
-                    .map_or(0, |r| r.0);
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    if status != 200 {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            });
-        }
-        poll("load to be flowing", Duration::from_secs(10), || {
-            (sent.load(Ordering::SeqCst) >= 200).then_some(())
-        });
+    let ((), sent, failed) = under_load(ports.listener, |load| {
         *plugin_configuration(&mut listener) =
             json!(r#"{"max_series": 1000, "metrics_flush_interval_ms": 500}"#);
         publish(&dir, &listener);
@@ -107,17 +145,10 @@ fn a_new_plugin_configuration_under_load_loses_no_request_and_no_count() {
             Duration::from_secs(15),
             || (stat(&envoy, "envoy_listener_manager_lds_update_success") >= 2.0).then_some(()),
         );
-        let at_update = sent.load(Ordering::SeqCst);
-        poll(
-            "load through the new listener",
-            Duration::from_secs(10),
-            || (sent.load(Ordering::SeqCst) >= at_update + 200).then_some(()),
-        );
-        stop.store(true, Ordering::SeqCst);
+        load.wait_for_more(200, "load through the new listener");
     });
 
-    let sent = sent.load(Ordering::SeqCst);
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "of {sent} requests");
+    assert_eq!(failed, 0, "of {sent} requests");
     assert_eq!(
         stat(&envoy, "envoy_listener_manager_listener_modified"),
         1.0
@@ -125,15 +156,7 @@ fn a_new_plugin_configuration_under_load_loses_no_request_and_no_count() {
     poll(
         "every request to be counted once",
         Duration::from_secs(10),
-        || {
-            let counted: f64 = envoy
-                .samples("http_requests_total")
-                .iter()
-                .filter(|s| s.label("endpoint") == "/api/v1/tracks/:id")
-                .map(|s| s.value)
-                .sum();
-            (counted == sent as f64).then_some(())
-        },
+        || (tracks_counted(&envoy) == sent as f64).then_some(()),
     );
     let log = envoy.flushed_log_text();
     assert!(
@@ -147,57 +170,21 @@ fn a_hot_restart_under_load_fails_no_request() {
     let (_standins, config, ports) = GatewayConfig::with_standins();
     let base_id = std::process::id() % 100_000;
     let mut parent = Envoy::start_hot(&config, ports, 2, base_id, 0);
-    let stop = AtomicBool::new(false);
-    let (sent, failed) = (AtomicU64::new(0), AtomicU64::new(0));
-    let child = std::thread::scope(|scope| {
-        for _ in 0..2 {
-            scope.spawn(|| {
-                while !stop.load(Ordering::SeqCst) {
-                    let status = http("GET", &parent_url(ports), &[("connection", "close")], "")
-                        .map_or(0, |r| r.0);
-                    sent.fetch_add(1, Ordering::SeqCst);
-                    if status != 200 {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-            });
-        }
-        poll("load to be flowing", Duration::from_secs(10), || {
-            (sent.load(Ordering::SeqCst) >= 200).then_some(())
-        });
+    let ((child, at_exit), sent, failed) = under_load(ports.listener, |load| {
         let child = Envoy::start_hot(&config, ports, 2, base_id, 1);
         let status = parent.wait_exit(Duration::from_secs(20));
         assert!(status.success(), "the old Envoy exited with {status}");
-        let at_exit = sent.load(Ordering::SeqCst);
-        poll(
-            "load through the new Envoy",
-            Duration::from_secs(10),
-            || (sent.load(Ordering::SeqCst) >= at_exit + 200).then_some(()),
-        );
-        stop.store(true, Ordering::SeqCst);
+        let at_exit = load.sent();
+        load.wait_for_more(200, "load through the new Envoy");
         (child, at_exit)
     });
-    let (child, at_exit) = child;
-    let sent = sent.load(Ordering::SeqCst);
-    assert_eq!(failed.load(Ordering::SeqCst), 0, "of {sent} requests");
-    let counted = || -> f64 {
-        child
-            .samples("http_requests_total")
-            .iter()
-            .filter(|s| s.label("endpoint") == "/api/v1/tracks/:id")
-            .map(|s| s.value)
-            .sum()
-    };
+    assert_eq!(failed, 0, "of {sent} requests");
     // Every request after the old process exited is counted by the new one; what the old
     // one counted since Envoy last merged its stats into the new one's is not (README).
     poll(
         "the new Envoy to count its requests",
         Duration::from_secs(10),
-        || (counted() >= (sent - at_exit) as f64).then_some(()),
+        || (tracks_counted(&child) >= (sent - at_exit) as f64).then_some(()),
     );
-    assert!(counted() <= sent as f64);
-}
-
-fn parent_url(ports: Ports) -> String {
-    format!("http://127.0.0.1:{}/api/v1/tracks/1", ports.listener)
+    assert!(tracks_counted(&child) <= sent as f64);
 }

@@ -212,6 +212,47 @@ pub fn redis_with_exporter() -> (Daemon, Daemon, u16) {
     (redis, exporter, exporter_port)
 }
 
+/// The Veza stand-ins backed by a real PostgreSQL (the backend's health checks it) and a
+/// real Redis, each behind its real exporter, and the gateway config in front of them all.
+pub struct VezaWithDatabases {
+    pub postgres: Postgres,
+    pub postgres_exporter_port: u16,
+    pub redis_exporter_port: u16,
+    pub standins: veza_standins::Standins,
+    _daemons: [Daemon; 3],
+}
+
+impl VezaWithDatabases {
+    pub fn start() -> (VezaWithDatabases, super::GatewayConfig, super::Ports) {
+        let postgres = Postgres::start();
+        let (pg_exporter, postgres_exporter_port) = postgres_exporter(&postgres);
+        let (redis, redis_exporter, redis_exporter_port) = redis_with_exporter();
+        let standins = veza_standins::spawn_with(
+            veza_standins::Listeners::ephemeral().unwrap(),
+            veza_standins::Options {
+                database: Some(([127, 0, 0, 1], postgres.port).into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (config, ports) = super::GatewayConfig::gateway_with(super::Upstreams {
+            backend: standins.backend.port(),
+            chat: standins.chat.port(),
+            stream: standins.stream.port(),
+            postgres_exporter: postgres_exporter_port,
+            redis_exporter: redis_exporter_port,
+        });
+        let stack = VezaWithDatabases {
+            postgres,
+            postgres_exporter_port,
+            redis_exporter_port,
+            standins,
+            _daemons: [pg_exporter, redis, redis_exporter],
+        };
+        (stack, config, ports)
+    }
+}
+
 /// The real node_exporter (Debian's prometheus-node-exporter) on a free port.
 pub fn node_exporter() -> (Daemon, u16) {
     let port = free_port();
