@@ -39,6 +39,13 @@ wait_for_port "$prometheus"
 
 echo "dashboard: $seconds s of Veza traffic through the gateway on 127.0.0.1:$gateway"
 target/debug/dashboard traffic --gateway "http://127.0.0.1:$gateway" --seconds "$seconds"
-sleep 3 # one more scrape of the last requests
+# Render once Prometheus has scraped the gateway after the last request.
+traffic_end=$(date +%s)
+for _ in $(seq 100); do
+  scraped=$(curl -s "http://127.0.0.1:$prometheus/api/v1/query?query=timestamp(up%7Bjob%3D%22veza-gateway%22%7D)" \
+    | python3 -c 'import json, sys; r = json.load(sys.stdin)["data"]["result"]; print(int(float(r[0]["value"][1])) if r else 0)')
+  (( scraped > traffic_end )) && break
+  sleep 0.1
+done
 render "http://127.0.0.1:$prometheus" "$(( (seconds + 59) / 60 + 1 ))"
 echo "dashboard: open $out"
