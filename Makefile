@@ -132,7 +132,7 @@ test: tools lint unit wasm e2e
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target wasm32-wasip1 --lib -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability -p empty-filter -p probe-filter -- -D warnings
 
 unit: build/.rust-target
 	$(CARGO) test --workspace --lib
@@ -143,9 +143,14 @@ e2e: tools wasm
 
 # ---------------------------------------------------------------- bench
 
-bench: tools wasm build/.bench-packages
-	$(CARGO) build --target wasm32-wasip1 --release -p empty-filter
+bench: tools wasm build/.bench-packages build/tools/bin/oha
+	$(CARGO) build --target wasm32-wasip1 --release -p empty-filter -p probe-filter
 	$(CARGO) bench --bench gateway
+
+# oha (crates.io): the fixed-rate load of the p99 latency goal, with latency correction.
+OHA_VERSION := 1.16.0
+build/tools/bin/oha:
+	$(CARGO) install --quiet --locked oha@$(OHA_VERSION) --root build/tools
 
 # nginx: the fast upstream of the proxied route; taskset (util-linux) pins Envoy and the load.
 build/.bench-packages:

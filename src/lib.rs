@@ -25,6 +25,9 @@ pub mod routes;
 pub mod trace;
 pub mod websocket;
 
+#[cfg(test)]
+mod request_profile;
+
 // Not in test builds: the unit tests run as WASI commands, without a proxy-wasm host.
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod filter;

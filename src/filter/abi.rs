@@ -255,6 +255,15 @@ pub fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
     check(unsafe { proxy_remove_header_map_value(map, name.as_ptr(), name.len()) })
 }
 
+/// Bytes of this VM's linear memory (it only grows: pages are never given back).
+pub fn vm_memory_bytes() -> u64 {
+    #[cfg(target_arch = "wasm32")]
+    let pages = core::arch::wasm32::memory_size::<0>();
+    #[cfg(not(target_arch = "wasm32"))]
+    let pages = 0;
+    (pages as u64).saturating_mul(65_536)
+}
+
 /// Sets the root context's tick period; 0 stops ticks.
 pub fn set_tick_period_ms(period: u32) -> Result<(), HostError> {
     // SAFETY: a plain value.

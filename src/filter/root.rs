@@ -56,6 +56,20 @@ pub struct State {
     pub exporter: Option<Exporter>,
     /// Per health check: `dependency_up` and `dependency_check_duration_seconds`.
     pub dependency_metrics: Vec<(Option<GaugeHandle>, Option<HistogramHandle>)>,
+    /// `veza_observability_vm_memory_bytes`.
+    pub vm_memory: Option<GaugeHandle>,
+}
+
+impl State {
+    /// Hands the aggregated metrics to Envoy, with the VM's memory size.
+    fn flush(&mut self) {
+        let mut host = EnvoyHost;
+        if let Some(gauge) = self.vm_memory {
+            self.registry
+                .set_gauge(&mut host, gauge, abi::vm_memory_bytes());
+        }
+        self.registry.flush(&mut host);
+    }
 }
 
 pub struct Root {
@@ -74,7 +88,7 @@ impl Root {
     fn flush(&self) {
         if let Some(plugin) = &self.plugin {
             if let Ok(mut state) = plugin.state.try_borrow_mut() {
-                state.registry.flush(&mut EnvoyHost);
+                state.flush();
             }
         }
     }
@@ -184,6 +198,7 @@ impl RootContext for Root {
                 (up, duration)
             })
             .collect();
+        let vm_memory = registry.define_gauge(&mut host, names::VM_MEMORY_BYTES);
         let now = abi::current_time_nanos().unwrap_or(0);
         let started_nanos = first_start(&mut host, now);
         let health_active = settings.health.enabled && !settings.health.checks.is_empty();
@@ -235,6 +250,7 @@ impl RootContext for Root {
                 trace_ids: TraceIds::seeded(now),
                 exporter,
                 dependency_metrics,
+                vm_memory,
             }),
         }));
         true
@@ -259,7 +275,7 @@ impl RootContext for Root {
             if let Some(active_users) = active_users {
                 active_users.publish(registry, &mut EnvoyHost, now);
             }
-            registry.flush(&mut EnvoyHost);
+            state.flush();
             self.last_flush_nanos = now;
         }
         if let State {

@@ -57,6 +57,10 @@ pub const PLAYLISTS_CREATED_TOTAL: &str = "playlists_created_total";
 /// Gauge: distinct users seen in the sliding window, gateway-wide (a HyperLogLog estimate).
 pub const ACTIVE_USERS_TOTAL: &str = "active_users_total";
 
+/// Gauge: bytes of linear memory of the worker VM that flushed last (each sets its own size
+/// with every metrics flush). Linear memory only grows, so a leak shows as a rising line.
+pub const VM_MEMORY_BYTES: &str = "veza_observability_vm_memory_bytes";
+
 /// Counter: spans the collector accepted.
 pub const TRACE_SPANS_EXPORTED_TOTAL: &str = "trace_spans_exported_total";
 /// Counter: spans dropped, never sent or never accepted. Label: reason.
@@ -65,7 +69,8 @@ pub const TRACE_SPANS_DROPPED_TOTAL: &str = "trace_spans_dropped_total";
 pub const TRACE_EXPORT_FAILURES_TOTAL: &str = "trace_export_failures_total";
 
 /// Names the filter emits itself; business rules may not reuse them.
-pub const BUILT_IN: [&str; 24] = [
+pub const BUILT_IN: [&str; 25] = [
+    VM_MEMORY_BYTES,
     TRACE_SPANS_EXPORTED_TOTAL,
     TRACE_SPANS_DROPPED_TOTAL,
     TRACE_EXPORT_FAILURES_TOTAL,

@@ -137,10 +137,17 @@ pub fn single(
         (true, false) => "1",
         (false, _) => "0",
     };
-    match parent {
-        Some(parent) => format!("{trace}-{span}-{state}-{parent}"),
-        None => format!("{trace}-{span}-{state}"),
+    let mut header = String::with_capacity(68);
+    trace.push_hex(&mut header);
+    header.push('-');
+    span.push_hex(&mut header);
+    header.push('-');
+    header.push_str(state);
+    if let Some(parent) = parent {
+        header.push('-');
+        parent.push_hex(&mut header);
     }
+    header
 }
 
 #[cfg(test)]

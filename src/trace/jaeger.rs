@@ -58,11 +58,17 @@ fn decode_colons(value: &[u8]) -> Vec<u8> {
 /// `0`, `1` or `3`.
 pub fn uber_trace_id(trace: TraceId, span: SpanId, sampled: bool, debug: bool) -> String {
     let flags = match (sampled, debug) {
-        (false, _) => 0,
-        (true, false) => 1,
-        (true, true) => 3,
+        (false, _) => "0",
+        (true, false) => "1",
+        (true, true) => "3",
     };
-    format!("{trace}:{span}:0:{flags}")
+    let mut header = String::with_capacity(53);
+    trace.push_hex(&mut header);
+    header.push(':');
+    span.push_hex(&mut header);
+    header.push_str(":0:");
+    header.push_str(flags);
+    header
 }
 
 #[cfg(test)]

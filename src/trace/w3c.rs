@@ -41,7 +41,13 @@ pub fn parse_traceparent(value: &[u8]) -> Option<Incoming> {
 /// split the trace at every Rust service (tests/differential.rs checks every emitted value
 /// against it).
 pub fn traceparent(trace: TraceId, span: SpanId, sampled: bool) -> String {
-    format!("00-{trace}-{span}-{:02x}", u8::from(sampled))
+    let mut header = String::with_capacity(55);
+    header.push_str("00-");
+    trace.push_hex(&mut header);
+    header.push('-');
+    span.push_hex(&mut header);
+    header.push_str(if sampled { "-01" } else { "-00" });
+    header
 }
 
 /// Combines repeated `tracestate` headers in order; `None` when empty, over 32 entries or too
