@@ -10,12 +10,13 @@ WASM := target/wasm32-wasip1/release/veza_observability.wasm
 ENVOY := build/bin/envoy
 CARGO ?= cargo
 
-.PHONY: help run test bench package dashboard fuzz soak lint unit e2e wasm tools clean
+.PHONY: help run test bench profile package dashboard fuzz soak lint unit e2e wasm tools clean
 
 help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
 	@echo "make test   formatting, lints, unit tests (native and wasm32-wasip1), end-to-end tests"
 	@echo "make bench  throughput and latency: no filter, an empty wasm filter, this filter"
+	@echo "make profile  the filter's own instructions per request, counted by callgrind"
 	@echo "make package  the .wasm, its sha256, and an OCI image (layout and tarball) in build/package"
 	@echo "make dashboard  the Grafana dashboard rendered from a real Prometheus: build/dashboard/index.html"
 	@echo "make fuzz   cargo fuzz on every parser that sees outside bytes (FUZZ_RUNS, FUZZ_SECONDS)"
@@ -146,6 +147,20 @@ e2e: tools wasm
 bench: tools wasm build/.bench-packages build/tools/bin/oha
 	$(CARGO) build --target wasm32-wasip1 --release -p empty-filter -p probe-filter
 	$(CARGO) bench --bench gateway
+
+# The filter's own work per request (src/request_profile.rs), natively under callgrind: an
+# instruction count is stable on a shared machine where times are not. Two runs of different
+# lengths, so the set-up cancels out of the per-request figure.
+profile:
+	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+	@bin=$$(CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
+	  $(CARGO) test --release --lib --no-run --message-format=json 2>/dev/null \
+	  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1); \
+	count() { PROFILE_REQUESTS=$$1 valgrind --tool=callgrind --callgrind-out-file=build/callgrind.$$1 \
+	  "$$bin" --ignored --exact request_profile::profile_request_path --test-threads 1 2>&1 \
+	  | sed -n 's/.*Collected : //p'; }; \
+	short=$$(count 10000); long=$$(count 30000); \
+	echo "the filter's own work: $$(( (long - short) / 20000 )) instructions per request (callgrind_annotate --inclusive=yes build/callgrind.30000 for where)"
 
 # oha (crates.io): the fixed-rate load of the p99 latency goal, with latency correction.
 OHA_VERSION := 1.16.0

@@ -18,10 +18,12 @@
 //! 70% of the no-filter maximum rate through nginx (oha), a WebSocket echo workload, memory over
 //! BENCH_MEMORY_REQUESTS (10 million) requests on 10,000 distinct paths, and the `.wasm` size.
 //!
-//! Environment: BENCH_SECONDS (10) per measurement, BENCH_ROUNDS (3), BENCH_CONNECTIONS (32),
+//! Environment: BENCH_SECONDS (10) per measurement, BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 //! BENCH_MEMORY_REQUESTS (10000000; 0 skips). While investigating: BENCH_ONLY runs a subset
 //! (form names, comma-separated; the verdicts that need a missing form are then not given), and
 //! BENCH_PLUGIN_CONFIG adds a form of this filter with that plugin configuration (JSON).
+//! BENCH_BROWSER_HEADERS=1 sends nine more request headers, as a browser would, with wrk.
+//! BENCH_PROBES=1 adds the probe filter's forms: the cost of each hostcall kind the filter makes.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -78,13 +80,18 @@ enum FormId {
 
 /// The probe forms: the hostcalls this filter makes on a plain request, one kind at a time,
 /// then all of them together.
-const PROBES: [(&str, &str); 7] = [
+const PROBES: [(&str, &str); 9] = [
     ("time", "probe: clock read ×2"),
     ("pairs", "probe: all request headers read"),
     ("status", "probe: :status read"),
     ("code", "probe: response.code property read"),
     ("set1", "probe: 1 request header written"),
     ("set2", "probe: 2 request headers written"),
+    ("pairs,set2", "probe: all headers read + 2 written"),
+    (
+        "setpairs",
+        "probe: all headers read + written back with 2 more in 1 call",
+    ),
     (
         "time,pairs,set2,status",
         "probe: this filter's hostcalls together",
@@ -229,6 +236,7 @@ fn forms() -> Vec<Form> {
     .chain(
         PROBES
             .iter()
+            .filter(|_| env_number("BENCH_PROBES", 0) == 1)
             .map(|(probes, name)| form(FormId::Probe(probes), name, DIRECT, false, 0)),
     )
     .filter(|f| f.id != FormId::Experiment || experiment_config().is_some())
@@ -344,14 +352,32 @@ fn parse_duration_us(text: &str) -> f64 {
     number.parse::<f64>().unwrap() * scale
 }
 
+/// What a browser adds to wrk's bare request (BENCH_BROWSER_HEADERS=1).
+const BROWSER_HEADERS: [&str; 9] = [
+    "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    "Accept: application/json",
+    "Accept-Language: en-US,en;q=0.5",
+    "Accept-Encoding: gzip, deflate, br",
+    "Referer: https://veza.example.com/library",
+    "Cookie: theme=dark; session=4f1c2a",
+    "X-Forwarded-Proto: https",
+    "Sec-Fetch-Mode: cors",
+    "Sec-Fetch-Site: same-origin",
+];
+
 /// wrk on the load CPU: one thread, `connections` connections, for `seconds`.
 fn wrk_command(url: &str, seconds: u64, connections: u64) -> Command {
     let mut command = Command::new("taskset");
     command
         .args(["-c", &LOAD_CPU.to_string(), "wrk", "-t1", "-c"])
         .arg(connections.to_string())
-        .arg(format!("-d{seconds}s"))
-        .arg(url);
+        .arg(format!("-d{seconds}s"));
+    if env_number("BENCH_BROWSER_HEADERS", 0) == 1 {
+        for header in BROWSER_HEADERS {
+            command.arg("-H").arg(header);
+        }
+    }
+    command.arg(url);
     command
 }
 
@@ -402,7 +428,8 @@ fn wrk(envoy: &Envoy, route: Route, seconds: u64, connections: u64) -> Measureme
 }
 
 /// p99 latency in microseconds at a fixed request rate (oha, with latency correction, so a
-/// stall counts against every request it delayed).
+/// stall counts against every request it delayed). Eight connections: enough for the rate at
+/// these latencies, and fewer keep oha's own CPU, on the core it shares with nginx, low.
 fn fixed_rate_p99_us(oha: &Path, envoy: &Envoy, route: Route, rate: f64, seconds: u64) -> f64 {
     let url = envoy.url(route.path());
     let run = |seconds: u64| {
@@ -415,7 +442,7 @@ fn fixed_rate_p99_us(oha: &Path, envoy: &Envoy, route: Route, rate: f64, seconds
                 "json",
                 "--latency-correction",
             ])
-            .args(["-c", "32", "-q"])
+            .args(["-c", "8", "-q"])
             .arg(format!("{rate:.0}"))
             .arg("-z")
             .arg(format!("{seconds}s"))
@@ -437,6 +464,11 @@ fn fixed_rate_p99_us(oha: &Path, envoy: &Envoy, route: Route, rate: f64, seconds
                 .all(|code| code == "200"),
             "{} answered errors: {statuses}",
             route.name()
+        );
+        let achieved = report["summary"]["requestsPerSec"].as_f64().unwrap();
+        assert!(
+            achieved > rate * 0.95,
+            "oha offered {rate:.0} requests/s but sent {achieved:.0}: the load core is saturated"
         );
         report["latencyPercentiles"]["p99"].as_f64().unwrap() * 1e6
     };
@@ -674,7 +706,7 @@ impl Verdicts {
 
 fn main() {
     let seconds = env_number("BENCH_SECONDS", 10);
-    let rounds = env_number("BENCH_ROUNDS", 3) as usize;
+    let rounds = env_number("BENCH_ROUNDS", 5) as usize;
     let connections = env_number("BENCH_CONNECTIONS", 32);
     let memory_requests = env_number("BENCH_MEMORY_REQUESTS", 10_000_000);
     let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
@@ -905,7 +937,7 @@ fn main() {
             }
         }
         println!(
-            "\nFixed rate through nginx: {rate:.0} requests/s ({:.0}% of no filter's maximum), oha -c32 with latency correction, median of {rounds} rounds\n",
+            "\nFixed rate through nginx: {rate:.0} requests/s ({:.0}% of no filter's maximum), oha -c8 with latency correction, median of {rounds} rounds\n",
             FIXED_RATE_SHARE * 100.0
         );
         println!("| form | p99 | added vs no filter |");

@@ -64,12 +64,16 @@ fn assert_continued(seen: &Value, formats: &[&str], sampled: bool) -> (String, S
     (trace_id, gateway_span)
 }
 
-const DEFAULT_FORMATS: [&str; 2] = ["tracecontext", "jaeger"];
+/// W3C and Jaeger out, as a platform with services on Jaeger's own clients configures it.
+const BOTH_FORMATS: [&str; 2] = ["tracecontext", "jaeger"];
 
 #[test]
 fn the_services_tracer_continues_the_gateways_trace_for_every_incoming_format() {
     let upstream = OtelUpstream::start();
-    let envoy = gateway(&upstream, r#"{"tracing": {"sampling_ratio": 1.0}}"#);
+    let envoy = gateway(
+        &upstream,
+        r#"{"tracing": {"sampling_ratio": 1.0, "outgoing": ["traceparent", "uber-trace-id"]}}"#,
+    );
 
     // W3C, sampled, with tracestate and Jaeger baggage kept.
     let seen_w3c = seen(
@@ -83,7 +87,7 @@ fn the_services_tracer_continues_the_gateways_trace_for_every_incoming_format() 
             ("uberctx-user", "listener%201"),
         ],
     );
-    let (trace, span) = assert_continued(&seen_w3c, &DEFAULT_FORMATS, true);
+    let (trace, span) = assert_continued(&seen_w3c, &BOTH_FORMATS, true);
     assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_ne!(span, "00f067aa0ba902b7", "the gateway's span is its own");
     assert_eq!(seen_w3c["headers"]["tracestate"], "congo=t61rcWkgMzE");
@@ -106,11 +110,11 @@ fn the_services_tracer_continues_the_gateways_trace_for_every_incoming_format() 
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
         )],
     );
-    assert_continued(&not_sampled, &DEFAULT_FORMATS, false);
+    assert_continued(&not_sampled, &BOTH_FORMATS, false);
 
     // Jaeger with short ids, URL-encoded, as some clients send it.
     let jaeger = seen(&envoy, &[("uber-trace-id", "abc123%3Adef456%3A0%3A1")]);
-    let (trace, _) = assert_continued(&jaeger, &DEFAULT_FORMATS, true);
+    let (trace, _) = assert_continued(&jaeger, &BOTH_FORMATS, true);
     assert_eq!(trace, "00000000000000000000000000abc123");
 
     // B3 single, not sampled.
@@ -118,7 +122,7 @@ fn the_services_tracer_continues_the_gateways_trace_for_every_incoming_format() 
         &envoy,
         &[("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-0")],
     );
-    let (trace, _) = assert_continued(&b3, &DEFAULT_FORMATS, false);
+    let (trace, _) = assert_continued(&b3, &BOTH_FORMATS, false);
     assert_eq!(trace, "80f198ee56343ba864fe8b2a57d3eff7");
     assert!(
         b3["headers"]["b3"].is_null(),
@@ -133,17 +137,17 @@ fn the_services_tracer_continues_the_gateways_trace_for_every_incoming_format() 
             ("x-b3-spanid", "a2fb4a1d1a96d312"),
         ],
     );
-    let (trace, _) = assert_continued(&deferred, &DEFAULT_FORMATS, true);
+    let (trace, _) = assert_continued(&deferred, &BOTH_FORMATS, true);
     assert_eq!(trace, "0000000000000000463ac35c9f6413ad");
 
     // No context: a new trace, the same in both formats.
     let new = seen(&envoy, &[]);
-    let (trace, span) = assert_continued(&new, &DEFAULT_FORMATS, true);
+    let (trace, span) = assert_continued(&new, &BOTH_FORMATS, true);
     assert_ne!(trace, "0".repeat(32));
     assert_ne!(span, "0".repeat(16));
     let again = seen(&envoy, &[]);
     assert_ne!(
-        assert_continued(&again, &DEFAULT_FORMATS, true).0,
+        assert_continued(&again, &BOTH_FORMATS, true).0,
         trace,
         "each request starts its own trace"
     );
@@ -159,7 +163,7 @@ fn the_services_tracer_continues_the_gateways_trace_for_every_incoming_format() 
             ("tracestate", "congo=t61rcWkgMzE"),
         ],
     );
-    let (trace, _) = assert_continued(&malformed, &DEFAULT_FORMATS, true);
+    let (trace, _) = assert_continued(&malformed, &BOTH_FORMATS, true);
     assert_ne!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
     assert!(malformed["headers"]["tracestate"].is_null());
 
@@ -177,7 +181,7 @@ fn the_services_tracer_continues_the_gateways_trace_for_every_incoming_format() 
             ),
         ],
     );
-    let (trace, _) = assert_continued(&conflict, &DEFAULT_FORMATS, true);
+    let (trace, _) = assert_continued(&conflict, &BOTH_FORMATS, true);
     assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
 }
 
@@ -238,6 +242,10 @@ fn upgrade_traceparent(envoy: &Envoy) -> String {
 fn websocket_upgrades_get_a_context_unless_configured_not_to() {
     let upstream = OtelUpstream::start();
     let traced = gateway(&upstream, r#"{"tracing": {"sampling_ratio": 1.0}}"#);
+    // By default only `traceparent` goes out: OpenTelemetry's SDKs read it.
+    let plain = seen(&traced, &[]);
+    assert_continued(&plain, &["tracecontext"], true);
+    assert!(plain["headers"]["uber-trace-id"].is_null(), "{plain}");
     let traceparent = upgrade_traceparent(&traced);
     assert_eq!(traceparent.len(), 55, "{traceparent}");
     assert!(
@@ -256,15 +264,15 @@ fn only_the_configured_credential_can_force_a_trace() {
     let upstream = OtelUpstream::start();
     let envoy = gateway(
         &upstream,
-        r#"{"tracing": {"sampling_ratio": 0.0, "debug_credential": {"header": "x-veza-trace-debug", "value": "0123456789abcdef-secret"}}}"#,
+        r#"{"tracing": {"sampling_ratio": 0.0, "outgoing": ["traceparent", "uber-trace-id"], "debug_credential": {"header": "x-veza-trace-debug", "value": "0123456789abcdef-secret"}}}"#,
     );
     let debug_jaeger = "1111111111111111aaaaaaaaaaaaaaaa:2222222222222222:0:3";
     // An outsider's jaeger-debug-id starts an ordinary, unsampled trace.
     let outsider = seen(&envoy, &[("jaeger-debug-id", "please-trace-me")]);
-    assert_continued(&outsider, &DEFAULT_FORMATS, false);
+    assert_continued(&outsider, &BOTH_FORMATS, false);
     // An outsider's debug flag is dropped; the sampled bit, a parent decision, is kept.
     let flagged = seen(&envoy, &[("uber-trace-id", debug_jaeger)]);
-    assert_continued(&flagged, &DEFAULT_FORMATS, true);
+    assert_continued(&flagged, &BOTH_FORMATS, true);
     assert!(flagged["headers"]["uber-trace-id"]
         .as_str()
         .unwrap()
@@ -274,7 +282,7 @@ fn only_the_configured_credential_can_force_a_trace() {
         &envoy,
         &[("x-veza-trace-debug", "guess"), ("jaeger-debug-id", "x")],
     );
-    assert_continued(&wrong, &DEFAULT_FORMATS, false);
+    assert_continued(&wrong, &BOTH_FORMATS, false);
     // The credential forces it: sampled, and debug in the Jaeger flags.
     let trusted = seen(
         &envoy,
@@ -283,7 +291,7 @@ fn only_the_configured_credential_can_force_a_trace() {
             ("jaeger-debug-id", "ticket-42"),
         ],
     );
-    assert_continued(&trusted, &DEFAULT_FORMATS, true);
+    assert_continued(&trusted, &BOTH_FORMATS, true);
     assert!(trusted["headers"]["uber-trace-id"]
         .as_str()
         .unwrap()

@@ -13,10 +13,36 @@ impl IdSource for Counter {
     }
 }
 
+/// The defaults with W3C and Jaeger out, so every test sees both formats agree.
 fn settings(configure: impl FnOnce(&mut TracingConfig)) -> TraceSettings {
-    let mut config = TracingConfig::default();
+    let mut config = TracingConfig {
+        outgoing: vec![Format::TraceContext, Format::Jaeger],
+        ..TracingConfig::default()
+    };
     configure(&mut config);
     tracing::compile(config).unwrap()
+}
+
+#[test]
+fn by_default_only_traceparent_goes_out() {
+    let defaults = tracing::compile(TracingConfig::default()).unwrap();
+    let decision = decide_for(&defaults, &[("uber-trace-id", JAEGER)]);
+    let emitted = outgoing(&defaults, &decision);
+    assert_eq!(
+        emitted,
+        [(
+            TRACEPARENT,
+            "00-1111111111111111aaaaaaaaaaaaaaaa-0000000000000001-00".to_owned()
+        )]
+    );
+    // The Jaeger header it came with is replaced by nothing: removed.
+    assert_eq!(
+        stale(
+            headers(&defaults, &[("uber-trace-id", JAEGER)]).present,
+            &emitted
+        ),
+        [UBER_TRACE_ID]
+    );
 }
 
 fn headers<'a>(settings: &TraceSettings, pairs: &'a [(&'a str, &'a str)]) -> TraceHeaders<'a> {

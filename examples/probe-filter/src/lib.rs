@@ -5,6 +5,8 @@
 //! - `time`: the host clock when the request starts and when it is logged;
 //! - `pairs`: every request header in one call;
 //! - `set1`, `set2`: one or two request headers written (trace headers);
+//! - `setpairs`: every request header read, then written back with the two trace headers
+//!   added, in one call;
 //! - `status`: the response `:status`, when the request is logged;
 //! - `code`: the `response.code` property instead, when the request is logged.
 //!
@@ -22,6 +24,7 @@ struct Probes {
     time: bool,
     pairs: bool,
     sets: usize,
+    set_pairs: bool,
     status: bool,
     code: bool,
 }
@@ -52,6 +55,7 @@ impl RootContext for ProbeRoot {
                 "pairs" => probes.pairs = true,
                 "set1" => probes.sets = 1,
                 "set2" => probes.sets = 2,
+                "setpairs" => probes.set_pairs = true,
                 "status" => probes.status = true,
                 "code" => probes.code = true,
                 "" => {}
@@ -94,6 +98,20 @@ impl HttpContext for ProbeHttp {
         }
         if self.probes.pairs {
             let _ = hostcalls::get_map(MapType::HttpRequestHeaders);
+        }
+        if self.probes.set_pairs {
+            if let Ok(mut headers) = hostcalls::get_map(MapType::HttpRequestHeaders) {
+                headers.extend(
+                    TRACE_HEADERS
+                        .iter()
+                        .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+                );
+                let pairs: Vec<(&str, &str)> = headers
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str()))
+                    .collect();
+                let _ = hostcalls::set_map(MapType::HttpRequestHeaders, pairs);
+            }
         }
         for (name, value) in TRACE_HEADERS.iter().take(self.probes.sets) {
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
