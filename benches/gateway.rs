@@ -180,7 +180,6 @@ struct Form {
 
 const BOTH: &[Route] = &[Route::Direct, Route::Proxied];
 const SCALE: &[Route] = &[Route::Templated];
-const DIRECT: &[Route] = &[Route::Direct];
 
 fn forms() -> Vec<Form> {
     let form = |id, name, routes, echoes, warm_series| Form {
@@ -237,7 +236,7 @@ fn forms() -> Vec<Form> {
         PROBES
             .iter()
             .filter(|_| env_number("BENCH_PROBES", 0) == 1)
-            .map(|(probes, name)| form(FormId::Probe(probes), name, DIRECT, false, 0)),
+            .map(|(probes, name)| form(FormId::Probe(probes), name, BOTH, false, 0)),
     )
     .filter(|f| f.id != FormId::Experiment || experiment_config().is_some())
     .collect()
@@ -428,9 +427,15 @@ fn wrk(envoy: &Envoy, route: Route, seconds: u64, connections: u64) -> Measureme
 }
 
 /// p99 latency in microseconds at a fixed request rate (oha, with latency correction, so a
-/// stall counts against every request it delayed). Eight connections: enough for the rate at
-/// these latencies, and fewer keep oha's own CPU, on the core it shares with nginx, low.
-fn fixed_rate_p99_us(oha: &Path, envoy: &Envoy, route: Route, rate: f64, seconds: u64) -> f64 {
+/// stall counts against every request it delayed), and the rate oha achieved: a gateway that
+/// cannot keep up falls behind the offered rate.
+fn fixed_rate_p99_us(
+    oha: &Path,
+    envoy: &Envoy,
+    route: Route,
+    rate: f64,
+    seconds: u64,
+) -> (f64, f64) {
     let url = envoy.url(route.path());
     let run = |seconds: u64| {
         let output = Command::new("taskset")
@@ -442,7 +447,7 @@ fn fixed_rate_p99_us(oha: &Path, envoy: &Envoy, route: Route, rate: f64, seconds
                 "json",
                 "--latency-correction",
             ])
-            .args(["-c", "8", "-q"])
+            .args(["-c", "32", "-q"])
             .arg(format!("{rate:.0}"))
             .arg("-z")
             .arg(format!("{seconds}s"))
@@ -466,11 +471,8 @@ fn fixed_rate_p99_us(oha: &Path, envoy: &Envoy, route: Route, rate: f64, seconds
             route.name()
         );
         let achieved = report["summary"]["requestsPerSec"].as_f64().unwrap();
-        assert!(
-            achieved > rate * 0.95,
-            "oha offered {rate:.0} requests/s but sent {achieved:.0}: the load core is saturated"
-        );
-        report["latencyPercentiles"]["p99"].as_f64().unwrap() * 1e6
+        let p99 = report["latencyPercentiles"]["p99"].as_f64().unwrap() * 1e6;
+        (p99, achieved)
     };
     run(2);
     run(seconds)
@@ -737,7 +739,14 @@ fn main() {
     let mut runs: HashMap<(FormId, Route), Vec<Measurement>> = HashMap::new();
     let mut echoes: HashMap<FormId, Vec<(f64, f64)>> = HashMap::new();
     for round in 1..=rounds {
-        for form in &forms {
+        // Every other round runs the forms in reverse: a drift within a round (the shared
+        // machine warming up, a neighbour starting) then hits every form alike.
+        let order: Vec<&Form> = if round % 2 == 1 {
+            forms.iter().collect()
+        } else {
+            forms.iter().rev().collect()
+        };
+        for form in order {
             let (config, ports) = config(form.id, nginx.port, chat_port);
             let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
             if form.warm_series > 0 {
@@ -921,45 +930,54 @@ fn main() {
 
     // Fixed-rate latency through nginx at 70% of the no-filter maximum.
     let latency_forms = [FormId::NoFilter, FormId::EmptyWasm, FormId::ThisFilter];
-    let mut p99s: HashMap<FormId, Vec<f64>> = HashMap::new();
+    let mut p99s: HashMap<FormId, Vec<(f64, f64)>> = HashMap::new();
     let rate = summary(FormId::NoFilter, Route::Proxied).map(|s| s.rps * FIXED_RATE_SHARE);
     if let Some(rate) = rate {
         for round in 1..=rounds {
             for form in forms.iter().filter(|f| latency_forms.contains(&f.id)) {
                 let (config, ports) = config(form.id, nginx.port, chat_port);
                 let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
-                let p99 = fixed_rate_p99_us(&oha, &envoy, Route::Proxied, rate, seconds);
+                let (p99, achieved) =
+                    fixed_rate_p99_us(&oha, &envoy, Route::Proxied, rate, seconds);
                 eprintln!(
-                    "round {round}/{rounds} {:<32} {:.0} req/s fixed: p99 {p99:.0} us",
+                    "round {round}/{rounds} {:<32} {:.0} req/s offered, {achieved:.0} sent: p99 {p99:.0} us",
                     form.name, rate
                 );
-                p99s.entry(form.id).or_default().push(p99);
+                p99s.entry(form.id).or_default().push((p99, achieved));
             }
         }
         println!(
-            "\nFixed rate through nginx: {rate:.0} requests/s ({:.0}% of no filter's maximum), oha -c8 with latency correction, median of {rounds} rounds\n",
+            "\nFixed rate through nginx: {rate:.0} requests/s offered ({:.0}% of no filter's maximum), oha -c32 with latency correction, median of {rounds} rounds\n",
             FIXED_RATE_SHARE * 100.0
         );
-        println!("| form | p99 | added vs no filter |");
-        println!("|---|---|---|");
-        let base = p99s.get(&FormId::NoFilter).map(|v| median(v.clone()));
+        println!("| form | requests/s achieved | p99 | added vs no filter |");
+        println!("|---|---|---|---|");
+        let p99_of = |id: FormId| {
+            p99s.get(&id).map(|runs| {
+                (
+                    median(runs.iter().map(|r| r.0).collect()),
+                    median(runs.iter().map(|r| r.1).collect()),
+                )
+            })
+        };
+        let base = p99_of(FormId::NoFilter).map(|(p99, _)| p99);
         for form in forms.iter().filter(|f| p99s.contains_key(&f.id)) {
-            let p99 = median(p99s[&form.id].clone());
+            let (p99, achieved) = p99_of(form.id).unwrap();
             let added = base
                 .map(|b| format!("{:+.0} µs", p99 - b))
                 .unwrap_or_default();
-            println!("| {} | {p99:.0} µs | {added} |", form.name);
+            println!("| {} | {achieved:.0} | {p99:.0} µs | {added} |", form.name);
         }
-        if let (Some(base), Some(this)) = (base, p99s.get(&FormId::ThisFilter)) {
-            let added = median(this.clone()) - base;
+        if let (Some(base), Some((this, achieved))) = (base, p99_of(FormId::ThisFilter)) {
+            let added = this - base;
             verdicts.add(
-                added <= P99_ADDED_TARGET_US,
+                added <= P99_ADDED_TARGET_US && achieved >= rate * 0.98,
                 &format!(
                     "p99 latency added at {:.0}% of the no-filter maximum rate, proxied",
                     FIXED_RATE_SHARE * 100.0
                 ),
-                format!("{added:+.0} µs"),
-                format!("≤ {P99_ADDED_TARGET_US:.0} µs"),
+                format!("{added:+.0} µs ({achieved:.0} of {rate:.0} requests/s sent)"),
+                format!("≤ {P99_ADDED_TARGET_US:.0} µs, at the offered rate"),
             );
         }
     }

@@ -4,6 +4,10 @@
 //!
 //! It mirrors what the HTTP glue does between hostcalls, in the same order: find the headers it
 //! reads, match the route, decide and format the trace headers, then record the metrics.
+//!
+//! PROFILE_TEMPLATES=n replaces the Veza route table by n templates `/api/v1/:area/s<i>/:id`
+//! (the request then matches `s7`), and PROFILE_SERIES=n makes n label sets live first, as
+//! `make bench`'s scale forms do: the same question, counted instead of timed.
 
 use crate::config::{self, Settings};
 use crate::header_map;
@@ -27,10 +31,10 @@ impl IdSource for Counter {
 }
 
 /// What a browser sends the gateway, as Envoy serializes it for `get_header_map_pairs`.
-fn browser_headers() -> Vec<u8> {
+fn browser_headers(path: &[u8]) -> Vec<u8> {
     header_map::serialize(&[
         (":authority", b"veza.example.com"),
-        (":path", b"/api/v1/tracks/42?include=artist"),
+        (":path", path),
         (":method", b"GET"),
         (":scheme", b"https"),
         (
@@ -45,6 +49,53 @@ fn browser_headers() -> Vec<u8> {
         ("x-forwarded-proto", b"https"),
         ("x-request-id", b"0d4f6a9e-5c1b-4a3e-9f7d-2b8c6e1a0f33"),
     ])
+}
+
+/// The bench's scale table: `count` templates, any method, one service.
+fn scale_config(count: usize) -> String {
+    let routes: Vec<String> = (0..count)
+        .map(|i| format!("\"/api/v1/:area/s{i}/:id\""))
+        .collect();
+    format!(
+        r#"{{"services": [{{"name": "bench", "prefixes": ["/api/"], "routes": [{}]}}], "business_metrics": [], "max_series": 12000}}"#,
+        routes.join(", ")
+    )
+}
+
+/// `count` distinct label sets: templates × two statuses × five methods.
+fn make_series(
+    settings: &Settings,
+    registry: &mut Registry,
+    http: &mut HttpMetrics,
+    host: &mut MemoryHost,
+    count: usize,
+) {
+    let methods = [
+        Method::Get,
+        Method::Post,
+        Method::Put,
+        Method::Delete,
+        Method::Patch,
+    ];
+    let templates = settings.routes.templates().len().max(1);
+    for n in 0..count {
+        let path = format!("/api/v1/tracks/s{}/1", n % templates);
+        let method = methods.get(n / templates % methods.len()).copied();
+        let status = if n / templates / methods.len() % 2 == 0 {
+            200
+        } else {
+            404
+        };
+        let record = RequestRecord {
+            method: method.unwrap_or(Method::Get),
+            path: path.as_bytes(),
+            route_name: None,
+            route: None,
+            status: Some(status),
+            duration_nanos: Some(1_000_000),
+        };
+        http.record(settings, registry, host, &record);
+    }
 }
 
 /// One request's work; returns something derived from every step so none is optimized away.
@@ -103,12 +154,37 @@ fn profile_request_path() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let settings = config::load(None).expect("the default configuration");
+    let number = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let (templates, live_series) = (number("PROFILE_TEMPLATES"), number("PROFILE_SERIES"));
+    let settings = match templates {
+        0 => config::load(None),
+        n => config::load(Some(scale_config(n).as_bytes())),
+    }
+    .expect("the profile's configuration");
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
     let mut http = HttpMetrics::new(&mut host);
     let business = BusinessMetrics::new(&settings.business, &mut registry, &mut host);
-    let headers = browser_headers();
+    make_series(&settings, &mut registry, &mut http, &mut host, live_series);
+    let series = host
+        .counters()
+        .iter()
+        .filter(|(name, _)| name.ends_with("http_requests_total"))
+        .count();
+    assert!(
+        series >= live_series,
+        "{series} series live, not {live_series}"
+    );
+    let path: &[u8] = match templates {
+        0 => b"/api/v1/tracks/42?include=artist",
+        _ => b"/api/v1/tracks/s7/42",
+    };
+    let headers = browser_headers(path);
     let mut ids = Counter(1);
     let mut total = 0;
     for _ in 0..requests {
