@@ -18,6 +18,10 @@ use crate::metrics::http::{HttpMetrics, RequestRecord};
 use crate::metrics::registry::Registry;
 use crate::trace::{self, IdSource, TraceHeaders};
 
+#[path = "../benches/support/scale_table.rs"]
+mod scale_table;
+use scale_table::scale_config;
+
 struct Counter(u64);
 
 impl IdSource for Counter {
@@ -49,17 +53,6 @@ fn browser_headers(path: &[u8]) -> Vec<u8> {
         ("x-forwarded-proto", b"https"),
         ("x-request-id", b"0d4f6a9e-5c1b-4a3e-9f7d-2b8c6e1a0f33"),
     ])
-}
-
-/// The bench's scale table: `count` templates, any method, one service.
-fn scale_config(count: usize) -> String {
-    let routes: Vec<String> = (0..count)
-        .map(|i| format!("\"/api/v1/:area/s{i}/:id\""))
-        .collect();
-    format!(
-        r#"{{"services": [{{"name": "bench", "prefixes": ["/api/"], "routes": [{}]}}], "business_metrics": [], "max_series": 12000}}"#,
-        routes.join(", ")
-    )
 }
 
 /// At least `count` live `http_requests_total` series: templates × statuses × methods.

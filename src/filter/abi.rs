@@ -257,10 +257,7 @@ pub fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
 
 /// Bytes of this VM's linear memory (it only grows: pages are never given back).
 pub fn vm_memory_bytes() -> u64 {
-    #[cfg(target_arch = "wasm32")]
     let pages = core::arch::wasm32::memory_size::<0>();
-    #[cfg(not(target_arch = "wasm32"))]
-    let pages = 0;
     (pages as u64).saturating_mul(65_536)
 }
 

@@ -11,7 +11,7 @@ pub struct SpanId(pub u64);
 /// Full-width lowercase hex, the only form every parser accepts. Written digit by digit
 /// rather than through `{:032x}`: the padding machinery of `core::fmt` was half of the filter's
 /// own instructions per request.
-fn hex_digits(mut value: u64, digits: &mut [u8; 16]) {
+fn hex_digits(mut value: u64, digits: &mut [u8]) {
     for digit in digits.iter_mut().rev() {
         // Lossless: the mask keeps 4 bits.
         let nibble = (value & 0xf) as u8;
@@ -24,44 +24,49 @@ fn hex_digits(mut value: u64, digits: &mut [u8; 16]) {
     }
 }
 
-fn push_ascii(out: &mut String, digits: &[u8]) {
-    // Always ASCII: the check is one pass over 16 or 32 bytes.
-    out.push_str(std::str::from_utf8(digits).unwrap_or_default());
+/// Always ASCII: the check is one pass over 16 or 32 bytes.
+fn ascii(digits: &[u8]) -> &str {
+    std::str::from_utf8(digits).unwrap_or_default()
 }
 
 impl TraceId {
+    fn hex(self) -> [u8; 32] {
+        let mut digits = [0u8; 32];
+        let (high, low) = digits.split_at_mut(16);
+        // Lossless: the high and low 64 bits.
+        hex_digits((self.0 >> 64) as u64, high);
+        hex_digits(self.0 as u64, low);
+        digits
+    }
+
     /// Appends the 32 hex digits.
     pub fn push_hex(self, out: &mut String) {
-        let mut digits = [[0u8; 16]; 2];
-        // Lossless: the high and low 64 bits.
-        hex_digits((self.0 >> 64) as u64, &mut digits[0]);
-        hex_digits(self.0 as u64, &mut digits[1]);
-        push_ascii(out, digits.as_flattened());
+        out.push_str(ascii(&self.hex()));
     }
 }
 
 impl SpanId {
-    /// Appends the 16 hex digits.
-    pub fn push_hex(self, out: &mut String) {
+    fn hex(self) -> [u8; 16] {
         let mut digits = [0u8; 16];
         hex_digits(self.0, &mut digits);
-        push_ascii(out, &digits);
+        digits
+    }
+
+    /// Appends the 16 hex digits.
+    pub fn push_hex(self, out: &mut String) {
+        out.push_str(ascii(&self.hex()));
     }
 }
 
 impl std::fmt::Display for TraceId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = String::with_capacity(32);
-        self.push_hex(&mut text);
-        f.write_str(&text)
+        f.write_str(ascii(&self.hex()))
     }
 }
 
 impl std::fmt::Display for SpanId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = String::with_capacity(16);
-        self.push_hex(&mut text);
-        f.write_str(&text)
+        f.write_str(ascii(&self.hex()))
     }
 }
 
