@@ -157,16 +157,20 @@ profile:
 	@bin=$$(CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
 	  $(CARGO) test --release --lib --no-run --message-format=json 2>/dev/null \
 	  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1); \
-	count() { PROFILE_REQUESTS=$$1 valgrind --tool=callgrind --callgrind-out-file=build/callgrind.$$1 \
-	  "$$bin" --ignored --exact request_profile::profile_request_path --test-threads 1 2>&1 \
-	  | sed -n 's/.*Collected : //p'; }; \
+	count() { out=$$(PROFILE_REQUESTS=$$1 valgrind --tool=callgrind --callgrind-out-file=build/callgrind.$$1 \
+	  "$$bin" --ignored --exact request_profile::profile_request_path --test-threads 1 2>&1); \
+	  grep -q "test result: ok. 1 passed" <<<"$$out" || { echo "$$out" >&2; return 1; }; \
+	  sed -n 's/.*Collected : //p' <<<"$$out"; }; \
 	per_request() { short=$$(count 10000); long=$$(count 30000); echo $$(( (long - short) / 20000 )); }; \
+	veza=$$(per_request); t10=$$(PROFILE_TEMPLATES=10 per_request); t1000=$$(PROFILE_TEMPLATES=1000 per_request); \
+	s10=$$(PROFILE_TEMPLATES=1000 PROFILE_SERIES=10 per_request); \
+	s10000=$$(PROFILE_TEMPLATES=1000 PROFILE_SERIES=10000 per_request); \
 	echo "instructions per request, the filter's own work (callgrind_annotate --inclusive=yes build/callgrind.30000 shows where):"; \
-	echo "  Veza route table, browser headers:     $$(per_request)"; \
-	echo "  10 templates:                          $$(PROFILE_TEMPLATES=10 per_request)"; \
-	echo "  1,000 templates:                       $$(PROFILE_TEMPLATES=1000 per_request)"; \
-	echo "  1,000 templates, 10 live series:       $$(PROFILE_TEMPLATES=1000 PROFILE_SERIES=10 per_request)"; \
-	echo "  1,000 templates, 10,000 live series:   $$(PROFILE_TEMPLATES=1000 PROFILE_SERIES=10000 per_request)"
+	echo "  Veza route table, browser headers:     $$veza"; \
+	echo "  10 templates:                          $$t10"; \
+	echo "  1,000 templates:                       $$t1000"; \
+	echo "  1,000 templates, 10 live series:       $$s10"; \
+	echo "  1,000 templates, 10,000 live series:   $$s10000"
 
 # oha (crates.io): the fixed-rate load of the p99 latency goal, with latency correction.
 OHA_VERSION := 1.16.0
