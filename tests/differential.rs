@@ -266,3 +266,149 @@ proptest! {
         }
     }
 }
+
+/// A configuration with every section and field set, valid as JSON for the deserializer.
+fn full_configuration() -> serde_json::Value {
+    serde_json::json!({
+        "services": [
+            {"name": "api", "routes": ["/api/v1/tracks/:id", "GET /api/v1/users/me"], "prefixes": ["/api"]},
+            {"name": "chat", "routes": ["/ws"], "prefixes": []}
+        ],
+        "endpoint_source": "route_table",
+        "max_series": 100,
+        "metrics_flush_interval_ms": 500,
+        "health": {
+            "enabled": true, "live_path": "/live", "ready_path": "/ready", "authorities": ["gw"],
+            "cache_ms": 1000, "expose_errors": false,
+            "checks": [{
+                "name": "db", "cluster": "pg", "path": "/metrics", "method": "GET", "authority": "pg",
+                "timeout_ms": 1000, "required": true,
+                "expect": {"status": "200", "body_contains": "up", "prometheus": {"metric": "pg_up", "equals": 1.0}}
+            }]
+        },
+        "websocket": {"chat_endpoints": ["/ws"], "chat_event_types": ["SendMessage"], "max_tracked_rooms": 10},
+        "streams": {"endpoints": [], "max_stream_ids": 10},
+        "business_metrics": [{"counter": "logins", "method": "POST", "endpoints": ["/api/v1/tracks/:id"], "status": ["2xx"]}],
+        "active_users": {"enabled": true, "source": {"jwt": {"claim": "sub", "query_parameter": "token"}}, "window_seconds": 300},
+        "tracing": {
+            "enabled": true, "incoming": ["traceparent", "b3"], "outgoing": ["traceparent"],
+            "sampling_ratio": 0.01, "debug_credential": {"header": "x-debug", "value": "s3cret"},
+            "response_header": "x-trace-id", "websocket": true, "health": false,
+            "collector": {"cluster": "otel", "path": "/v1/traces", "timeout_ms": 1000, "batch_size": 64}
+        }
+    })
+}
+
+/// Every node of `value`, as the keys and indices that lead to it.
+fn node_paths(
+    value: &serde_json::Value,
+    here: &mut Vec<serde_json::Value>,
+    out: &mut Vec<Vec<serde_json::Value>>,
+) {
+    out.push(here.clone());
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, child) in map {
+                here.push(key.as_str().into());
+                node_paths(child, here, out);
+                here.pop();
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (index, child) in items.iter().enumerate() {
+                here.push(index.into());
+                node_paths(child, here, out);
+                here.pop();
+            }
+        }
+        _ => {}
+    }
+}
+
+fn node_at<'a>(
+    value: &'a mut serde_json::Value,
+    path: &[serde_json::Value],
+) -> &'a mut serde_json::Value {
+    path.iter().fold(value, |node, step| match step {
+        serde_json::Value::String(key) => &mut node[key.as_str()],
+        step => &mut node[step.as_u64().unwrap() as usize],
+    })
+}
+
+/// Values of every JSON type, none of them right everywhere.
+fn wrong_value() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        Just(serde_json::json!(7)),
+        Just(serde_json::json!(-1)),
+        Just(serde_json::json!(1.5)),
+        Just(serde_json::json!(4_294_967_296u64)),
+        Just(serde_json::json!("x")),
+        Just(serde_json::json!(true)),
+        Just(serde_json::Value::Null),
+        Just(serde_json::json!([])),
+        Just(serde_json::json!([1])),
+        Just(serde_json::json!({})),
+        Just(serde_json::json!({"k": 1})),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// A configuration with one part replaced, added to or taken away is refused, and the field
+    /// named is the one serde_path_to_error (a deserializer that tracks the path) names.
+    #[test]
+    fn configuration_errors_name_the_field_a_path_tracking_deserializer_names(
+        node in any::<prop::sample::Index>(),
+        mutation in 0..3u8,
+        wrong in wrong_value(),
+        removed in any::<prop::sample::Index>(),
+        pretty: bool,
+    ) {
+        let mut document = full_configuration();
+        let mut paths = Vec::new();
+        node_paths(&document, &mut Vec::new(), &mut paths);
+        let path: &Vec<serde_json::Value> = node.get(&paths);
+        let target = node_at(&mut document, path);
+        match (mutation, &mut *target) {
+            (1, serde_json::Value::Object(map)) => { map.insert("zz_unknown".to_owned(), wrong); }
+            (2, serde_json::Value::Object(map)) if !map.is_empty() => {
+                let key = removed.get(&map.keys().cloned().collect::<Vec<_>>()).clone();
+                map.remove(&key);
+            }
+            (2, serde_json::Value::Array(items)) => items.push(wrong),
+            _ => *target = wrong,
+        }
+        let json = if pretty {
+            serde_json::to_vec_pretty(&document).unwrap()
+        } else {
+            serde_json::to_vec(&document).unwrap()
+        };
+
+        let mut deserializer = serde_json::Deserializer::from_slice(&json);
+        let reference = serde_path_to_error::deserialize::<_, veza_observability::config::PluginConfig>(&mut deserializer);
+        let loaded = veza_observability::config::load(Some(&json));
+        let refused_as_json = loaded.as_ref().err().filter(|e| e.message.starts_with("invalid configuration JSON"));
+        match (reference, refused_as_json) {
+            (Ok(_), None) => {}
+            // The filter refuses a document that is not an object before reading it as JSON.
+            (Err(_), None) if !document.is_object() => {
+                prop_assert_eq!(loaded.err().map(|e| e.message), Some("the configuration must be a JSON object".to_owned()));
+            }
+            (Err(reference), Some(refused)) => {
+                let path = reference.path().to_string();
+                let path = if path == "." || path == "?" { String::new() } else { path };
+                if reference.inner().classify() == serde_json::error::Category::Syntax {
+                    // Valid JSON in the wrong shape for an enum: serde_json names the byte after
+                    // the fault, and the filter's path may go one level past the enum's.
+                    prop_assert!(refused.field.starts_with(&path) || path.starts_with(&refused.field),
+                        "{} / {}: {}", refused.field, path, String::from_utf8_lossy(&json));
+                } else {
+                    prop_assert_eq!(&refused.field, &path, "{}", String::from_utf8_lossy(&json));
+                }
+                prop_assert_eq!(&refused.message, &format!("invalid configuration JSON: {}", reference.inner()));
+            }
+            (reference, refused) => prop_assert!(false, "reference {:?}, filter {:?}: {}", reference.err(), refused, String::from_utf8_lossy(&json)),
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! (`services[0].routes[3]`) so Envoy's log says exactly what to fix.
 
 pub mod business;
+mod error_path;
 pub mod tracing;
 
 use serde::Deserialize;
@@ -235,24 +236,12 @@ fn error(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
-        // The path is "." (or "?" before any token) when the document itself is at fault.
-        let path = err.path().to_string();
-        let field = if path == "." || path == "?" {
-            String::new()
-        } else {
-            path
-        };
+    serde_json::from_slice(bytes).map_err(|err| {
         error(
-            field,
-            format!("invalid configuration JSON: {}", err.inner()),
+            error_path::field_path(bytes, &err),
+            format!("invalid configuration JSON: {err}"),
         )
-    })?;
-    deserializer
-        .end()
-        .map_err(|err| error("", format!("invalid configuration JSON: {err}")))?;
-    Ok(value)
+    })
 }
 
 /// Parses and compiles the plugin configuration. No bytes (or only white space) means defaults.
