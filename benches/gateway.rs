@@ -24,6 +24,7 @@
 //! BENCH_PLUGIN_CONFIG adds a form of this filter with that plugin configuration (JSON).
 //! BENCH_BROWSER_HEADERS=1 sends nine more request headers, as a browser would, with wrk.
 //! BENCH_PROBES=1 adds the probe filter's forms: the cost of each hostcall kind the filter makes.
+//! BENCH_CARGO_WASM=1 adds this filter as cargo builds it, before wasm-opt.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -77,6 +78,8 @@ enum FormId {
     Series10000,
     /// BENCH_PLUGIN_CONFIG: this filter with that plugin configuration.
     Experiment,
+    /// BENCH_CARGO_WASM=1: this filter as cargo builds it, before wasm-opt.
+    CargoWasm,
     /// The probe filter making only these hostcalls (see examples/probe-filter).
     Probe(&'static str),
 }
@@ -222,6 +225,13 @@ fn forms() -> Vec<Form> {
             10_000,
         ),
         form(FormId::Experiment, "BENCH_PLUGIN_CONFIG", BOTH, false, 0),
+        form(
+            FormId::CargoWasm,
+            "this filter, before wasm-opt",
+            BOTH,
+            false,
+            0,
+        ),
     ]
     .into_iter()
     .chain(
@@ -231,6 +241,7 @@ fn forms() -> Vec<Form> {
             .map(|(probes, name)| form(FormId::Probe(probes), name, BOTH, false, 0)),
     )
     .filter(|f| f.id != FormId::Experiment || experiment_config().is_some())
+    .filter(|f| f.id != FormId::CargoWasm || env_number("BENCH_CARGO_WASM", 0) == 1)
     .collect()
 }
 
@@ -273,6 +284,7 @@ fn config(id: FormId, nginx_port: u16, chat_port: u16) -> (GatewayConfig, Ports)
             ),
         ),
         FormId::EmptyWasm => with_module(config, "empty_filter.wasm"),
+        FormId::CargoWasm => with_module(config, "veza_observability.wasm"),
         FormId::Probe(probes) => {
             with_module(config, "probe_filter.wasm").plugin_configuration(probes)
         }

@@ -13,7 +13,7 @@ admin=${VEZA_ADMIN_PORT:-9901}
 backend=${VEZA_BACKEND_PORT:-8080}
 chat=${VEZA_CHAT_PORT:-3001}
 stream=${VEZA_STREAM_PORT:-3002}
-wasm=$PWD/target/wasm32-wasip1/release/veza_observability.wasm
+wasm=$PWD/build/veza_observability.wasm
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -55,7 +55,7 @@ sed -e "s|port_value: 10000 }|port_value: $gateway }|" \
     -e "s|port_value: 8080 }|port_value: $backend }|" \
     -e "s|port_value: 3001 }|port_value: $chat }|" \
     -e "s|port_value: 3002 }|port_value: $stream }|" \
-    -e "s|filename: target/wasm32-wasip1/release/veza_observability.wasm|filename: $wasm|" \
+    -e "s|filename: build/veza_observability.wasm|filename: $wasm|" \
     envoy/envoy.yaml > "$config"
 
 if command -v func-e >/dev/null; then

@@ -34,7 +34,7 @@ start_stack() {
       -e "s|port_value: 8080 }|port_value: $backend }|" \
       -e "s|port_value: 3001 }|port_value: $chat }|" \
       -e "s|port_value: 3002 }|port_value: $stream }|" \
-      -e "s|filename: target/wasm32-wasip1/release/veza_observability.wasm|filename: $PWD/target/wasm32-wasip1/release/veza_observability.wasm|" \
+      -e "s|filename: build/veza_observability.wasm|filename: $PWD/build/veza_observability.wasm|" \
       envoy/envoy.yaml >"$dir/envoy.yaml"
   build/bin/envoy -c "$dir/envoy.yaml" --disable-hot-restart \
     --log-path "$dir/envoy.log" >/dev/null 2>&1 &

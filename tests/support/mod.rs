@@ -41,13 +41,11 @@ pub fn envoy_bin() -> PathBuf {
     path
 }
 
-/// The release `.wasm`: `$VEZA_WASM`, else the cargo output `make` builds.
+/// The release `.wasm`: `$VEZA_WASM`, else the optimized module `make wasm` builds.
 pub fn wasm_path() -> PathBuf {
     let path = std::env::var_os("VEZA_WASM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(REPO).join("target/wasm32-wasip1/release/veza_observability.wasm")
-        });
+        .unwrap_or_else(|| Path::new(REPO).join("build/veza_observability.wasm"));
     assert!(
         path.exists(),
         "no filter at {}: run `make test` (it builds the .wasm first) or set VEZA_WASM",
@@ -115,11 +113,11 @@ pub struct Ports {
 }
 
 impl GatewayConfig {
-    /// A config as shipped, loading the `.wasm` under test (shipped configs name the cargo
-    /// output or the packaged module).
+    /// A config as shipped, loading the `.wasm` under test (shipped configs name the module
+    /// `make wasm` builds or the packaged one).
     pub fn shipped(relative: &str) -> GatewayConfig {
         let text = std::fs::read_to_string(Path::new(REPO).join(relative)).unwrap();
-        let module = ["target/wasm32-wasip1/release/", "build/package/"]
+        let module = ["build/", "build/package/"]
             .iter()
             .map(|dir| format!("filename: {dir}veza_observability.wasm"))
             .find(|line| text.contains(line.as_str()))
