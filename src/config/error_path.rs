@@ -3,8 +3,9 @@
 //!
 //! serde_json reports the line and column of an error but not the field. Walking the document
 //! up to that position names it: the open objects' current keys and the open arrays' indices.
-//! This costs one small non-generic function, where a path-tracking deserializer wraps every
-//! configuration type and made up a sixth of the module.
+//! That is one small non-generic function; a path-tracking deserializer (serde_path_to_error,
+//! which `tests/differential.rs` checks this against) wraps every configuration type in generic
+//! code of its own, 50 KB more in the module.
 
 use serde_json::error::Category;
 
