@@ -256,14 +256,11 @@ pub fn load(bytes: Option<&[u8]>) -> Result<Settings, ConfigError> {
     compile(config)
 }
 
-/// The Veza services, as built in.
+/// The Veza services, as built in. The file is a plugin configuration naming only `services`
+/// (read with the same code as the plugin's, which a second type would duplicate in the module).
 pub fn veza_services() -> Result<Vec<ServiceConfig>, ConfigError> {
-    #[derive(Deserialize)]
-    struct Builtin {
-        services: Vec<ServiceConfig>,
-    }
-    let builtin: Builtin = parse_json(VEZA_SERVICES.as_bytes())?;
-    Ok(builtin.services)
+    let builtin: PluginConfig = parse_json(VEZA_SERVICES.as_bytes())?;
+    Ok(builtin.services.unwrap_or_default())
 }
 
 pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
