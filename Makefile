@@ -149,6 +149,7 @@ unit: build/.rust-target
 	$(CARGO) test --target wasm32-wasip1 --lib
 
 e2e: tools wasm
+	$(CARGO) build --quiet -p veza-standins
 	$(CARGO) test --test '*' -- --test-threads 2
 
 # ---------------------------------------------------------------- bench
