@@ -5,6 +5,7 @@
 # Ports (environment): VEZA_GATEWAY_PORT (10000), VEZA_ADMIN_PORT (9901),
 # VEZA_BACKEND_PORT (8080), VEZA_CHAT_PORT (3001), VEZA_STREAM_PORT (3002).
 # VEZA_DEMO_TRAFFIC=0 turns off the light demo traffic sent when stand-ins answer.
+# VEZA_RUN_DIR (build) holds the generated Envoy config and Envoy's log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ backend=${VEZA_BACKEND_PORT:-8080}
 chat=${VEZA_CHAT_PORT:-3001}
 stream=${VEZA_STREAM_PORT:-3002}
 wasm=$PWD/build/veza_observability.wasm
+run_dir=${VEZA_RUN_DIR:-build}
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -48,8 +50,8 @@ if ((${#missing[@]})); then
   done
 fi
 
-mkdir -p build
-config=build/envoy-run.yaml
+mkdir -p "$run_dir"
+config=$run_dir/envoy-run.yaml
 sed -e "s|port_value: 10000 }|port_value: $gateway }|" \
     -e "s|port_value: 9901 }|port_value: $admin }|" \
     -e "s|port_value: 8080 }|port_value: $backend }|" \
@@ -59,9 +61,9 @@ sed -e "s|port_value: 10000 }|port_value: $gateway }|" \
     envoy/envoy.yaml > "$config"
 
 if command -v func-e >/dev/null; then
-  func-e run -c "$config" --log-path build/envoy-run.log &
+  func-e run -c "$config" --log-path "$run_dir/envoy-run.log" &
 else
-  build/bin/envoy -c "$config" --disable-hot-restart --log-path build/envoy-run.log &
+  build/bin/envoy -c "$config" --disable-hot-restart --log-path "$run_dir/envoy-run.log" &
 fi
 pids+=($!)
 for _ in $(seq 200); do
@@ -76,7 +78,7 @@ cat <<MSG
                     (/ready also calls postgres_exporter on 9187 and redis_exporter on 9121)
   Prometheus text   http://127.0.0.1:$admin/stats/prometheus
   Just the filter   curl -s http://127.0.0.1:$admin/stats/prometheus | grep -E '^(http_|veza_)'
-  Envoy log         build/envoy-run.log
+  Envoy log         $run_dir/envoy-run.log
   Stand-ins for     ${missing[*]:-nothing (every Veza service is running)}
 
   Ctrl-C stops everything.

@@ -13,7 +13,7 @@ mod support;
 
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -32,7 +32,10 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
         standins.display()
     );
     let [gateway, admin, backend, chat, stream] = [(); 5].map(|()| free_port());
-    let output_path = scratch_dir("make-run").join("output");
+    // Its own directory for the generated config and Envoy's log: a developer's `make run`
+    // may be using build/.
+    let run_dir = scratch_dir("make-run");
+    let output_path = run_dir.join("output");
     let output = std::fs::File::create(&output_path).unwrap();
     let mut script = Command::new("bash");
     script
@@ -42,6 +45,7 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
         .env("VEZA_BACKEND_PORT", backend.to_string())
         .env("VEZA_CHAT_PORT", chat.to_string())
         .env("VEZA_STREAM_PORT", stream.to_string())
+        .env("VEZA_RUN_DIR", &run_dir)
         .stdout(output.try_clone().unwrap())
         .stderr(output)
         .stdin(Stdio::null())
@@ -58,7 +62,10 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
     }
     let mut child = script.spawn().unwrap();
     let group = i32::try_from(child.id()).unwrap();
-    let guard = GroupGuard { group };
+    let guard = GroupGuard {
+        group,
+        log: run_dir.join("envoy-run.log"),
+    };
 
     // The demo traffic, counted by the filter under its templates and services.
     let tracks = poll(
@@ -121,13 +128,14 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
 /// On failure: prints Envoy's log and kills whatever the script left.
 struct GroupGuard {
     group: i32,
+    log: PathBuf,
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = std::fs::read_to_string(Path::new(REPO).join("build/envoy-run.log"));
-            eprintln!("--- build/envoy-run.log\n{}", log.unwrap_or_default());
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            eprintln!("--- {}\n{log}", self.log.display());
             // SAFETY: killpg with a valid group id and signal number.
             unsafe {
                 libc::killpg(self.group, libc::SIGKILL);
