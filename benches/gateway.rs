@@ -679,6 +679,14 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
+/// The medians of each half of the rounds' pairs.
+fn median_pair(runs: &[(f64, f64)]) -> (f64, f64) {
+    (
+        median(runs.iter().map(|r| r.0).collect()),
+        median(runs.iter().map(|r| r.1).collect()),
+    )
+}
+
 /// Per form and route: medians over rounds.
 #[derive(Clone, Copy)]
 struct Summary {
@@ -951,14 +959,7 @@ fn main() {
         );
         println!("| form | requests/s achieved | p99 | added vs no filter |");
         println!("|---|---|---|---|");
-        let p99_of = |id: FormId| {
-            p99s.get(&id).map(|runs| {
-                (
-                    median(runs.iter().map(|r| r.0).collect()),
-                    median(runs.iter().map(|r| r.1).collect()),
-                )
-            })
-        };
+        let p99_of = |id: FormId| p99s.get(&id).map(|runs| median_pair(runs));
         let base = p99_of(FormId::NoFilter).map(|(p99, _)| p99);
         for form in forms.iter().filter(|f| p99s.contains_key(&f.id)) {
             let (p99, achieved) = p99_of(form.id).unwrap();
@@ -987,14 +988,7 @@ fn main() {
         );
         println!("| form | messages/s (round trips) | vs no filter | Envoy CPU per message |");
         println!("|---|---|---|---|");
-        let echo = |id: FormId| {
-            echoes.get(&id).map(|runs| {
-                (
-                    median(runs.iter().map(|r| r.0).collect()),
-                    median(runs.iter().map(|r| r.1).collect()),
-                )
-            })
-        };
+        let echo = |id: FormId| echoes.get(&id).map(|runs| median_pair(runs));
         let base = echo(FormId::NoFilter);
         for form in forms.iter().filter(|f| echoes.contains_key(&f.id)) {
             let (rate, cpu) = echo(form.id).unwrap();
