@@ -383,11 +383,7 @@ impl HttpContext for HttpFilter {
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         if let (Some(trace_id), Some(plugin)) = (self.trace_id.take(), &self.plugin) {
             if let Some(name) = &plugin.settings.tracing.response_header {
-                let _ = abi::set_header(
-                    MapType::HttpResponseHeaders,
-                    name,
-                    trace_id.to_string().as_bytes(),
-                );
+                let _ = abi::set_header(MapType::HttpResponseHeaders, name, &trace_id.hex());
             }
         }
         if !self.upgrade_pending && self.stream_request.is_none() {

@@ -30,7 +30,8 @@ fn ascii(digits: &[u8]) -> &str {
 }
 
 impl TraceId {
-    fn hex(self) -> [u8; 32] {
+    /// The 32 lowercase hex digits, on the stack.
+    pub fn hex(self) -> [u8; 32] {
         let mut digits = [0u8; 32];
         let (high, low) = digits.split_at_mut(16);
         // Lossless: the high and low 64 bits.
