@@ -5,6 +5,8 @@
 //! - `time`: the host clock when the request starts and when it is logged;
 //! - `pairs`: every request header in one call;
 //! - `set1`, `set2`: one or two request headers written (trace headers);
+//! - `add1`: one request header added (`proxy_add_header_map_value`, no look-up for an
+//!   existing one);
 //! - `setpairs`: every request header read, then written back with the two trace headers
 //!   added, in one call;
 //! - `status`: the response `:status`, when the request is logged;
@@ -24,6 +26,7 @@ struct Probes {
     time: bool,
     pairs: bool,
     sets: usize,
+    adds: usize,
     set_pairs: bool,
     status: bool,
     code: bool,
@@ -55,6 +58,7 @@ impl RootContext for ProbeRoot {
                 "pairs" => probes.pairs = true,
                 "set1" => probes.sets = 1,
                 "set2" => probes.sets = 2,
+                "add1" => probes.adds = 1,
                 "setpairs" => probes.set_pairs = true,
                 "status" => probes.status = true,
                 "code" => probes.code = true,
@@ -115,6 +119,9 @@ impl HttpContext for ProbeHttp {
         }
         for (name, value) in TRACE_HEADERS.iter().take(self.probes.sets) {
             let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+        }
+        for (name, value) in TRACE_HEADERS.iter().take(self.probes.adds) {
+            let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
         }
         Action::Continue
     }
