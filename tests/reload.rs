@@ -1,6 +1,7 @@
 //! The filter's configuration changed under load, as a control plane does it: the gateway's
 //! listener comes from a file (LDS), which is replaced with a new plugin configuration while
-//! requests keep arriving. No request fails, and every request is counted once.
+//! requests keep arriving. No request fails, and every request is counted once. The old
+//! listener's WebSockets end when its drain does, and the gauge follows.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,6 +11,7 @@
 
 mod support;
 
+use std::io::{ErrorKind, Read};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -187,4 +189,69 @@ fn a_hot_restart_under_load_fails_no_request() {
         || (tracks_counted(&child) >= (sent - at_exit) as f64).then_some(()),
     );
     assert!(tracks_counted(&child) <= sent as f64);
+}
+
+/// A chat metric's value, 0 when it has no sample yet.
+fn chat(envoy: &Envoy, metric: &str) -> f64 {
+    envoy
+        .samples(metric)
+        .iter()
+        .filter(|s| s.label("service") == "chat")
+        .map(|s| s.value)
+        .sum()
+}
+
+fn wait_chat(envoy: &Envoy, metric: &str, expected: f64) {
+    poll(
+        &format!("{metric} of chat = {expected}"),
+        Duration::from_secs(15),
+        || (chat(envoy, metric) == expected).then_some(()),
+    );
+}
+
+#[test]
+fn a_listener_update_ends_the_old_listeners_websockets_with_its_drain_and_the_gauge_follows() {
+    let (_standins, config, ports) = GatewayConfig::with_standins();
+    let dir = scratch_dir("lds-drain");
+    let (bootstrap, mut listener) = with_lds(&config, &dir);
+    publish(&dir, &listener);
+    let envoy = Envoy::start_draining_in(&bootstrap, ports, 2, 1);
+    let mut old: Vec<_> = (0..3)
+        .map(|_| raw_websocket(ports.listener, "/ws"))
+        .collect();
+    wait_chat(&envoy, "websocket_connections_active", 3.0);
+
+    *plugin_configuration(&mut listener) = json!(r#"{"max_series": 1000}"#);
+    publish(&dir, &listener);
+    poll(
+        "Envoy to take the new listener",
+        Duration::from_secs(15),
+        || (stat(&envoy, "envoy_listener_manager_listener_modified") >= 1.0).then_some(()),
+    );
+    // Upgraded connections get no `connection: close`: the old listener's last second of
+    // drain passes, then Envoy closes what is still open on it.
+    for stream in &mut old {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .unwrap();
+        let mut rest = Vec::new();
+        match stream.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    wait_chat(&envoy, "websocket_connections_active", 0.0);
+    wait_chat(&envoy, "websocket_connection_duration_seconds_count", 3.0);
+    poll(
+        "the old listener to be gone",
+        Duration::from_secs(15),
+        || (stat(&envoy, "envoy_listener_manager_total_listeners_draining") == 0.0).then_some(()),
+    );
+
+    // The new listener and its plugin instance count on the same series.
+    let new = raw_websocket(ports.listener, "/ws");
+    wait_chat(&envoy, "websocket_connections_active", 1.0);
+    drop(new);
+    wait_chat(&envoy, "websocket_connections_active", 0.0);
+    wait_chat(&envoy, "websocket_connection_duration_seconds_count", 4.0);
 }

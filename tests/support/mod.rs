@@ -244,7 +244,17 @@ impl Envoy {
         concurrency: u32,
         cpu: Option<usize>,
     ) -> Envoy {
-        Envoy::launch(config, ports, concurrency, cpu, None)
+        Envoy::launch(config, ports, concurrency, cpu, None, None)
+    }
+
+    /// As [`Envoy::start`], with a listener's drain lasting `seconds` (Envoy's default is 600).
+    pub fn start_draining_in(
+        config: &GatewayConfig,
+        ports: Ports,
+        concurrency: u32,
+        seconds: u32,
+    ) -> Envoy {
+        Envoy::launch(config, ports, concurrency, None, None, Some(seconds))
     }
 
     /// As [`Envoy::start`], with hot restart on: `base_id` names the shared memory, and the
@@ -256,7 +266,14 @@ impl Envoy {
         base_id: u32,
         epoch: u32,
     ) -> Envoy {
-        Envoy::launch(config, ports, concurrency, None, Some((base_id, epoch)))
+        Envoy::launch(
+            config,
+            ports,
+            concurrency,
+            None,
+            Some((base_id, epoch)),
+            None,
+        )
     }
 
     fn launch(
@@ -265,6 +282,7 @@ impl Envoy {
         concurrency: u32,
         cpu: Option<usize>,
         hot: Option<(u32, u32)>,
+        drain_seconds: Option<u32>,
     ) -> Envoy {
         let dir = scratch_dir("envoy");
         let config_path = dir.join("envoy.yaml");
@@ -286,6 +304,9 @@ impl Envoy {
                 .args(["--restart-epoch", &epoch.to_string()])
                 .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "3"]),
         };
+        if let Some(seconds) = drain_seconds {
+            command.args(["--drain-time-s", &seconds.to_string()]);
+        }
         let child = command
             .arg("-c")
             .arg(&config_path)
