@@ -8,6 +8,7 @@
 //!
 //! - no filter; the empty wasm filter (the floor any wasm filter pays);
 //! - this filter as configured by default (metrics, trace headers, sampling 1%, no export);
+//! - the same without trace headers: metrics only, the foundation issue's capability;
 //! - Envoy's native `envoy.access_loggers.stats` emitting the same counter and histogram;
 //! - this filter sampling 100% with every span exported, and Envoy's own OpenTelemetry tracer
 //!   doing the same job (100%, `traceparent`, spans to the same collector);
@@ -70,6 +71,8 @@ enum FormId {
     NoFilter,
     EmptyWasm,
     ThisFilter,
+    /// This filter with trace headers off: the foundation's capability, HTTP metrics.
+    NoTraceHeaders,
     StatsLogger,
     ThisFilterSpans,
     EnvoyTracer,
@@ -86,20 +89,25 @@ enum FormId {
 
 /// The probe forms: the hostcalls this filter makes on a plain request, one kind at a time,
 /// then all of them together.
-const PROBES: [(&str, &str); 9] = [
+const PROBES: [(&str, &str); 11] = [
     ("time", "probe: clock read ×2"),
     ("pairs", "probe: all request headers read"),
     ("status", "probe: :status read"),
     ("code", "probe: response.code property read"),
     ("set1", "probe: 1 request header written"),
     ("set2", "probe: 2 request headers written"),
+    ("add1", "probe: 1 request header added"),
     ("pairs,set2", "probe: all headers read + 2 written"),
     (
         "setpairs",
         "probe: all headers read + written back with 2 more in 1 call",
     ),
     (
-        "time,pairs,set2,status",
+        "time,pairs,status",
+        "probe: the HTTP metrics' hostcalls together",
+    ),
+    (
+        "time,pairs,set1,status",
         "probe: this filter's hostcalls together",
     ),
 ];
@@ -134,6 +142,9 @@ impl Route {
 
 /// The same job as Envoy's tracer: every request sampled, `traceparent` written, a span
 /// exported per request (to nginx, which answers 200 to any POST). Metrics as always.
+/// The default configuration without trace headers: metrics (HTTP, business, active users)
+/// only, the foundation issue's capability.
+const NO_TRACE_HEADERS_CONFIG: &str = r#"{"tracing": {"enabled": false}}"#;
 const TRACE_ALL_CONFIG: &str = r#"{"tracing": {"sampling_ratio": 1.0, "outgoing": ["traceparent"], "collector": {"cluster": "collector"}}}"#;
 
 /// Envoy's native stats access logger emitting this filter's request counter and duration
@@ -188,6 +199,13 @@ fn forms() -> Vec<Form> {
         form(FormId::NoFilter, "no filter", BOTH, true, 0),
         form(FormId::EmptyWasm, "empty wasm filter", BOTH, true, 0),
         form(FormId::ThisFilter, "veza-observability", BOTH, true, 0),
+        form(
+            FormId::NoTraceHeaders,
+            "veza-observability, no trace headers",
+            BOTH,
+            false,
+            0,
+        ),
         form(
             FormId::StatsLogger,
             "Envoy stats access logger",
@@ -265,6 +283,7 @@ fn config(id: FormId, nginx_port: u16, chat_port: u16) -> (GatewayConfig, Ports)
     let config = match id {
         FormId::ThisFilter => config,
         FormId::ThisFilterSpans => config.plugin_configuration(TRACE_ALL_CONFIG),
+        FormId::NoTraceHeaders => config.plugin_configuration(NO_TRACE_HEADERS_CONFIG),
         FormId::Experiment => config.plugin_configuration(&experiment_config().unwrap()),
         FormId::Templates10 => config.plugin_configuration(&scale_config(10)),
         FormId::Templates1000 | FormId::Series10000 => {
@@ -874,6 +893,15 @@ fn main() {
                 format!("{ratio:.3}"),
                 format!("≥ {DIRECT_THROUGHPUT_TARGET}"),
             );
+            if let Some(metrics) = summary(FormId::NoTraceHeaders, route) {
+                let ratio = metrics.rps / none.rps;
+                verdicts.add(
+                    ratio >= DIRECT_THROUGHPUT_TARGET,
+                    "direct response: filter without trace headers (metrics only) throughput vs no filter",
+                    format!("{ratio:.3}"),
+                    format!("≥ {DIRECT_THROUGHPUT_TARGET}"),
+                );
+            }
         }
         if let Some(logger) = summary(FormId::StatsLogger, route) {
             let own = this.cpu - empty.cpu;
