@@ -21,7 +21,8 @@
 //!
 //! Environment: BENCH_SECONDS (10) per measurement, BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 //! BENCH_MEMORY_REQUESTS (10000000; 0 skips). While investigating: BENCH_ONLY runs a subset
-//! (form names, comma-separated; the verdicts that need a missing form are then not given), and
+//! (form names, comma-separated, or separated by `|` when one has a comma in it; the verdicts
+//! that need a missing form are then not given), and
 //! BENCH_PLUGIN_CONFIG adds a form of this filter with that plugin configuration (JSON).
 //! BENCH_BROWSER_HEADERS=1 sends nine more request headers, as a browser would, with wrk.
 //! BENCH_PROBES=1 adds the probe filter's forms: the cost of each hostcall kind the filter makes.
@@ -140,11 +141,11 @@ impl Route {
     }
 }
 
-/// The same job as Envoy's tracer: every request sampled, `traceparent` written, a span
-/// exported per request (to nginx, which answers 200 to any POST). Metrics as always.
 /// The default configuration without trace headers: metrics (HTTP, business, active users)
 /// only, the foundation issue's capability.
 const NO_TRACE_HEADERS_CONFIG: &str = r#"{"tracing": {"enabled": false}}"#;
+/// The same job as Envoy's tracer: every request sampled, `traceparent` written, a span
+/// exported per request (to nginx, which answers 200 to any POST). Metrics as always.
 const TRACE_ALL_CONFIG: &str = r#"{"tracing": {"sampling_ratio": 1.0, "outgoing": ["traceparent"], "collector": {"cluster": "collector"}}}"#;
 
 /// Envoy's native stats access logger emitting this filter's request counter and duration
@@ -737,9 +738,10 @@ fn main() {
     let rounds = env_number("BENCH_ROUNDS", 5) as usize;
     let connections = env_number("BENCH_CONNECTIONS", 32);
     let memory_requests = env_number("BENCH_MEMORY_REQUESTS", 10_000_000);
-    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY")
-        .ok()
-        .map(|v| v.split(',').map(|s| s.trim().to_owned()).collect());
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY").ok().map(|v| {
+        let separator = if v.contains('|') { '|' } else { ',' };
+        v.split(separator).map(|s| s.trim().to_owned()).collect()
+    });
     let forms: Vec<Form> = forms()
         .into_iter()
         .filter(|f| only.as_ref().is_none_or(|o| o.iter().any(|n| n == f.name)))
