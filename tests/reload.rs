@@ -64,6 +64,18 @@ fn plugin_configuration(listener: &mut Value) -> &mut Value {
     &mut wasm["typed_config"]["config"]["configuration"]["value"]
 }
 
+/// Publishes the listener a second time, with `configuration` for the filter, and waits until
+/// Envoy has taken it.
+fn reconfigure(envoy: &Envoy, dir: &Path, listener: &mut Value, configuration: &str) {
+    *plugin_configuration(listener) = json!(configuration);
+    publish(dir, listener);
+    poll(
+        "Envoy to take the new listener",
+        Duration::from_secs(15),
+        || (stat(envoy, "envoy_listener_manager_lds_update_success") >= 2.0).then_some(()),
+    );
+}
+
 fn stat(envoy: &Envoy, name: &str) -> f64 {
     envoy.samples(name).first().map_or(0.0, |s| s.value)
 }
@@ -139,13 +151,11 @@ fn a_new_plugin_configuration_under_load_loses_no_request_and_no_count() {
     let envoy = Envoy::start(&bootstrap, ports, 2);
 
     let ((), sent, failed) = under_load(ports.listener, |load| {
-        *plugin_configuration(&mut listener) =
-            json!(r#"{"max_series": 1000, "metrics_flush_interval_ms": 500}"#);
-        publish(&dir, &listener);
-        poll(
-            "Envoy to take the new listener",
-            Duration::from_secs(15),
-            || (stat(&envoy, "envoy_listener_manager_lds_update_success") >= 2.0).then_some(()),
+        reconfigure(
+            &envoy,
+            &dir,
+            &mut listener,
+            r#"{"max_series": 1000, "metrics_flush_interval_ms": 500}"#,
         );
         load.wait_for_more(200, "load through the new listener");
     });
@@ -191,24 +201,6 @@ fn a_hot_restart_under_load_fails_no_request() {
     assert!(tracks_counted(&child) <= sent as f64);
 }
 
-/// A chat metric's value, 0 when it has no sample yet.
-fn chat(envoy: &Envoy, metric: &str) -> f64 {
-    envoy
-        .samples(metric)
-        .iter()
-        .filter(|s| s.label("service") == "chat")
-        .map(|s| s.value)
-        .sum()
-}
-
-fn wait_chat(envoy: &Envoy, metric: &str, expected: f64) {
-    poll(
-        &format!("{metric} of chat = {expected}"),
-        Duration::from_secs(15),
-        || (chat(envoy, metric) == expected).then_some(()),
-    );
-}
-
 #[test]
 fn a_listener_update_ends_the_old_listeners_websockets_with_its_drain_and_the_gauge_follows() {
     let (_standins, config, ports) = GatewayConfig::with_standins();
@@ -219,15 +211,10 @@ fn a_listener_update_ends_the_old_listeners_websockets_with_its_drain_and_the_ga
     let mut old: Vec<_> = (0..3)
         .map(|_| raw_websocket(ports.listener, "/ws"))
         .collect();
-    wait_chat(&envoy, "websocket_connections_active", 3.0);
+    let chat = [("service", "chat")];
+    envoy.wait_for("websocket_connections_active", &chat, 3.0);
 
-    *plugin_configuration(&mut listener) = json!(r#"{"max_series": 1000}"#);
-    publish(&dir, &listener);
-    poll(
-        "Envoy to take the new listener",
-        Duration::from_secs(15),
-        || (stat(&envoy, "envoy_listener_manager_listener_modified") >= 1.0).then_some(()),
-    );
+    reconfigure(&envoy, &dir, &mut listener, r#"{"max_series": 1000}"#);
     // Upgraded connections get no `connection: close`: the old listener's last second of
     // drain passes, then Envoy closes what is still open on it.
     for stream in &mut old {
@@ -240,8 +227,7 @@ fn a_listener_update_ends_the_old_listeners_websockets_with_its_drain_and_the_ga
             Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
         }
     }
-    wait_chat(&envoy, "websocket_connections_active", 0.0);
-    wait_chat(&envoy, "websocket_connection_duration_seconds_count", 3.0);
+    envoy.wait_websockets_closed("chat", 3.0);
     poll(
         "the old listener to be gone",
         Duration::from_secs(15),
@@ -250,8 +236,7 @@ fn a_listener_update_ends_the_old_listeners_websockets_with_its_drain_and_the_ga
 
     // The new listener and its plugin instance count on the same series.
     let new = raw_websocket(ports.listener, "/ws");
-    wait_chat(&envoy, "websocket_connections_active", 1.0);
+    envoy.wait_for("websocket_connections_active", &chat, 1.0);
     drop(new);
-    wait_chat(&envoy, "websocket_connections_active", 0.0);
-    wait_chat(&envoy, "websocket_connection_duration_seconds_count", 4.0);
+    envoy.wait_websockets_closed("chat", 4.0);
 }

@@ -18,45 +18,11 @@ use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::Message;
 
-/// The value of the sample of `metric` whose labels include all of `labels`.
-fn value(envoy: &Envoy, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    envoy
-        .samples(metric)
-        .into_iter()
-        .find(|s| labels.iter().all(|(k, v)| s.label(k) == *v))
-        .map(|s| s.value)
-}
-
-fn wait_for(envoy: &Envoy, metric: &str, labels: &[(&str, &str)], expected: f64) {
-    poll(
-        &format!("{metric}{labels:?} = {expected}"),
-        Duration::from_secs(10),
-        || (value(envoy, metric, labels) == Some(expected)).then_some(()),
-    );
-}
-
-/// The service's connections are all closed, `closed` of them timed.
-fn wait_closed(envoy: &Envoy, service: &str, closed: f64) {
-    wait_for(
-        envoy,
-        "websocket_connections_active",
-        &[("service", service)],
-        0.0,
-    );
-    wait_for(
-        envoy,
-        "websocket_connection_duration_seconds_count",
-        &[("service", service)],
-        closed,
-    );
-}
-
 const UP: (&str, &str) = ("direction", "client_to_server");
 const DOWN: (&str, &str) = ("direction", "server_to_client");
 
 fn messages(envoy: &Envoy, service: &str, direction: (&str, &str), kind: &str) -> Option<f64> {
-    value(
-        envoy,
+    envoy.value(
         "websocket_messages_total",
         &[("service", service), direction, ("message_type", kind)],
     )
@@ -114,13 +80,8 @@ fn a_scripted_chat_session_is_counted_exactly() {
         .to_text()
         .unwrap()
         .contains("JoinConversation"));
-    wait_for(&envoy, "chat_rooms_active", &[], 1.0);
-    wait_for(
-        &envoy,
-        "websocket_connections_active",
-        &[("service", "chat")],
-        1.0,
-    );
+    envoy.wait_for("chat_rooms_active", &[], 1.0);
+    envoy.wait_for("websocket_connections_active", &[("service", "chat")], 1.0);
 
     socket.send(Message::binary(vec![1u8, 2, 3])).unwrap();
     sent += wire(3, true);
@@ -151,8 +112,8 @@ fn a_scripted_chat_session_is_counted_exactly() {
     assert!(matches!(read(&mut socket), Message::Close(_)));
     drop(socket);
 
-    wait_closed(&envoy, "chat", 1.0);
-    wait_for(&envoy, "chat_rooms_active", &[], 0.0);
+    envoy.wait_websockets_closed("chat", 1.0);
+    envoy.wait_for("chat_rooms_active", &[], 0.0);
     for (direction, kind, count) in [
         (UP, "text", 3.0),
         (UP, "binary", 1.0),
@@ -172,20 +133,15 @@ fn a_scripted_chat_session_is_counted_exactly() {
         );
     }
     assert_eq!(
-        value(&envoy, "websocket_bytes_total", &[("service", "chat"), UP]),
+        envoy.value("websocket_bytes_total", &[("service", "chat"), UP]),
         Some(sent as f64)
     );
     assert_eq!(
-        value(
-            &envoy,
-            "websocket_bytes_total",
-            &[("service", "chat"), DOWN]
-        ),
+        envoy.value("websocket_bytes_total", &[("service", "chat"), DOWN]),
         Some(received as f64)
     );
     assert_eq!(
-        value(
-            &envoy,
+        envoy.value(
             "websocket_upgrades_total",
             &[("service", "chat"), ("endpoint", "/ws"), ("status", "101")]
         ),
@@ -199,22 +155,17 @@ fn a_scripted_chat_session_is_counted_exactly() {
         ("other", 0.0),
     ] {
         assert_eq!(
-            value(&envoy, "chat_events_total", &[("type", event)]),
+            envoy.value("chat_events_total", &[("type", event)]),
             Some(count),
             "{event}"
         );
     }
-    assert_eq!(value(&envoy, "chat_messages_sent_total", &[]), Some(1.0));
+    assert_eq!(envoy.value("chat_messages_sent_total", &[]), Some(1.0));
     assert_eq!(
-        value(
-            &envoy,
-            "websocket_protocol_errors_total",
-            &[("service", "chat")]
-        ),
+        envoy.value("websocket_protocol_errors_total", &[("service", "chat")]),
         Some(0.0)
     );
-    wait_for(
-        &envoy,
+    envoy.wait_for(
         "http_requests_total",
         &[
             ("method", "GET"),
@@ -251,32 +202,22 @@ fn frames_cut_anywhere_are_counted_and_garbage_stops_only_the_counting() {
     });
     assert_eq!(messages(&envoy, service, UP, "text"), Some(8.0));
     assert_eq!(
-        value(&envoy, "chat_events_total", &[("type", "Ping")]),
+        envoy.value("chat_events_total", &[("type", "Ping")]),
         Some(8.0)
     );
     // RSV2 set: not a frame any extension defines. Counting stops; bytes still flow.
     stream.write_all(&client_frame(0xa1, b"x")).unwrap();
     stream.write_all(&client_frame(0x81, ping)).unwrap();
-    wait_for(
-        &envoy,
+    envoy.wait_for(
         "websocket_protocol_errors_total",
         &[("service", service)],
         1.0,
     );
     assert_eq!(messages(&envoy, service, UP, "text"), Some(8.0));
     drop(stream);
-    wait_for(
-        &envoy,
-        "websocket_connections_active",
-        &[("service", service)],
-        0.0,
-    );
+    envoy.wait_for("websocket_connections_active", &[("service", service)], 0.0);
     assert_eq!(
-        value(
-            &envoy,
-            "websocket_protocol_errors_total",
-            &[("service", service)]
-        ),
+        envoy.value("websocket_protocol_errors_total", &[("service", service)]),
         Some(1.0)
     );
 }
@@ -313,9 +254,8 @@ fn five_hundred_connections_a_third_reset_leave_no_gauge_behind() {
             });
         }
     });
-    wait_closed(&envoy, "chat", 500.0);
-    wait_for(
-        &envoy,
+    envoy.wait_websockets_closed("chat", 500.0);
+    envoy.wait_for(
         "websocket_upgrades_total",
         &[("service", "chat"), ("endpoint", "/ws"), ("status", "101")],
         500.0,
@@ -332,8 +272,7 @@ fn refused_upgrades_are_counted_with_their_status() {
          sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
-    wait_for(
-        &envoy,
+    envoy.wait_for(
         "websocket_upgrades_total",
         &[
             ("service", "backend-api"),
@@ -343,8 +282,7 @@ fn refused_upgrades_are_counted_with_their_status() {
         1.0,
     );
     assert_eq!(
-        value(
-            &envoy,
+        envoy.value(
             "websocket_connections_active",
             &[("service", "backend-api")]
         ),
@@ -385,17 +323,17 @@ fn stream_sessions_bytes_and_durations() {
         http_bytes("GET", &envoy.url("/stream/nosig.mp3"), &[]).0,
         400
     );
-    wait_for(&envoy, "stream_duration_seconds_count", &[], 3.0);
+    envoy.wait_for("stream_duration_seconds_count", &[], 3.0);
     assert_eq!(
-        value(&envoy, "streams_started_total", &[]),
+        envoy.value("streams_started_total", &[]),
         Some(2.0),
         "the full GET and the Range from 0"
     );
     assert_eq!(
-        value(&envoy, "stream_bytes_total", &[]),
+        envoy.value("stream_bytes_total", &[]),
         Some((veza_standins::AUDIO_FILE_LEN + 200) as f64)
     );
-    assert_eq!(value(&envoy, "stream_sessions_active", &[]), Some(0.0));
+    assert_eq!(envoy.value("stream_sessions_active", &[]), Some(0.0));
     let text = envoy.prometheus_text();
     assert!(
         !text.contains("s3cr3t") && !text.contains("expires"),
@@ -426,7 +364,8 @@ fn a_slow_streams_bitrate_is_reported_while_it_plays_and_withdrawn_after() {
             "the bitrate to be reported",
             Duration::from_secs(10),
             || {
-                value(&envoy, "stream_bitrate_bps", &[("stream_id", "slow.mp3")])
+                envoy
+                    .value("stream_bitrate_bps", &[("stream_id", "slow.mp3")])
                     .filter(|v| *v > 0.0)
             },
         );
@@ -434,17 +373,12 @@ fn a_slow_streams_bitrate_is_reported_while_it_plays_and_withdrawn_after() {
             (reported - rate).abs() / rate <= 0.10,
             "reported {reported} bps for {rate}"
         );
-        assert_eq!(value(&envoy, "stream_sessions_active", &[]), Some(1.0));
+        assert_eq!(envoy.value("stream_sessions_active", &[]), Some(1.0));
         let (status, body) = listener.join().unwrap();
         assert_eq!((status, body.len()), (206, 300_000));
     });
-    wait_for(&envoy, "stream_sessions_active", &[], 0.0);
-    wait_for(
-        &envoy,
-        "stream_bitrate_bps",
-        &[("stream_id", "slow.mp3")],
-        0.0,
-    );
+    envoy.wait_for("stream_sessions_active", &[], 0.0);
+    envoy.wait_for("stream_bitrate_bps", &[("stream_id", "slow.mp3")], 0.0);
 }
 
 #[test]
@@ -456,19 +390,13 @@ fn an_idle_timeout_closes_the_connection_and_the_gauge_follows() {
     );
     let envoy = Envoy::start(&config, ports, 1);
     let mut stream = raw_websocket(envoy.ports.listener, "/ws");
-    wait_for(
-        &envoy,
-        "websocket_connections_active",
-        &[("service", "chat")],
-        1.0,
-    );
+    envoy.wait_for("websocket_connections_active", &[("service", "chat")], 1.0);
     // Say nothing: Envoy ends the stream after a second of silence.
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest);
-    wait_closed(&envoy, "chat", 1.0);
+    envoy.wait_websockets_closed("chat", 1.0);
     assert_eq!(
-        value(
-            &envoy,
+        envoy.value(
             "websocket_connection_duration_seconds_bucket",
             &[("service", "chat"), ("le", "0.5")]
         ),

@@ -25,6 +25,8 @@ pub mod interop;
 pub use veza_standins::Listeners;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// Envoy's own `--drain-time-s`.
+const DEFAULT_DRAIN_SECONDS: u32 = 600;
 /// Where the repository keeps Envoy configs.
 pub const SHIPPED_CONFIG_DIRS: [&str; 2] = ["envoy", "examples/func-e"];
 
@@ -244,7 +246,7 @@ impl Envoy {
         concurrency: u32,
         cpu: Option<usize>,
     ) -> Envoy {
-        Envoy::launch(config, ports, concurrency, cpu, None, None)
+        Envoy::launch(config, ports, concurrency, cpu, None, DEFAULT_DRAIN_SECONDS)
     }
 
     /// As [`Envoy::start`], with a listener's drain lasting `seconds` (Envoy's default is 600).
@@ -254,7 +256,7 @@ impl Envoy {
         concurrency: u32,
         seconds: u32,
     ) -> Envoy {
-        Envoy::launch(config, ports, concurrency, None, None, Some(seconds))
+        Envoy::launch(config, ports, concurrency, None, None, seconds)
     }
 
     /// As [`Envoy::start`], with hot restart on: `base_id` names the shared memory, and the
@@ -266,14 +268,7 @@ impl Envoy {
         base_id: u32,
         epoch: u32,
     ) -> Envoy {
-        Envoy::launch(
-            config,
-            ports,
-            concurrency,
-            None,
-            Some((base_id, epoch)),
-            None,
-        )
+        Envoy::launch(config, ports, concurrency, None, Some((base_id, epoch)), 1)
     }
 
     fn launch(
@@ -282,7 +277,7 @@ impl Envoy {
         concurrency: u32,
         cpu: Option<usize>,
         hot: Option<(u32, u32)>,
-        drain_seconds: Option<u32>,
+        drain_seconds: u32,
     ) -> Envoy {
         let dir = scratch_dir("envoy");
         let config_path = dir.join("envoy.yaml");
@@ -302,11 +297,9 @@ impl Envoy {
             Some((base_id, epoch)) => command
                 .args(["--base-id", &base_id.to_string()])
                 .args(["--restart-epoch", &epoch.to_string()])
-                .args(["--drain-time-s", "1", "--parent-shutdown-time-s", "3"]),
+                .args(["--parent-shutdown-time-s", "3"]),
         };
-        if let Some(seconds) = drain_seconds {
-            command.args(["--drain-time-s", &seconds.to_string()]);
-        }
+        command.args(["--drain-time-s", &drain_seconds.to_string()]);
         let child = command
             .arg("-c")
             .arg(&config_path)
@@ -356,6 +349,34 @@ impl Envoy {
     /// Every sample of one metric family in `/stats/prometheus`.
     pub fn samples(&self, metric: &str) -> Vec<Sample> {
         parse_exposition(&self.prometheus_text(), metric)
+    }
+
+    /// The value of the sample of `metric` whose labels include all of `labels`.
+    pub fn value(&self, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples(metric)
+            .into_iter()
+            .find(|s| labels.iter().all(|(k, v)| s.label(k) == *v))
+            .map(|s| s.value)
+    }
+
+    /// Polls until that sample has the value `expected`.
+    pub fn wait_for(&self, metric: &str, labels: &[(&str, &str)], expected: f64) {
+        poll(
+            &format!("{metric}{labels:?} = {expected}"),
+            Duration::from_secs(10),
+            || (self.value(metric, labels) == Some(expected)).then_some(()),
+        );
+    }
+
+    /// The service's WebSocket connections are all closed, `closed` of them timed.
+    pub fn wait_websockets_closed(&self, service: &str, closed: f64) {
+        let service = [("service", service)];
+        self.wait_for("websocket_connections_active", &service, 0.0);
+        self.wait_for(
+            "websocket_connection_duration_seconds_count",
+            &service,
+            closed,
+        );
     }
 
     /// Waits for this Envoy to exit (a hot-restart parent does once it hands over).
