@@ -301,3 +301,41 @@ fn only_the_configured_credential_can_force_a_trace() {
         "the credential is never logged"
     );
 }
+
+/// The gateway with a route ahead of the API's that matches any request carrying a
+/// `traceparent` and answers 299 itself.
+fn with_trace_header_route(upstream: &OtelUpstream, plugin_configuration: &str) -> Envoy {
+    let (config, ports) = GatewayConfig::gateway(upstream.port, free_port(), free_port());
+    let config = config
+        .replace_once(
+            "              - match: { prefix: /api/ }\n",
+            "              - match: { prefix: /api/, headers: [{ name: traceparent, present_match: true }] }\n                \
+             direct_response: { status: 299 }\n              - match: { prefix: /api/ }\n",
+        )
+        .plugin_configuration(plugin_configuration);
+    Envoy::start(&config, ports, 1)
+}
+
+/// Envoy picks the route before the filter runs, and clears it when a Wasm filter writes a
+/// request header: the route is matched again with the gateway's `traceparent`. A route that
+/// matches on a trace header sees the gateway's value, whether or not the client sent one.
+#[test]
+fn routes_are_matched_again_after_the_filter_writes_the_trace_header() {
+    let upstream = OtelUpstream::start();
+    let status = |envoy: &Envoy, headers: &[(&str, &str)]| {
+        http("GET", &envoy.url("/api/v1/tracks/1"), headers, "")
+            .unwrap()
+            .0
+    };
+    let incoming = (
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    );
+    let tracing = with_trace_header_route(&upstream, "");
+    assert_eq!(status(&tracing, &[incoming]), 299);
+    // None arrives: the route without the header was picked first, then the filter wrote one.
+    assert_eq!(status(&tracing, &[]), 299);
+    // With no trace header written, the same request keeps the first route.
+    let untraced = with_trace_header_route(&upstream, r#"{"tracing": {"enabled": false}}"#);
+    assert_eq!(status(&untraced, &[]), 200);
+}
