@@ -90,10 +90,12 @@ enum FormId {
 
 /// The probe forms: the hostcalls this filter makes on a plain request, one kind at a time,
 /// then all of them together.
-const PROBES: [(&str, &str); 11] = [
+const PROBES: [(&str, &str); 13] = [
     ("time", "probe: clock read ×2"),
+    ("time10", "probe: clock read ×20"),
     ("pairs", "probe: all request headers read"),
     ("status", "probe: :status read"),
+    ("absent", "probe: absent response header read"),
     ("code", "probe: response.code property read"),
     ("set1", "probe: 1 request header written"),
     ("set2", "probe: 2 request headers written"),
