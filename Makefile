@@ -19,7 +19,7 @@ help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
 	@echo "make test   formatting, lints, unit tests (native and wasm32-wasip1), end-to-end tests"
 	@echo "make bench  throughput and latency: no filter, an empty wasm filter, this filter"
-	@echo "make profile  the filter's own instructions per request, counted by callgrind"
+	@echo "make profile  the filter's own instructions per request and WebSocket round trip (callgrind)"
 	@echo "make package  the .wasm, its sha256, and an OCI image (layout and tarball) in build/package"
 	@echo "make dashboard  the Grafana dashboard rendered from a real Prometheus: build/dashboard/index.html"
 	@echo "make fuzz   cargo fuzz on every parser that sees outside bytes (FUZZ_RUNS, FUZZ_SECONDS)"
@@ -158,29 +158,33 @@ bench: tools wasm build/.bench-packages build/tools/bin/oha
 	$(CARGO) build --target wasm32-wasip1 --release -p empty-filter -p probe-filter
 	$(CARGO) bench --bench gateway
 
-# The filter's own work per request (src/request_profile.rs), natively under callgrind: an
-# instruction count is stable on a shared machine where times are not. Two runs of different
-# lengths, so the set-up cancels out of the per-request figure; then the scale questions of
-# make bench (10 against 1,000 route templates, 10 against 10,000 live series), counted.
+# The filter's own work per request and per WebSocket round trip (src/request_profile.rs),
+# natively under callgrind: an instruction count is stable on a shared machine where times are
+# not. Two runs of different lengths, so the set-up cancels out of the per-request figure; then
+# the scale questions of make bench (10 against 1,000 route templates, 10 against 10,000 live
+# series), counted.
 profile:
 	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 	@bin=$$(CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
 	  $(CARGO) test --release --lib --no-run --message-format=json 2>/dev/null \
 	  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1); \
-	count() { out=$$(PROFILE_REQUESTS=$$1 valgrind --tool=callgrind --callgrind-out-file=build/callgrind.$$1 \
-	  "$$bin" --ignored --exact request_profile::profile_request_path --test-threads 1 2>&1); \
+	count() { out=$$(PROFILE_REQUESTS=$$1 valgrind --tool=callgrind --callgrind-out-file=build/callgrind$${test#profile}.$$1 \
+	  "$$bin" --ignored --exact request_profile::$$test --test-threads 1 2>&1); \
 	  grep -q "test result: ok. 1 passed" <<<"$$out" || { echo "$$out" >&2; return 1; }; \
 	  sed -n 's/.*Collected : //p' <<<"$$out"; }; \
 	per_request() { short=$$(count 10000); long=$$(count 30000); echo $$(( (long - short) / 20000 )); }; \
+	test=profile_websocket_round_trips; websocket=$$(per_request); test=profile_request_path; \
 	veza=$$(per_request); t10=$$(PROFILE_TEMPLATES=10 per_request); t1000=$$(PROFILE_TEMPLATES=1000 per_request); \
 	s10=$$(PROFILE_TEMPLATES=1000 PROFILE_SERIES=10 per_request); \
 	s10000=$$(PROFILE_TEMPLATES=1000 PROFILE_SERIES=10000 per_request); \
-	echo "instructions per request, the filter's own work (callgrind_annotate --inclusive=yes build/callgrind.30000 shows where):"; \
+	echo "instructions per request, the filter's own work (callgrind_annotate --inclusive=yes build/callgrind_request_path.30000 shows where):"; \
 	echo "  Veza route table, browser headers:     $$veza"; \
 	echo "  10 templates:                          $$t10"; \
 	echo "  1,000 templates:                       $$t1000"; \
 	echo "  1,000 templates, 10 live series:       $$s10"; \
-	echo "  1,000 templates, 10,000 live series:   $$s10000"
+	echo "  1,000 templates, 10,000 live series:   $$s10000"; \
+	echo "instructions per WebSocket round trip (32-byte binary frame each way; build/callgrind_websocket_round_trips.30000):"; \
+	echo "  chat connection:                       $$websocket"
 
 # oha (crates.io): the fixed-rate load of the p99 latency goal, with latency correction.
 OHA_VERSION := 1.16.0

@@ -204,3 +204,63 @@ fn profile_request_path() {
     // One header per outgoing format, nothing stale, no upgrade or range on these requests.
     assert_eq!(total, requests * settings.tracing.outgoing.len());
 }
+
+/// The filter's own work per WebSocket round trip, as `make bench`'s echo makes them: a
+/// client's masked 32-byte binary frame and the server's unmasked echo, each its own body
+/// chunk on a chat connection, through the same core call the HTTP glue makes per chunk.
+#[test]
+#[ignore = "a measurement: make profile runs it under callgrind"]
+fn profile_websocket_round_trips() {
+    use crate::metrics::connections::{ConnectionMetrics, WebSocketConnection};
+    use crate::metrics::names;
+    use crate::websocket::frames::tests::frame;
+    use crate::websocket::frames::Direction;
+
+    let round_trips: usize = std::env::var("PROFILE_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000);
+    let settings = config::load(None).expect("the built-in configuration");
+    let chat = settings
+        .routes
+        .services()
+        .iter()
+        .position(|s| s == "chat")
+        .and_then(|i| u8::try_from(i).ok());
+    let mut host = MemoryHost::default();
+    let mut registry = Registry::new(&mut host);
+    let mut connections = ConnectionMetrics::new(&mut host);
+    let mut connection = WebSocketConnection::new(chat, true, 0);
+    let payload = [7u8; 32];
+    let client = frame(true, 0x2, &payload, Some([0x37, 0xfa, 0x21, 0x3d]));
+    let server = frame(true, 0x2, &payload, None);
+    for _ in 0..round_trips {
+        for (direction, bytes) in [
+            (Direction::Upstream, &client),
+            (Direction::Downstream, &server),
+        ] {
+            connections.websocket_chunk(
+                &settings,
+                &mut registry,
+                &mut host,
+                &mut connection,
+                direction,
+                &mut bytes.as_slice(),
+            );
+        }
+    }
+    registry.flush(&mut host);
+    let binary = |direction: Direction| {
+        host.counter(&names::encode(
+            names::WEBSOCKET_MESSAGES_TOTAL,
+            &[
+                (names::LABEL_SERVICE, "chat"),
+                (names::LABEL_DIRECTION, direction.label()),
+                (names::LABEL_MESSAGE_TYPE, "binary"),
+            ],
+        ))
+    };
+    let expected = Some(round_trips as u64);
+    assert_eq!(binary(Direction::Upstream), expected);
+    assert_eq!(binary(Direction::Downstream), expected);
+}

@@ -3,10 +3,15 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use veza_observability::websocket::frames::{Direction, FrameReader, Message};
+use veza_observability::websocket::frames::{Direction, FrameReader, MessageKind};
 
-/// Feeds `stream` in chunks of the sizes in `cuts` (cycled); no cuts: one chunk.
-fn read_all(stream: &[u8], cuts: &[u8], direction: Direction) -> (Vec<Message>, bool) {
+/// Feeds `stream` in chunks of the sizes in `cuts` (cycled); no cuts: one chunk. Each message
+/// as its kind and prefix.
+fn read_all(
+    stream: &[u8],
+    cuts: &[u8],
+    direction: Direction,
+) -> (Vec<(MessageKind, Vec<u8>)>, bool) {
     let mut reader = FrameReader::new(direction);
     let mut messages = Vec::new();
     let mut offset = 0;
@@ -15,7 +20,7 @@ fn read_all(stream: &[u8], cuts: &[u8], direction: Direction) -> (Vec<Message>, 
         let size = cut.next().map_or(stream.len(), |&c| usize::from(c).max(1));
         let end = (offset + size).min(stream.len());
         let mut chunk = &stream[offset..end];
-        reader.feed(&mut chunk, &mut |m| messages.push(m));
+        reader.feed(&mut chunk, &mut |m| messages.push((m.kind, m.prefix.to_vec())));
         offset = end;
     }
     (messages, reader.failed().is_some())

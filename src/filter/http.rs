@@ -10,20 +10,18 @@ use crate::header_map;
 use crate::health::{Endpoint, Health};
 use crate::host::HostError;
 use crate::labels::{self, Method, Status};
-use crate::metrics::connections::{self, Origin, RoomChange};
+use crate::metrics::connections::{self, WebSocketConnection};
 use crate::metrics::http::RequestRecord;
 use crate::metrics::registry::{GaugeHandle, Operation, Registry};
 use crate::routes;
 use crate::routes::RouteMatch;
 use crate::trace::export::SpanRecord;
 use crate::trace::{self, TraceHeaders};
-use crate::websocket::frames::{ByteSource, Direction, FrameReader};
+use crate::websocket::frames::{ByteSource, Direction};
 
 use super::abi::{self, EnvoyHost};
 use super::root::{Plugin, State};
 
-/// Conversations one connection can have joined that `chat_rooms_active` tracks.
-const MAX_ROOMS_PER_CONNECTION: usize = 32;
 /// Body chunks up to this size are copied into the VM whole (one hostcall); larger ones are
 /// read only where frame headers are.
 const WHOLE_CHUNK_LIMIT: usize = 16 * 1024;
@@ -81,12 +79,7 @@ struct StreamRequest {
 
 /// A long exchange in progress: an upgraded WebSocket or a stream response.
 enum Connection {
-    WebSocket {
-        opened_nanos: u64,
-        readers: [FrameReader; 2],
-        chat: bool,
-        rooms: Vec<String>,
-    },
+    WebSocket(WebSocketConnection),
     Stream {
         opened_nanos: u64,
         bitrate: Option<GaugeHandle>,
@@ -172,7 +165,6 @@ impl HttpFilter {
         let Some(plugin) = self.plugin.clone() else {
             return;
         };
-        let service = self.service();
         let Ok(mut state) = plugin.state.try_borrow_mut() else {
             return;
         };
@@ -184,61 +176,19 @@ impl HttpFilter {
         let settings = &plugin.settings;
         let mut host = EnvoyHost;
         match &mut self.connection {
-            Some(Connection::WebSocket {
-                readers,
-                chat,
-                rooms,
-                ..
-            }) => {
-                connections.bytes(
-                    settings,
-                    registry,
-                    &mut host,
-                    service,
-                    direction,
-                    size as u64,
-                );
-                let index = usize::from(direction == Direction::Downstream);
-                let Some(reader) = readers.get_mut(index) else {
-                    return;
-                };
-                if reader.failed().is_some() {
-                    return;
-                }
+            Some(Connection::WebSocket(connection)) => {
                 let buffer = match direction {
                     Direction::Upstream => BufferType::HttpRequestBody,
                     Direction::Downstream => BufferType::HttpResponseBody,
                 };
-                let mut source = EnvoyBody::new(buffer, size);
-                let mut messages = Vec::new();
-                let error = reader.feed(&mut source, &mut |message| messages.push(message));
-                let origin = Origin {
-                    service,
+                connections.websocket_chunk(
+                    settings,
+                    registry,
+                    &mut host,
+                    connection,
                     direction,
-                    chat: *chat,
-                };
-                for message in &messages {
-                    let change =
-                        connections.message(settings, registry, &mut host, origin, message);
-                    match change {
-                        Some(RoomChange::Joined(room))
-                            if !rooms.contains(&room) && rooms.len() < MAX_ROOMS_PER_CONNECTION =>
-                        {
-                            connections.room(settings, registry, &mut host, &room, 1);
-                            rooms.push(room);
-                        }
-                        Some(RoomChange::Left(room)) => {
-                            if let Some(at) = rooms.iter().position(|r| *r == room) {
-                                rooms.swap_remove(at);
-                                connections.room(settings, registry, &mut host, &room, -1);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                if error.is_some() {
-                    connections.protocol_error(settings, registry, &mut host, service);
-                }
+                    &mut EnvoyBody::new(buffer, size),
+                );
             }
             Some(Connection::Stream {
                 bitrate,
@@ -425,15 +375,11 @@ impl HttpContext for HttpFilter {
                 let chat = route
                     .endpoint
                     .is_some_and(|e| settings.websocket.chat_endpoints.contains(&e));
-                self.connection = Some(Connection::WebSocket {
-                    opened_nanos: now,
-                    readers: [
-                        FrameReader::new(Direction::Upstream),
-                        FrameReader::new(Direction::Downstream),
-                    ],
+                self.connection = Some(Connection::WebSocket(WebSocketConnection::new(
+                    route.service,
                     chat,
-                    rooms: Vec::new(),
-                });
+                    now,
+                )));
             }
         } else if let (Some(stream), Some(200 | 206)) = (self.stream_request.take(), status) {
             connections.stream_opened(registry, &mut host, stream.starts_session);
@@ -576,23 +522,10 @@ impl HttpContext for HttpFilter {
             );
         }
         match self.connection.take() {
-            Some(Connection::WebSocket {
-                opened_nanos,
-                rooms,
-                ..
-            }) => {
-                for room in rooms {
-                    state
-                        .connections
-                        .room(settings, registry, &mut host, &room, -1);
-                }
-                state.connections.closed(
-                    settings,
-                    registry,
-                    &mut host,
-                    service,
-                    now.saturating_sub(opened_nanos),
-                );
+            Some(Connection::WebSocket(connection)) => {
+                state
+                    .connections
+                    .websocket_closed(settings, registry, &mut host, connection, now);
             }
             Some(Connection::Stream {
                 opened_nanos,

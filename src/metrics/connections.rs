@@ -11,7 +11,7 @@ use crate::host::Host;
 use crate::labels::Status;
 use crate::routes::{EndpointId, ServiceId};
 use crate::websocket::chat;
-use crate::websocket::frames::{Direction, Message, MessageKind};
+use crate::websocket::frames::{ByteSource, Direction, FrameReader, Message, MessageKind};
 
 use super::http::{endpoint_label_of, service_label_of};
 use super::names;
@@ -24,6 +24,8 @@ const STREAM_ID_COUNT_KEY: &str = "veza_observability.stream_id_count";
 const STREAM_ID_PREFIX: &str = "veza_observability.stream_id.";
 /// Longest conversation id or stream id kept; longer ones are not tracked.
 pub const MAX_ID_LEN: usize = 128;
+/// Conversations one connection can have joined that `chat_rooms_active` tracks.
+pub const MAX_ROOMS_PER_CONNECTION: usize = 32;
 
 impl Direction {
     pub fn label(self) -> &'static str {
@@ -57,6 +59,33 @@ pub enum RoomChange {
     Left(String),
 }
 
+/// One upgraded WebSocket connection as its metrics need it: a frame reader per direction and
+/// the conversations it has joined, for as long as it is open.
+#[derive(Debug)]
+pub struct WebSocketConnection {
+    service: Option<ServiceId>,
+    /// Whether it carries the chat server's messages.
+    chat: bool,
+    opened_nanos: u64,
+    readers: [FrameReader; 2],
+    rooms: Vec<String>,
+}
+
+impl WebSocketConnection {
+    pub fn new(service: Option<ServiceId>, chat: bool, opened_nanos: u64) -> WebSocketConnection {
+        WebSocketConnection {
+            service,
+            chat,
+            opened_nanos,
+            readers: [
+                FrameReader::new(Direction::Upstream),
+                FrameReader::new(Direction::Downstream),
+            ],
+            rooms: Vec::new(),
+        }
+    }
+}
+
 #[derive(Default)]
 struct ServiceMetrics {
     active: Option<GaugeHandle>,
@@ -64,6 +93,21 @@ struct ServiceMetrics {
     messages: [[Option<CounterHandle>; 5]; 2],
     bytes: [Option<CounterHandle>; 2],
     protocol_errors: Option<CounterHandle>,
+}
+
+/// A service's metrics where none could be defined: every update is skipped.
+static NO_SERVICE_METRICS: ServiceMetrics = ServiceMetrics {
+    active: None,
+    duration: None,
+    messages: [[None; 5]; 2],
+    bytes: [None; 2],
+    protocol_errors: None,
+};
+
+/// Where a service's metrics sit in [`ConnectionMetrics`]: 0 for requests no service
+/// claims, then one slot per service id (at most 256).
+fn service_slot(service: Option<ServiceId>) -> usize {
+    service.map_or(0, |id| usize::from(id) + 1)
 }
 
 struct ChatMetrics {
@@ -82,7 +126,8 @@ struct StreamMetrics {
 }
 
 pub struct ConnectionMetrics {
-    services: HashMap<Option<ServiceId>, ServiceMetrics>,
+    /// By [`service_slot`]: a frame costs two look-ups here, so no hashing.
+    services: Vec<Option<ServiceMetrics>>,
     upgrades: HashMap<(Option<ServiceId>, Option<EndpointId>, Status), Option<CounterHandle>>,
     chat: Option<ChatMetrics>,
     streams: Option<StreamMetrics>,
@@ -93,7 +138,7 @@ pub struct ConnectionMetrics {
 impl ConnectionMetrics {
     pub fn new(host: &mut dyn Host) -> ConnectionMetrics {
         ConnectionMetrics {
-            services: HashMap::new(),
+            services: Vec::new(),
             upgrades: HashMap::new(),
             chat: None,
             streams: None,
@@ -138,7 +183,14 @@ impl ConnectionMetrics {
         host: &mut dyn Host,
         service: Option<ServiceId>,
     ) -> &ServiceMetrics {
-        self.services.entry(service).or_insert_with(|| {
+        let slot = service_slot(service);
+        if self.services.len() <= slot {
+            self.services.resize_with(slot + 1, || None);
+        }
+        let Some(entry) = self.services.get_mut(slot) else {
+            return &NO_SERVICE_METRICS;
+        };
+        entry.get_or_insert_with(|| {
             let label = service_label_of(settings, service);
             let one = |registry: &mut Registry,
                        host: &mut dyn Host,
@@ -261,7 +313,7 @@ impl ConnectionMetrics {
         registry: &mut Registry,
         host: &mut dyn Host,
         origin: Origin,
-        message: &Message,
+        message: &Message<'_>,
     ) -> Option<RoomChange> {
         let Origin {
             service,
@@ -287,7 +339,7 @@ impl ConnectionMetrics {
         let chat = self
             .chat
             .get_or_insert_with(|| define_chat(settings, registry, host));
-        let event_type = chat::string_field(&message.prefix, "type");
+        let event_type = chat::string_field(message.prefix, "type");
         let index = event_type.and_then(|t| {
             settings
                 .websocket
@@ -303,7 +355,7 @@ impl ConnectionMetrics {
             registry.add(counter, 1);
         }
         let room = || {
-            chat::string_field(&message.prefix, "conversation_id")
+            chat::string_field(message.prefix, "conversation_id")
                 .filter(|id| !id.is_empty() && id.len() <= MAX_ID_LEN)
                 .map(|id| String::from_utf8_lossy(id).into_owned())
         };
@@ -318,6 +370,88 @@ impl ConnectionMetrics {
             Some(b"LeaveConversation") => room().map(RoomChange::Left),
             _ => None,
         }
+    }
+
+    /// One body chunk of an upgraded connection, in one direction: its bytes, the messages that
+    /// end in it, the conversations they join or leave, and the protocol error that stops the
+    /// reading of that direction. Nothing is kept of the chunk itself.
+    pub fn websocket_chunk(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        connection: &mut WebSocketConnection,
+        direction: Direction,
+        chunk: &mut dyn ByteSource,
+    ) {
+        let WebSocketConnection {
+            service,
+            chat,
+            readers,
+            rooms,
+            ..
+        } = connection;
+        let service = *service;
+        self.bytes(
+            settings,
+            registry,
+            host,
+            service,
+            direction,
+            chunk.size() as u64,
+        );
+        let Some(reader) = readers.get_mut(direction.index()) else {
+            return;
+        };
+        if reader.failed().is_some() {
+            return;
+        }
+        let origin = Origin {
+            service,
+            direction,
+            chat: *chat,
+        };
+        let error = reader.feed(chunk, &mut |message| match self
+            .message(settings, registry, host, origin, &message)
+        {
+            Some(RoomChange::Joined(room))
+                if !rooms.contains(&room) && rooms.len() < MAX_ROOMS_PER_CONNECTION =>
+            {
+                self.room(settings, registry, host, &room, 1);
+                rooms.push(room);
+            }
+            Some(RoomChange::Left(room)) => {
+                if let Some(at) = rooms.iter().position(|r| *r == room) {
+                    rooms.swap_remove(at);
+                    self.room(settings, registry, host, &room, -1);
+                }
+            }
+            _ => {}
+        });
+        if error.is_some() {
+            self.protocol_error(settings, registry, host, service);
+        }
+    }
+
+    /// The connection ended: it leaves its conversations, and its lifetime is recorded.
+    pub fn websocket_closed(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+        connection: WebSocketConnection,
+        now_nanos: u64,
+    ) {
+        for room in &connection.rooms {
+            self.room(settings, registry, host, room, -1);
+        }
+        self.closed(
+            settings,
+            registry,
+            host,
+            connection.service,
+            now_nanos.saturating_sub(connection.opened_nanos),
+        );
     }
 
     /// A connection joined (+1) or left (-1) a conversation: `chat_rooms_active` counts the
@@ -488,10 +622,10 @@ mod tests {
     use crate::host::memory::MemoryHost;
     use crate::websocket::frames::Message;
 
-    fn text(json: &str) -> Message {
+    fn text(json: &str) -> Message<'_> {
         Message {
             kind: MessageKind::Text,
-            prefix: json.as_bytes().to_vec(),
+            prefix: json.as_bytes(),
         }
     }
 

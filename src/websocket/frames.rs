@@ -78,11 +78,13 @@ impl ByteSource for &[u8] {
     }
 }
 
-/// A message that ended: its kind and, for text, the first bytes of its payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
+/// A message that ended: its kind and, for text, the first bytes of its payload. The prefix
+/// is borrowed from the reader, which keeps one buffer for the connection's life: a frame
+/// costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Message<'a> {
     pub kind: MessageKind,
-    pub prefix: Vec<u8>,
+    pub prefix: &'a [u8],
 }
 
 #[derive(Debug)]
@@ -146,7 +148,7 @@ impl FrameReader {
     pub fn feed(
         &mut self,
         source: &mut dyn ByteSource,
-        on_message: &mut dyn FnMut(Message),
+        on_message: &mut dyn FnMut(Message<'_>),
     ) -> Option<ProtocolError> {
         if self.failed().is_some() {
             return None;
@@ -250,24 +252,25 @@ impl FrameReader {
         if self.masked != must_mask {
             return Err(ProtocolError::Masking);
         }
-        let (length, rest) = match second & 0x7f {
+        // The masking key follows the extended length, if any.
+        let (length, key_at) = match second & 0x7f {
             126 => {
-                let [a, b, rest @ ..] = rest;
-                (u64::from(u16::from_be_bytes([a, b])), rest.to_vec())
+                let [a, b, ..] = rest;
+                (u64::from(u16::from_be_bytes([a, b])), 2)
             }
             127 => {
-                let [a, b, c, d, e, f, g, h, rest @ ..] = rest;
+                let [a, b, c, d, e, f, g, h, ..] = rest;
                 let length = u64::from_be_bytes([a, b, c, d, e, f, g, h]);
                 if length >> 63 != 0 {
                     return Err(ProtocolError::Length);
                 }
-                (length, rest.to_vec())
+                (length, 8)
             }
-            short => (u64::from(short), rest.to_vec()),
+            short => (u64::from(short), 0),
         };
         if self.masked {
-            for (key, byte) in self.mask.iter_mut().zip(rest) {
-                *key = byte;
+            for (key, byte) in self.mask.iter_mut().zip(rest.iter().skip(key_at)) {
+                *key = *byte;
             }
         }
         self.remaining = length;
@@ -308,7 +311,7 @@ impl FrameReader {
         }
     }
 
-    fn end_frame(&mut self, on_message: &mut dyn FnMut(Message)) {
+    fn end_frame(&mut self, on_message: &mut dyn FnMut(Message<'_>)) {
         self.state = State::Header;
         let control = match self.opcode {
             0x8 => Some(MessageKind::Close),
@@ -317,18 +320,16 @@ impl FrameReader {
             _ => None,
         };
         if let Some(kind) = control {
-            on_message(Message {
-                kind,
-                prefix: Vec::new(),
-            });
+            on_message(Message { kind, prefix: &[] });
             return;
         }
         if self.fin {
             if let Some(kind) = self.fragmented.take() {
                 on_message(Message {
                     kind,
-                    prefix: std::mem::take(&mut self.prefix),
+                    prefix: &self.prefix,
                 });
+                self.prefix.clear();
             }
         }
     }
@@ -365,17 +366,33 @@ pub mod tests {
 
     const KEY: Option<[u8; 4]> = Some([0x37, 0xfa, 0x21, 0x3d]);
 
+    /// A message as read, kept past the reader's next frame.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Read {
+        kind: MessageKind,
+        prefix: Vec<u8>,
+    }
+
+    impl From<Message<'_>> for Read {
+        fn from(message: Message<'_>) -> Read {
+            Read {
+                kind: message.kind,
+                prefix: message.prefix.to_vec(),
+            }
+        }
+    }
+
     fn read_all(
         direction: Direction,
         stream: &[u8],
         chunk: usize,
-    ) -> (Vec<Message>, Option<ProtocolError>) {
+    ) -> (Vec<Read>, Option<ProtocolError>) {
         let mut reader = FrameReader::new(direction);
         let mut messages = Vec::new();
         let mut error = None;
         for piece in stream.chunks(chunk.max(1)) {
             let mut source = piece;
-            if let Some(e) = reader.feed(&mut source, &mut |m| messages.push(m)) {
+            if let Some(e) = reader.feed(&mut source, &mut |m| messages.push(Read::from(m))) {
                 assert!(error.is_none(), "an error is reported once");
                 error = Some(e);
             }
@@ -409,7 +426,7 @@ pub mod tests {
         stream
     }
 
-    fn kinds(messages: &[Message]) -> Vec<&'static str> {
+    fn kinds(messages: &[Read]) -> Vec<&'static str> {
         messages.iter().map(|m| m.kind.label()).collect()
     }
 
