@@ -27,6 +27,14 @@ pub use veza_standins::Listeners;
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 /// Envoy's own `--drain-time-s`.
 const DEFAULT_DRAIN_SECONDS: u32 = 600;
+/// A hot restart's drain: short, so the test is.
+const HOT_RESTART_DRAIN_SECONDS: u32 = 1;
+/// How long the old process of a hot restart lives: its drain, then the filter's next flush of
+/// what it aggregated (1 s by default), then Envoy's next stats flush (5 s by default), when
+/// the new process merges the old one's counters, with a second to spare. Envoy merges only
+/// on its stats flushes, so what the old process counts after the last one before it is told
+/// to exit is lost; Envoy's own defaults (600 s drain, 900 s) leave the same room.
+const HOT_RESTART_PARENT_SHUTDOWN_SECONDS: u32 = HOT_RESTART_DRAIN_SECONDS + 1 + 5 + 1;
 /// Where the repository keeps Envoy configs.
 pub const SHIPPED_CONFIG_DIRS: [&str; 2] = ["envoy", "examples/func-e"];
 
@@ -268,7 +276,14 @@ impl Envoy {
         base_id: u32,
         epoch: u32,
     ) -> Envoy {
-        Envoy::launch(config, ports, concurrency, None, Some((base_id, epoch)), 1)
+        Envoy::launch(
+            config,
+            ports,
+            concurrency,
+            None,
+            Some((base_id, epoch)),
+            HOT_RESTART_DRAIN_SECONDS,
+        )
     }
 
     fn launch(
@@ -297,7 +312,10 @@ impl Envoy {
             Some((base_id, epoch)) => command
                 .args(["--base-id", &base_id.to_string()])
                 .args(["--restart-epoch", &epoch.to_string()])
-                .args(["--parent-shutdown-time-s", "3"]),
+                .args([
+                    "--parent-shutdown-time-s",
+                    &HOT_RESTART_PARENT_SHUTDOWN_SECONDS.to_string(),
+                ]),
         };
         command.args(["--drain-time-s", &drain_seconds.to_string()]);
         let child = command
