@@ -715,6 +715,160 @@ mod tests {
     }
 
     #[test]
+    fn a_connections_chunks_count_its_messages_rooms_bytes_and_first_protocol_error() {
+        use crate::websocket::frames::tests::frame;
+        let settings = config::load(None).unwrap();
+        let mut host = MemoryHost::default();
+        let mut registry = Registry::new(&mut host);
+        let mut metrics = ConnectionMetrics::new(&mut host);
+        let chat = settings
+            .routes
+            .services()
+            .iter()
+            .position(|s| s == "chat")
+            .map(|i| i as ServiceId);
+        let key = Some([0x11, 0x22, 0x33, 0x44]);
+        let text = |json: String| frame(true, 0x1, json.as_bytes(), key);
+        let mut connection = WebSocketConnection::new(chat, true, 1_000_000_000);
+        metrics.opened(&settings, &mut registry, &mut host, chat);
+        let chunk = |metrics: &mut ConnectionMetrics,
+                     registry: &mut Registry,
+                     host: &mut MemoryHost,
+                     connection: &mut WebSocketConnection,
+                     direction: Direction,
+                     bytes: &[u8]| {
+            let mut source = bytes;
+            metrics.websocket_chunk(
+                &settings,
+                registry,
+                host,
+                connection,
+                direction,
+                &mut source,
+            );
+        };
+        // Forty conversations joined in one chunk: a connection's first 32 are tracked.
+        let joins: Vec<u8> = (0..40)
+            .flat_map(|i| {
+                text(format!(
+                    r#"{{"type":"JoinConversation","conversation_id":"c{i}"}}"#
+                ))
+            })
+            .collect();
+        let up = Direction::Upstream;
+        chunk(
+            &mut metrics,
+            &mut registry,
+            &mut host,
+            &mut connection,
+            up,
+            &joins,
+        );
+        assert_eq!(host.counter("chat_rooms_active"), Some(32));
+        // Leaving a tracked one counts; leaving one past the cap changes nothing.
+        let leaves: Vec<u8> = ["c0", "c39"]
+            .iter()
+            .flat_map(|id| {
+                text(format!(
+                    r#"{{"type":"LeaveConversation","conversation_id":"{id}"}}"#
+                ))
+            })
+            .collect();
+        chunk(
+            &mut metrics,
+            &mut registry,
+            &mut host,
+            &mut connection,
+            up,
+            &leaves,
+        );
+        assert_eq!(host.counter("chat_rooms_active"), Some(31));
+        // A server frame cut across two chunks is one message.
+        let reply = frame(true, 0x2, &[9; 10], None);
+        let (head, tail) = reply.split_at(3);
+        let down = Direction::Downstream;
+        chunk(
+            &mut metrics,
+            &mut registry,
+            &mut host,
+            &mut connection,
+            down,
+            head,
+        );
+        chunk(
+            &mut metrics,
+            &mut registry,
+            &mut host,
+            &mut connection,
+            down,
+            tail,
+        );
+        // An unmasked client frame stops the reading of that direction: one protocol error,
+        // and what follows is counted in bytes only.
+        let unmasked = frame(true, 0x2, b"x", None);
+        let late = text(r#"{"type":"JoinConversation","conversation_id":"late"}"#.into());
+        chunk(
+            &mut metrics,
+            &mut registry,
+            &mut host,
+            &mut connection,
+            up,
+            &unmasked,
+        );
+        chunk(
+            &mut metrics,
+            &mut registry,
+            &mut host,
+            &mut connection,
+            up,
+            &late,
+        );
+        assert_eq!(host.counter("chat_rooms_active"), Some(31));
+        metrics.websocket_closed(
+            &settings,
+            &mut registry,
+            &mut host,
+            connection,
+            3_000_000_000,
+        );
+        assert_eq!(host.counter("chat_rooms_active"), Some(0));
+        assert_eq!(
+            host.counter("service=.=chat;.;websocket_connections_active"),
+            Some(0)
+        );
+        registry.flush(&mut host);
+        let counter = |name: &str| host.counter(&format!("service=.=chat;.;{name}"));
+        assert_eq!(
+            counter(
+                "direction=.=client_to_server;.;message_type=.=text;.;websocket_messages_total"
+            ),
+            Some(42)
+        );
+        assert_eq!(
+            counter(
+                "direction=.=server_to_client;.;message_type=.=binary;.;websocket_messages_total"
+            ),
+            Some(1)
+        );
+        assert_eq!(
+            counter(
+                "direction=.=client_to_server;.;message_type=.=binary;.;websocket_messages_total"
+            ),
+            Some(0)
+        );
+        assert_eq!(counter("websocket_protocol_errors_total"), Some(1));
+        let client_bytes = joins.len() + leaves.len() + unmasked.len() + late.len();
+        assert_eq!(
+            counter("direction=.=client_to_server;.;websocket_bytes_total"),
+            Some(client_bytes as u64)
+        );
+        assert_eq!(
+            counter("direction=.=server_to_client;.;websocket_bytes_total"),
+            Some(reply.len() as u64)
+        );
+    }
+
+    #[test]
     fn stream_ids_are_capped_and_sanitized() {
         let settings = config::load(Some(br#"{"streams": {"max_stream_ids": 2}}"#)).unwrap();
         let mut host = MemoryHost::default();
