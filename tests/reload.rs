@@ -239,3 +239,50 @@ fn a_listener_update_ends_the_old_listeners_websockets_with_its_drain_and_the_ga
     drop(new);
     envoy.wait_websockets_closed("chat", 4.0);
 }
+
+#[test]
+fn a_hot_restart_with_websockets_open_leaves_no_gauge_behind() {
+    let (_standins, config, ports) = GatewayConfig::with_standins();
+    // The other hot restart test runs beside this one, in the same process.
+    let base_id = (std::process::id() + 1) % 100_000;
+    let chat = [("service", "chat")];
+    let mut parent = Envoy::start_hot(&config, ports, 2, base_id, 0);
+    let mut old: Vec<_> = (0..2)
+        .map(|_| raw_websocket(ports.listener, "/ws"))
+        .collect();
+    parent.wait_for("websocket_connections_active", &chat, 2.0);
+
+    // The new process shows the old one's connections while both run...
+    let child = Envoy::start_hot(&config, ports, 2, base_id, 1);
+    child.wait_for("websocket_connections_active", &chat, 2.0);
+    let status = parent.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "the old Envoy exited with {status}");
+    for stream in &mut old {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut rest = Vec::new();
+        match stream.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+    // ...and not after the old one is gone: Envoy drops what it took over from it (the
+    // series is absent until this process's own first upgrade defines it)...
+    poll(
+        "the old process's connections to leave the gauge",
+        Duration::from_secs(10),
+        || {
+            matches!(
+                child.value("websocket_connections_active", &chat),
+                None | Some(0.0)
+            )
+            .then_some(())
+        },
+    );
+    // ...then counts its own.
+    let new = raw_websocket(ports.listener, "/ws");
+    child.wait_for("websocket_connections_active", &chat, 1.0);
+    drop(new);
+    child.wait_for("websocket_connections_active", &chat, 0.0);
+}
