@@ -267,20 +267,9 @@ fn a_hot_restart_with_websockets_open_leaves_no_gauge_behind() {
             Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
         }
     }
-    // ...and not after the old one is gone: Envoy drops what it took over from it (the
-    // series is absent until this process's own first upgrade defines it)...
-    poll(
-        "the old process's connections to leave the gauge",
-        Duration::from_secs(10),
-        || {
-            matches!(
-                child.value("websocket_connections_active", &chat),
-                None | Some(0.0)
-            )
-            .then_some(())
-        },
-    );
-    // ...then counts its own.
+    // ...and not after the old one is gone, when Envoy drops what it took over from it; then
+    // it counts its own.
+    child.wait_for("websocket_connections_active", &chat, 0.0);
     let new = raw_websocket(ports.listener, "/ws");
     child.wait_for("websocket_connections_active", &chat, 1.0);
     drop(new);

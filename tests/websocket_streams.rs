@@ -42,6 +42,23 @@ fn wire(payload: usize, masked: bool) -> u64 {
 fn a_scripted_chat_session_is_counted_exactly() {
     let (_standins, config, ports) = GatewayConfig::with_standins();
     let envoy = Envoy::start(&config, ports, 2);
+    // The chat service's series exist before its first connection.
+    let chat = [("service", "chat")];
+    assert_eq!(
+        envoy.value("websocket_connections_active", &chat),
+        Some(0.0)
+    );
+    assert_eq!(
+        envoy.value(
+            "websocket_messages_total",
+            &[
+                ("service", "chat"),
+                ("direction", "client_to_server"),
+                ("message_type", "text")
+            ]
+        ),
+        Some(0.0)
+    );
     let (mut socket, response) =
         tungstenite::connect(envoy.url("/ws").replace("http", "ws")).unwrap();
     assert_eq!(response.status(), 101);
@@ -281,12 +298,14 @@ fn refused_upgrades_are_counted_with_their_status() {
         ],
         1.0,
     );
+    // The API serves a chat endpoint, so its series exist from the start; a refusal opens
+    // nothing.
     assert_eq!(
         envoy.value(
             "websocket_connections_active",
             &[("service", "backend-api")]
         ),
-        None
+        Some(0.0)
     );
     assert!(
         !envoy.prometheus_text().contains("token"),

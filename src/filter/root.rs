@@ -174,7 +174,8 @@ impl RootContext for Root {
         let mut host = EnvoyHost;
         let mut registry = Registry::new(&mut host);
         let http = HttpMetrics::new(&mut host);
-        let connections = ConnectionMetrics::new(&mut host);
+        let mut connections = ConnectionMetrics::new(&mut host);
+        connections.define_chat_services(&settings, &mut registry, &mut host);
         let business = BusinessMetrics::new(&settings.business, &mut registry, &mut host);
         let exporter = settings.tracing.collector.clone().map(|collector| {
             let now = abi::current_time_nanos().unwrap_or(0);

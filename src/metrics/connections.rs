@@ -147,6 +147,24 @@ impl ConnectionMetrics {
         }
     }
 
+    /// Defines the WebSocket metrics of every service with a chat endpoint now rather than at
+    /// its first upgrade, so that their series exist at 0 from the start: `rate()` and alerts
+    /// see the first connection, and a hot restart's new process keeps the series when the old
+    /// process's share of them goes.
+    pub fn define_chat_services(
+        &mut self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut dyn Host,
+    ) {
+        let templates = settings.routes.templates();
+        for endpoint in &settings.websocket.chat_endpoints {
+            if let Some(template) = templates.get(*endpoint as usize) {
+                self.service(settings, registry, host, Some(template.service));
+            }
+        }
+    }
+
     /// An upgrade attempt and its outcome (101, or the refusal).
     pub fn upgrade(
         &mut self,
