@@ -162,7 +162,7 @@ impl HttpFilter {
     }
 
     fn on_body(&mut self, direction: Direction, size: usize) {
-        let Some(plugin) = self.plugin.clone() else {
+        let Some(plugin) = &self.plugin else {
             return;
         };
         let Ok(mut state) = plugin.state.try_borrow_mut() else {

@@ -95,15 +95,6 @@ struct ServiceMetrics {
     protocol_errors: Option<CounterHandle>,
 }
 
-/// A service's metrics where none could be defined: every update is skipped.
-static NO_SERVICE_METRICS: ServiceMetrics = ServiceMetrics {
-    active: None,
-    duration: None,
-    messages: [[None; 5]; 2],
-    bytes: [None; 2],
-    protocol_errors: None,
-};
-
 /// Where a service's metrics sit in [`ConnectionMetrics`]: 0 for requests no service
 /// claims, then one slot per service id (at most 256).
 fn service_slot(service: Option<ServiceId>) -> usize {
@@ -194,21 +185,21 @@ impl ConnectionMetrics {
         }
     }
 
+    /// The service's WebSocket metrics, defined on first use. (The slot always exists after
+    /// the resize; the `Option` is `get_mut`'s, kept rather than indexing.)
     fn service(
         &mut self,
         settings: &Settings,
         registry: &mut Registry,
         host: &mut dyn Host,
         service: Option<ServiceId>,
-    ) -> &ServiceMetrics {
+    ) -> Option<&ServiceMetrics> {
         let slot = service_slot(service);
         if self.services.len() <= slot {
             self.services.resize_with(slot + 1, || None);
         }
-        let Some(entry) = self.services.get_mut(slot) else {
-            return &NO_SERVICE_METRICS;
-        };
-        entry.get_or_insert_with(|| {
+        let entry = self.services.get_mut(slot)?;
+        Some(entry.get_or_insert_with(|| {
             let label = service_label_of(settings, service);
             let one = |registry: &mut Registry,
                        host: &mut dyn Host,
@@ -257,7 +248,7 @@ impl ConnectionMetrics {
                 }
             }
             metrics
-        })
+        }))
     }
 
     pub fn opened(
@@ -267,7 +258,10 @@ impl ConnectionMetrics {
         host: &mut dyn Host,
         service: Option<ServiceId>,
     ) {
-        if let Some(active) = self.service(settings, registry, host, service).active {
+        if let Some(active) = self
+            .service(settings, registry, host, service)
+            .and_then(|metrics| metrics.active)
+        {
             registry.add_gauge(host, active, 1);
         }
     }
@@ -280,7 +274,9 @@ impl ConnectionMetrics {
         service: Option<ServiceId>,
         duration_nanos: u64,
     ) {
-        let metrics = self.service(settings, registry, host, service);
+        let Some(metrics) = self.service(settings, registry, host, service) else {
+            return;
+        };
         let (active, duration) = (metrics.active, metrics.duration);
         if let Some(active) = active {
             registry.add_gauge(host, active, -1);
@@ -299,11 +295,9 @@ impl ConnectionMetrics {
         direction: Direction,
         bytes: u64,
     ) {
-        if let Some(Some(handle)) = self
+        if let Some(handle) = self
             .service(settings, registry, host, service)
-            .bytes
-            .get(direction.index())
-            .copied()
+            .and_then(|metrics| metrics.bytes.get(direction.index()).copied().flatten())
         {
             registry.add(handle, bytes);
         }
@@ -318,7 +312,7 @@ impl ConnectionMetrics {
     ) {
         if let Some(handle) = self
             .service(settings, registry, host, service)
-            .protocol_errors
+            .and_then(|metrics| metrics.protocol_errors)
         {
             registry.add(handle, 1);
         }
@@ -340,7 +334,7 @@ impl ConnectionMetrics {
         } = origin;
         let kind = MessageKind::ALL.iter().position(|k| *k == message.kind);
         let handle = kind.and_then(|k| {
-            self.service(settings, registry, host, service)
+            self.service(settings, registry, host, service)?
                 .messages
                 .get(direction.index())
                 .and_then(|row| row.get(k))
