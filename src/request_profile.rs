@@ -22,6 +22,16 @@ use crate::trace::{self, IdSource, TraceHeaders};
 mod scale_table;
 use scale_table::scale_config;
 
+/// Requests or round trips per run, unless PROFILE_REQUESTS says.
+const DEFAULT_REPETITIONS: usize = 100_000;
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 struct Counter(u64);
 
 impl IdSource for Counter {
@@ -153,17 +163,11 @@ fn one_request(
 #[test]
 #[ignore = "a measurement: make profile runs it under callgrind"]
 fn profile_request_path() {
-    let requests: usize = std::env::var("PROFILE_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
-    let number = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0)
-    };
-    let (templates, live_series) = (number("PROFILE_TEMPLATES"), number("PROFILE_SERIES"));
+    let requests = env_number("PROFILE_REQUESTS", DEFAULT_REPETITIONS);
+    let (templates, live_series) = (
+        env_number("PROFILE_TEMPLATES", 0),
+        env_number("PROFILE_SERIES", 0),
+    );
     let settings = match templates {
         0 => config::load(None),
         n => config::load(Some(scale_config(n).as_bytes())),
@@ -216,17 +220,9 @@ fn profile_websocket_round_trips() {
     use crate::websocket::frames::tests::frame;
     use crate::websocket::frames::Direction;
 
-    let round_trips: usize = std::env::var("PROFILE_REQUESTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000);
+    let round_trips = env_number("PROFILE_REQUESTS", DEFAULT_REPETITIONS);
     let settings = config::load(None).expect("the built-in configuration");
-    let chat = settings
-        .routes
-        .services()
-        .iter()
-        .position(|s| s == "chat")
-        .and_then(|i| u8::try_from(i).ok());
+    let chat = settings.routes.service_id("chat");
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
     let mut connections = ConnectionMetrics::new(&mut host);

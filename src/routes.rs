@@ -104,6 +104,13 @@ impl RouteTable {
         &self.services
     }
 
+    /// The id of the service with this label.
+    #[cfg(test)]
+    pub fn service_id(&self, name: &str) -> Option<ServiceId> {
+        let index = self.services.iter().position(|s| s == name)?;
+        ServiceId::try_from(index).ok()
+    }
+
     /// The label text of a template.
     pub fn template_text(&self, endpoint: EndpointId) -> Option<&str> {
         self.templates
@@ -365,8 +372,8 @@ mod tests {
     fn table(entries: &[(&str, &str)]) -> RouteTable {
         let mut table = RouteTable::default();
         for (service, entry) in entries {
-            let id = match table.services.iter().position(|s| s == service) {
-                Some(id) => id as ServiceId,
+            let id = match table.service_id(service) {
+                Some(id) => id,
                 None => table.add_service(service).unwrap(),
             };
             table.add_route(entry, id).unwrap();

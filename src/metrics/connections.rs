@@ -647,12 +647,7 @@ mod tests {
         let mut host = MemoryHost::default();
         let mut registry = Registry::new(&mut host);
         let mut metrics = ConnectionMetrics::new(&mut host);
-        let chat = settings
-            .routes
-            .services()
-            .iter()
-            .position(|s| s == "chat")
-            .map(|i| i as ServiceId);
+        let chat = settings.routes.service_id("chat");
         let send = |metrics: &mut ConnectionMetrics,
                     registry: &mut Registry,
                     host: &mut MemoryHost,
@@ -726,39 +721,68 @@ mod tests {
         );
     }
 
+    /// One chat connection fed chunk by chunk, with the host its metrics go to.
+    struct ChatSocket {
+        settings: Settings,
+        host: MemoryHost,
+        registry: Registry,
+        metrics: ConnectionMetrics,
+        connection: Option<WebSocketConnection>,
+    }
+
+    impl ChatSocket {
+        fn open() -> ChatSocket {
+            let settings = config::load(None).unwrap();
+            let mut host = MemoryHost::default();
+            let mut registry = Registry::new(&mut host);
+            let mut metrics = ConnectionMetrics::new(&mut host);
+            let chat = settings.routes.service_id("chat");
+            metrics.opened(&settings, &mut registry, &mut host, chat);
+            let connection = Some(WebSocketConnection::new(chat, true, 1_000_000_000));
+            ChatSocket {
+                settings,
+                host,
+                registry,
+                metrics,
+                connection,
+            }
+        }
+
+        fn chunk(&mut self, direction: Direction, mut bytes: &[u8]) {
+            let connection = self.connection.as_mut().unwrap();
+            self.metrics.websocket_chunk(
+                &self.settings,
+                &mut self.registry,
+                &mut self.host,
+                connection,
+                direction,
+                &mut bytes,
+            );
+        }
+
+        fn close(&mut self, now_nanos: u64) {
+            let connection = self.connection.take().unwrap();
+            self.metrics.websocket_closed(
+                &self.settings,
+                &mut self.registry,
+                &mut self.host,
+                connection,
+                now_nanos,
+            );
+        }
+
+        fn rooms(&self) -> Option<u64> {
+            self.host.counter("chat_rooms_active")
+        }
+    }
+
     #[test]
     fn a_connections_chunks_count_its_messages_rooms_bytes_and_first_protocol_error() {
         use crate::websocket::frames::tests::frame;
-        let settings = config::load(None).unwrap();
-        let mut host = MemoryHost::default();
-        let mut registry = Registry::new(&mut host);
-        let mut metrics = ConnectionMetrics::new(&mut host);
-        let chat = settings
-            .routes
-            .services()
-            .iter()
-            .position(|s| s == "chat")
-            .map(|i| i as ServiceId);
+        use Direction::{Downstream, Upstream};
         let key = Some([0x11, 0x22, 0x33, 0x44]);
         let text = |json: String| frame(true, 0x1, json.as_bytes(), key);
-        let mut connection = WebSocketConnection::new(chat, true, 1_000_000_000);
-        metrics.opened(&settings, &mut registry, &mut host, chat);
-        let chunk = |metrics: &mut ConnectionMetrics,
-                     registry: &mut Registry,
-                     host: &mut MemoryHost,
-                     connection: &mut WebSocketConnection,
-                     direction: Direction,
-                     bytes: &[u8]| {
-            let mut source = bytes;
-            metrics.websocket_chunk(
-                &settings,
-                registry,
-                host,
-                connection,
-                direction,
-                &mut source,
-            );
-        };
+        let mut socket = ChatSocket::open();
         // Forty conversations joined in one chunk: a connection's first 32 are tracked.
         let joins: Vec<u8> = (0..40)
             .flat_map(|i| {
@@ -767,16 +791,8 @@ mod tests {
                 ))
             })
             .collect();
-        let up = Direction::Upstream;
-        chunk(
-            &mut metrics,
-            &mut registry,
-            &mut host,
-            &mut connection,
-            up,
-            &joins,
-        );
-        assert_eq!(host.counter("chat_rooms_active"), Some(32));
+        socket.chunk(Upstream, &joins);
+        assert_eq!(socket.rooms(), Some(32));
         // Leaving a tracked one counts; leaving one past the cap changes nothing.
         let leaves: Vec<u8> = ["c0", "c39"]
             .iter()
@@ -786,64 +802,27 @@ mod tests {
                 ))
             })
             .collect();
-        chunk(
-            &mut metrics,
-            &mut registry,
-            &mut host,
-            &mut connection,
-            up,
-            &leaves,
-        );
-        assert_eq!(host.counter("chat_rooms_active"), Some(31));
+        socket.chunk(Upstream, &leaves);
+        assert_eq!(socket.rooms(), Some(31));
         // A server frame cut across two chunks is one message.
         let reply = frame(true, 0x2, &[9; 10], None);
         let (head, tail) = reply.split_at(3);
-        let down = Direction::Downstream;
-        chunk(
-            &mut metrics,
-            &mut registry,
-            &mut host,
-            &mut connection,
-            down,
-            head,
-        );
-        chunk(
-            &mut metrics,
-            &mut registry,
-            &mut host,
-            &mut connection,
-            down,
-            tail,
-        );
+        socket.chunk(Downstream, head);
+        socket.chunk(Downstream, tail);
         // An unmasked client frame stops the reading of that direction: one protocol error,
         // and what follows is counted in bytes only.
         let unmasked = frame(true, 0x2, b"x", None);
         let late = text(r#"{"type":"JoinConversation","conversation_id":"late"}"#.into());
-        chunk(
-            &mut metrics,
-            &mut registry,
-            &mut host,
-            &mut connection,
-            up,
-            &unmasked,
-        );
-        chunk(
-            &mut metrics,
-            &mut registry,
-            &mut host,
-            &mut connection,
-            up,
-            &late,
-        );
-        assert_eq!(host.counter("chat_rooms_active"), Some(31));
-        metrics.websocket_closed(
-            &settings,
-            &mut registry,
-            &mut host,
-            connection,
-            3_000_000_000,
-        );
-        assert_eq!(host.counter("chat_rooms_active"), Some(0));
+        socket.chunk(Upstream, &unmasked);
+        socket.chunk(Upstream, &late);
+        assert_eq!(socket.rooms(), Some(31));
+        socket.close(3_000_000_000);
+        assert_eq!(socket.rooms(), Some(0));
+        let ChatSocket {
+            mut host,
+            mut registry,
+            ..
+        } = socket;
         assert_eq!(
             host.counter("service=.=chat;.;websocket_connections_active"),
             Some(0)
