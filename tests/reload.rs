@@ -12,6 +12,7 @@
 mod support;
 
 use std::io::{ErrorKind, Read};
+use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -132,6 +133,18 @@ fn under_load<T>(port: u16, during: impl FnOnce(&Load) -> T) -> (T, u64, u64) {
     (result, load.sent(), load.failed.load(Ordering::SeqCst))
 }
 
+/// Reads each stream until Envoy closes it (an end of stream or a reset), each within `limit`.
+fn wait_closed_by_envoy(streams: &mut [TcpStream], limit: Duration) {
+    for stream in streams {
+        stream.set_read_timeout(Some(limit)).unwrap();
+        let mut rest = Vec::new();
+        match stream.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
+        }
+    }
+}
+
 /// `http_requests_total` of the track template.
 fn tracks_counted(envoy: &Envoy) -> f64 {
     envoy
@@ -216,16 +229,7 @@ fn a_listener_update_ends_the_old_listeners_websockets_with_its_drain_and_the_ga
     reconfigure(&envoy, &dir, &mut listener, r#"{"max_series": 1000}"#);
     // Upgraded connections get no `connection: close`: the old listener's last second of
     // drain passes, then Envoy closes what is still open on it.
-    for stream in &mut old {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(15)))
-            .unwrap();
-        let mut rest = Vec::new();
-        match stream.read_to_end(&mut rest) {
-            Ok(_) => {}
-            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
-        }
-    }
+    wait_closed_by_envoy(&mut old, Duration::from_secs(15));
     envoy.wait_websockets_closed("chat", 3.0);
     poll(
         "the old listener to be gone",
@@ -257,16 +261,7 @@ fn a_hot_restart_with_websockets_open_leaves_no_gauge_behind() {
     child.wait_for("websocket_connections_active", &chat, 2.0);
     let status = parent.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "the old Envoy exited with {status}");
-    for stream in &mut old {
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        let mut rest = Vec::new();
-        match stream.read_to_end(&mut rest) {
-            Ok(_) => {}
-            Err(e) => assert_eq!(e.kind(), ErrorKind::ConnectionReset, "{e}"),
-        }
-    }
+    wait_closed_by_envoy(&mut old, Duration::from_secs(5));
     // ...and not after the old one is gone, when Envoy drops what it took over from it; then
     // it counts its own.
     child.wait_for("websocket_connections_active", &chat, 0.0);

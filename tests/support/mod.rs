@@ -29,12 +29,17 @@ pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const DEFAULT_DRAIN_SECONDS: u32 = 600;
 /// A hot restart's drain: short, so the test is.
 const HOT_RESTART_DRAIN_SECONDS: u32 = 1;
+/// Envoy's default `stats_flush_interval`, which no shipped config changes.
+const ENVOY_STATS_FLUSH_SECONDS: u32 = 5;
 /// How long the old process of a hot restart lives: its drain, then the filter's next flush of
-/// what it aggregated (1 s by default), then Envoy's next stats flush (5 s by default), when
-/// the new process merges the old one's counters, with a second to spare. Envoy merges only
-/// on its stats flushes, so what the old process counts after the last one before it is told
-/// to exit is lost; Envoy's own defaults (600 s drain, 900 s) leave the same room.
-const HOT_RESTART_PARENT_SHUTDOWN_SECONDS: u32 = HOT_RESTART_DRAIN_SECONDS + 1 + 5 + 1;
+/// what it aggregated, then Envoy's next stats flush, when the new process merges the old
+/// one's counters, with a second to spare. Envoy merges only on its stats flushes, so what the
+/// old process counts after the last one before it is told to exit is lost; Envoy's own
+/// defaults (600 s drain, 900 s) leave the same room.
+const HOT_RESTART_PARENT_SHUTDOWN_SECONDS: u32 = HOT_RESTART_DRAIN_SECONDS
+    + veza_observability::config::DEFAULT_FLUSH_INTERVAL_MS.div_ceil(1000)
+    + ENVOY_STATS_FLUSH_SECONDS
+    + 1;
 /// Where the repository keeps Envoy configs.
 pub const SHIPPED_CONFIG_DIRS: [&str; 2] = ["envoy", "examples/func-e"];
 
