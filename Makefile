@@ -140,6 +140,7 @@ build/.cargo-fuzz:
 test: tools lint unit wasm e2e
 
 lint:
+	tools/check-self-contained
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability -p empty-filter -p probe-filter -- -D warnings

@@ -1,6 +1,7 @@
 //! The deployment manifests under examples/istio and examples/envoy-gateway: each custom
-//! resource is valid against the CRD schema its project publishes (../shared/schemas, or
-//! $VEZA_SCHEMAS), with unknown fields refused as `kubectl --validate=strict` refuses them;
+//! resource is valid against the CRD schema its project publishes (kept in
+//! tests/fixtures/crds, with their sources), with unknown fields refused as
+//! `kubectl --validate=strict` refuses them;
 //! the plugin configurations they carry load in the filter; and the stats_tags they add are
 //! exactly those of envoy/envoy.yaml.
 #![allow(
@@ -20,15 +21,7 @@ use support::REPO;
 const MANIFEST_DIRS: [&str; 2] = ["examples/istio", "examples/envoy-gateway"];
 
 fn schemas_dir() -> PathBuf {
-    let dir = std::env::var_os("VEZA_SCHEMAS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(REPO).join("../shared/schemas"));
-    assert!(
-        dir.join("istio-wasmplugin.crd.yaml").exists(),
-        "the published CRD schemas are not at {} (set VEZA_SCHEMAS)",
-        dir.display()
-    );
-    dir
+    Path::new(REPO).join("tests/fixtures/crds")
 }
 
 fn yaml_documents(path: &Path) -> Vec<Value> {
