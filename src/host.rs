@@ -67,6 +67,8 @@ pub mod memory {
         pub hostcalls: u64,
         pub fail_define: bool,
         pub fail_increment: bool,
+        /// Increments of this one counter fail, the others go through.
+        pub refuse_counter: Option<String>,
     }
 
     impl MemoryHost {
@@ -99,7 +101,14 @@ pub mod memory {
             if self.fail_increment {
                 return Err(HostError(10));
             }
+            // As Envoy's `Context::incrementMetric`: a counter takes only positive offsets.
+            if delta == 0 {
+                return Err(HostError(2));
+            }
             let name = self.names.get(id as usize).ok_or(HostError(1))?;
+            if self.refuse_counter.as_ref() == Some(name) {
+                return Err(HostError(10));
+            }
             *self.values.entry(name.clone()).or_insert(0) += delta;
             Ok(())
         }

@@ -203,7 +203,12 @@ impl Registry {
         Some(handle)
     }
 
+    /// Adds to a counter. A 0 is no change and is dropped here: Envoy refuses a counter
+    /// increment of 0 (`BadArgument`), so it must never reach a flush.
     pub fn add(&mut self, handle: CounterHandle, delta: u64) {
+        if delta == 0 {
+            return;
+        }
         if let Some(counter) = self.counters.get_mut(handle.0 as usize) {
             if counter.pending == 0 {
                 self.dirty_counters.push(handle.0);
@@ -231,17 +236,10 @@ impl Registry {
         }
     }
 
-    /// Hands every pending delta to the host.
+    /// Hands every pending delta to the host. A failure is counted in the same flush, so
+    /// `veza_observability_errors_total` is never a flush behind what it counts.
     pub fn flush(&mut self, host: &mut dyn Host) {
-        let mut failure = None;
-        for index in self.dirty_counters.drain(..) {
-            if let Some(counter) = self.counters.get_mut(index as usize) {
-                let delta = std::mem::take(&mut counter.pending);
-                if let Err(err) = host.increment_counter(counter.id, delta) {
-                    failure = Some(err);
-                }
-            }
-        }
+        let mut failure = self.flush_counters(host, false);
         for index in self.dirty_histograms.drain(..) {
             if let Some(histogram) = self.histograms.get_mut(index as usize) {
                 if let Err(err) = histogram.flush(host) {
@@ -251,7 +249,32 @@ impl Registry {
         }
         if let Some(err) = failure {
             self.host_error(Operation::IncrementMetric, err, "flush");
+            // Only the error counter is pending now. If the host refuses it too, it stays
+            // pending for the next flush: an error count is the one delta never dropped.
+            let _ = self.flush_counters(host, true);
         }
+    }
+
+    /// Sends each pending counter delta; a refused delta is dropped unless `keep_refused`.
+    fn flush_counters(&mut self, host: &mut dyn Host, keep_refused: bool) -> Option<HostError> {
+        let mut failure = None;
+        let mut refused = Vec::new();
+        for index in self.dirty_counters.drain(..) {
+            if let Some(counter) = self.counters.get_mut(index as usize) {
+                let delta = std::mem::take(&mut counter.pending);
+                if delta > 0 {
+                    if let Err(err) = host.increment_counter(counter.id, delta) {
+                        failure = Some(err);
+                        if keep_refused {
+                            counter.pending = delta;
+                            refused.push(index);
+                        }
+                    }
+                }
+            }
+        }
+        self.dirty_counters.extend(refused);
+        failure
     }
 
     /// Logs the first failure of each operation, counts every one, and carries on.
@@ -343,6 +366,60 @@ mod tests {
         assert_eq!(host.hostcalls, calls + 1, "nothing pending, nothing sent");
     }
 
+    fn errors(host: &MemoryHost, operation: &str) -> Option<u64> {
+        host.counter(&format!(
+            "operation=.={operation};.;veza_observability_errors_total"
+        ))
+    }
+
+    #[test]
+    fn adding_zero_sends_nothing_to_the_host() {
+        // Envoy refuses a counter increment of 0 (BadArgument): an empty body chunk adds 0
+        // bytes, and that must not reach the host nor count as a failure.
+        let mut host = MemoryHost::default();
+        let mut registry = Registry::new(&mut host);
+        let c = registry.define_counter(&mut host, "c").unwrap();
+        let calls = host.hostcalls;
+        registry.add(c, 0);
+        registry.add(c, 0);
+        registry.flush(&mut host);
+        assert_eq!(host.hostcalls, calls, "no increment of 0");
+        registry.add(c, 0);
+        registry.add(c, 5);
+        registry.add(c, 0);
+        registry.flush(&mut host);
+        assert_eq!(host.counter("c"), Some(5));
+        assert_eq!(host.hostcalls, calls + 1);
+        assert_eq!(errors(&host, "increment_metric"), Some(0));
+    }
+
+    #[test]
+    fn a_failed_flush_is_counted_in_that_same_flush() {
+        let mut host = MemoryHost::default();
+        let mut registry = Registry::new(&mut host);
+        let c = registry.define_counter(&mut host, "c").unwrap();
+        host.refuse_counter = Some("c".to_owned());
+        registry.add(c, 1);
+        registry.flush(&mut host);
+        assert_eq!(errors(&host, "increment_metric"), Some(1));
+        // A host refusing the error counter too: the count waits for the next flush.
+        host.fail_increment = true;
+        registry.add(c, 1);
+        registry.flush(&mut host);
+        assert_eq!(errors(&host, "increment_metric"), Some(1));
+        host.fail_increment = false;
+        registry.flush(&mut host);
+        assert_eq!(errors(&host, "increment_metric"), Some(2));
+    }
+
+    #[test]
+    fn the_memory_host_refuses_a_zero_counter_increment_as_envoy_does() {
+        let mut host = MemoryHost::default();
+        let id = host.define_counter("c").unwrap();
+        assert_eq!(host.increment_counter(id, 0), Err(HostError(2)));
+        assert_eq!(host.increment_counter(id, 1), Ok(()));
+    }
+
     #[test]
     fn histogram_buckets_are_cumulative_and_in_seconds() {
         let mut host = MemoryHost::default();
@@ -407,11 +484,6 @@ mod tests {
         host.fail_define = false;
         registry.add(c, 1);
         registry.flush(&mut host);
-        let errors = |host: &MemoryHost, op: &str| {
-            host.counter(&format!(
-                "operation=.={op};.;veza_observability_errors_total"
-            ))
-        };
         assert_eq!(errors(&host, "define_metric"), Some(2));
         host.fail_increment = true;
         registry.add(c, 1);
