@@ -430,10 +430,44 @@ impl Envoy {
     }
 }
 
+impl Envoy {
+    /// Every `veza_observability_errors_total` sample that is not 0, while Envoy still runs.
+    /// The filter counts a failed hostcall in the flush that met it, so this is at most one
+    /// flush interval behind the traffic that caused it.
+    fn filter_errors(&mut self) -> Vec<String> {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return Vec::new();
+        }
+        let Ok((200, text)) = http("GET", &self.admin_url("/stats/prometheus"), &[], "") else {
+            return Vec::new();
+        };
+        parse_exposition(&text, "veza_observability_errors_total")
+            .into_iter()
+            .filter(|s| s.value != 0.0)
+            .map(|s| format!("{:?} {}", s.labels, s.value))
+            .collect()
+    }
+}
+
 impl Drop for Envoy {
+    /// Ends Envoy; every test that started one also asserts here that the filter counted no
+    /// failed hostcall, so a bug that only shows there cannot hide in a passing test.
     fn drop(&mut self) {
+        let failed = if std::thread::panicking() {
+            Vec::new()
+        } else {
+            self.filter_errors()
+        };
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if !failed.is_empty() {
+            eprintln!(
+                "----- Envoy log ({}) -----\n{}\n----- end of Envoy log -----",
+                self.log.display(),
+                self.log_text()
+            );
+            panic!("veza_observability_errors_total is not 0 at the end of the test: {failed:?}");
+        }
         if std::thread::panicking() {
             eprintln!(
                 "----- Envoy log ({}) -----\n{}\n----- end of Envoy log -----",
