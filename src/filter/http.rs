@@ -10,7 +10,7 @@ use crate::header_map;
 use crate::health::{Endpoint, Health};
 use crate::host::HostError;
 use crate::labels::{self, Method, Status};
-use crate::metrics::connections::{self, WebSocketConnection};
+use crate::metrics::connections::{self, StreamResponse, WebSocketConnection};
 use crate::metrics::http::RequestRecord;
 use crate::metrics::registry::{GaugeHandle, Operation, Registry};
 use crate::routes;
@@ -72,8 +72,6 @@ struct PendingSpan {
 
 /// A GET of a stream endpoint, until its response headers say whether it streams.
 struct StreamRequest {
-    /// No Range, or a Range from byte 0: a listening session starts.
-    starts_session: bool,
     stream_id: String,
 }
 
@@ -236,16 +234,9 @@ impl HttpContext for HttpFilter {
         let health = &settings.health;
         let mut endpoint = Endpoint::Other;
         if let Some(headers) = &headers {
-            let [method, path, authority, upgrade, range, authorization] = header_map::find(
+            let [method, path, authority, upgrade, authorization] = header_map::find(
                 headers,
-                [
-                    ":method",
-                    ":path",
-                    ":authority",
-                    "upgrade",
-                    "range",
-                    "authorization",
-                ],
+                [":method", ":path", ":authority", "upgrade", "authorization"],
             );
             let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
             if let Some(trap) = &settings.trap_header {
@@ -291,7 +282,6 @@ impl HttpContext for HttpFilter {
                 && method == b"GET";
             if stream {
                 self.stream_request = Some(StreamRequest {
-                    starts_session: range.is_none_or(|r| r.starts_with(b"bytes=0-")),
                     stream_id: connections::stream_id(path),
                 });
             }
@@ -381,8 +371,21 @@ impl HttpContext for HttpFilter {
                     now,
                 )));
             }
-        } else if let (Some(stream), Some(200 | 206)) = (self.stream_request.take(), status) {
-            connections.stream_opened(registry, &mut host, stream.starts_session);
+        } else if let Some(stream) = self.stream_request.take() {
+            let content_range = match status {
+                Some(206) => read(
+                    registry,
+                    Operation::GetHeader,
+                    abi::header(MapType::HttpResponseHeaders, "content-range"),
+                ),
+                _ => None,
+            };
+            let status = status.and_then(|s| u16::try_from(s).ok());
+            let response = StreamResponse::classify(status, content_range.as_deref());
+            if response == StreamResponse::NoAudio {
+                return Action::Continue;
+            }
+            connections.stream_opened(registry, &mut host, response == StreamResponse::Session);
             let bitrate =
                 connections.bitrate_gauge(settings, registry, &mut host, &stream.stream_id);
             self.connection = Some(Connection::Stream {

@@ -611,6 +611,50 @@ fn define_chat(settings: &Settings, registry: &mut Registry, host: &mut dyn Host
     }
 }
 
+/// What the response to a GET of a stream endpoint is to the gateway. Decided by the response
+/// alone, whatever the request's Range said: a server that cannot read a Range, or finds it
+/// past the end of the file, answers 200 with the whole file, and that is a listening session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamResponse {
+    /// Audio from the first byte (a 200, or a 206 whose `Content-Range` starts at byte 0): a
+    /// listening session starts.
+    Session,
+    /// Audio from further in (a 206 from a later byte): the same session going on.
+    Continuation,
+    /// No audio (an error, a 304, a 416): no stream.
+    NoAudio,
+}
+
+impl StreamResponse {
+    pub fn classify(status: Option<u16>, content_range: Option<&[u8]>) -> StreamResponse {
+        match status {
+            Some(200) => StreamResponse::Session,
+            Some(206) if content_range.and_then(first_byte_position) == Some(0) => {
+                StreamResponse::Session
+            }
+            Some(206) => StreamResponse::Continuation,
+            _ => StreamResponse::NoAudio,
+        }
+    }
+}
+
+/// The first byte's position in `Content-Range: bytes 0-99/1000` (RFC 9110 14.4; the unit is
+/// case-insensitive); `None` for another unit or an unsatisfied range (`bytes */1000`).
+fn first_byte_position(value: &[u8]) -> Option<u64> {
+    let value = value.trim_ascii();
+    let unit = value.get(..5)?;
+    let rest = value.get(5..)?;
+    if !unit.eq_ignore_ascii_case(b"bytes") || !rest.first()?.is_ascii_whitespace() {
+        return None;
+    }
+    let rest = rest.trim_ascii_start();
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || rest.get(digits) != Some(&b'-') {
+        return None;
+    }
+    std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()
+}
+
 /// The `stream_id` of a stream request: the path's last segment, without query or fragment.
 pub fn stream_id(path: &[u8]) -> String {
     let path = crate::routes::strip_query(path);
@@ -808,6 +852,11 @@ mod tests {
         let reply = frame(true, 0x2, &[9; 10], None);
         let (head, tail) = reply.split_at(3);
         socket.chunk(Downstream, head);
+        // Envoy hands the filter empty chunks too (a flush, the end of a direction), also
+        // right after a metrics flush, when nothing is pending.
+        socket.registry.flush(&mut socket.host);
+        socket.chunk(Downstream, &[]);
+        socket.chunk(Upstream, &[]);
         socket.chunk(Downstream, tail);
         // An unmasked client frame stops the reading of that direction: one protocol error,
         // and what follows is counted in bytes only.
@@ -848,6 +897,13 @@ mod tests {
             Some(0)
         );
         assert_eq!(counter("websocket_protocol_errors_total"), Some(1));
+        let failed: u64 = host
+            .counters()
+            .iter()
+            .filter(|(name, _)| name.ends_with("veza_observability_errors_total"))
+            .map(|(_, value)| value)
+            .sum();
+        assert_eq!(failed, 0, "no hostcall refused, empty chunks included");
         let client_bytes = joins.len() + leaves.len() + unmasked.len() + late.len();
         assert_eq!(
             counter("direction=.=client_to_server;.;websocket_bytes_total"),
@@ -857,6 +913,30 @@ mod tests {
             counter("direction=.=server_to_client;.;websocket_bytes_total"),
             Some(reply.len() as u64)
         );
+    }
+
+    #[test]
+    fn a_stream_response_starts_a_session_from_byte_0_whatever_the_request_asked() {
+        use StreamResponse::{Continuation, NoAudio, Session};
+        let classify = |status, range: Option<&str>| {
+            StreamResponse::classify(Some(status), range.map(str::as_bytes))
+        };
+        // Every 200 is the whole file: no Range, or one the server could not read or found
+        // past the end.
+        assert_eq!(classify(200, None), Session);
+        assert_eq!(classify(206, Some("bytes 0-99/1048576")), Session);
+        assert_eq!(classify(206, Some("Bytes  00-99/1048576")), Session);
+        assert_eq!(classify(206, Some("bytes 100-199/1048576")), Continuation);
+        // A 206 without a readable Content-Range is audio, but not from the start.
+        assert_eq!(classify(206, None), Continuation);
+        assert_eq!(classify(206, Some("bytes */1048576")), Continuation);
+        assert_eq!(classify(206, Some("items 0-9/10")), Continuation);
+        assert_eq!(classify(206, Some("bytes0-9/10")), Continuation);
+        assert_eq!(classify(206, Some("bytes -9/10")), Continuation);
+        for status in [304, 400, 403, 404, 416, 500, 503] {
+            assert_eq!(classify(status, None), NoAudio, "{status}");
+        }
+        assert_eq!(StreamResponse::classify(None, None), NoAudio);
     }
 
     #[test]

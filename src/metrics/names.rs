@@ -34,13 +34,13 @@ pub const CHAT_MESSAGES_SENT_TOTAL: &str = "chat_messages_sent_total";
 pub const CHAT_ROOMS_ACTIVE: &str = "chat_rooms_active";
 /// Counter: listening sessions started (a 200, or a 206 from byte 0, on a stream endpoint).
 pub const STREAMS_STARTED_TOTAL: &str = "streams_started_total";
-/// Gauge: stream responses in flight.
+/// Gauge: stream responses Envoy is still forwarding.
 pub const STREAM_SESSIONS_ACTIVE: &str = "stream_sessions_active";
 /// Histogram in seconds: stream response durations.
 pub const STREAM_DURATION_SECONDS: &str = "stream_duration_seconds";
-/// Counter: audio bytes delivered.
+/// Counter: stream response body bytes the gateway forwarded (as on the wire).
 pub const STREAM_BYTES_TOTAL: &str = "stream_bytes_total";
-/// Gauge: bits per second being delivered, per stream. Label: stream_id.
+/// Gauge: bits per second the gateway forwarded over the last second, per stream. Label: stream_id.
 pub const STREAM_BITRATE_BPS: &str = "stream_bitrate_bps";
 /// Counter: hostcalls that failed inside the filter. Label: operation.
 pub const FILTER_ERRORS_TOTAL: &str = "veza_observability_errors_total";

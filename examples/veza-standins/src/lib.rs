@@ -24,9 +24,15 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
+use tower_http::compression::CompressionLayer;
 
-/// Size of every audio file the stream stand-in serves.
+/// Size of the audio files the stream stand-in serves.
 pub const AUDIO_FILE_LEN: u64 = 1 << 20;
+/// Size of the files whose name starts with [`LONG_FILE_PREFIX`]: past [`MAX_RANGE_SIZE`].
+pub const LONG_AUDIO_FILE_LEN: u64 = 12 << 20;
+pub const LONG_FILE_PREFIX: &str = "long-";
+/// The stream server's `MAX_RANGE_SIZE` default: a Range asking for more is refused with 416.
+pub const MAX_RANGE_SIZE: u64 = 10 << 20;
 
 /// Requests each stand-in has answered.
 #[derive(Default, Debug)]
@@ -411,9 +417,9 @@ async fn chat_session(mut socket: WebSocket) {
         let reply = match message {
             Message::Text(text) => chat_reply(&text),
             Message::Binary(bytes) => Some(Message::Binary(bytes)),
-            // The close reply is queued on receipt and sent by the next read, which then
-            // ends the loop: the closing handshake completes, as the chat server's does.
-            Message::Close(_) => None,
+            // The chat server leaves its loop on a client's Close and drops the socket: the
+            // reply tungstenite queued is never sent, so the client's Close gets none back.
+            Message::Close(_) => return,
             Message::Ping(_) | Message::Pong(_) => None,
         };
         if let Some(reply) = reply {
@@ -451,11 +457,15 @@ fn stream_app(shared: Shared) -> Router {
         )
         .route("/stream/{filename}", get(stream_file))
         .fallback(|| async { not_found() });
-    with_control(router, shared, |h| &h.stream)
+    // The stream server compresses what it serves when the request accepts it, audio
+    // included: the gateway then forwards (and counts) gzip bytes.
+    with_control(router, shared, |h| &h.stream).layer(CompressionLayer::new().gzip(true))
 }
 
 /// Signed audio: `expires` (unix seconds, in the future) and `sig` are required; `sig=bad`
-/// stands for a signature that does not verify; `missing.mp3` does not exist.
+/// stands for a signature that does not verify; `missing.mp3` does not exist. The body goes
+/// out as fast as the connection takes it, as the real server sends it: how fast a listener
+/// plays is the client's pace, not the server's.
 async fn stream_file(
     Path(filename): Path<String>,
     Query(query): Query<std::collections::HashMap<String, String>>,
@@ -474,67 +484,46 @@ async fn stream_file(
     if filename == "missing.mp3" {
         return not_found();
     }
+    let len = if filename.starts_with(LONG_FILE_PREFIX) {
+        LONG_AUDIO_FILE_LEN
+    } else {
+        AUDIO_FILE_LEN
+    };
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
-    let (status, start, end) = match range.map(parse_range) {
-        None => (StatusCode::OK, 0, AUDIO_FILE_LEN - 1),
-        Some(Some((start, end))) if start <= end && end < AUDIO_FILE_LEN => {
-            (StatusCode::PARTIAL_CONTENT, start, end)
-        }
-        Some(_) => {
+    let (status, start, end) = match range.map(|r| parse_range(r, len)) {
+        // No Range, one it cannot read, or one starting past the end: the whole file.
+        None | Some(None) => (StatusCode::OK, 0, len - 1),
+        Some(Some((start, end))) if end - start + 1 > MAX_RANGE_SIZE => {
             return (
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                [(header::CONTENT_RANGE, format!("bytes */{AUDIO_FILE_LEN}"))],
+                [(header::CONTENT_RANGE, format!("bytes */{len}"))],
             )
                 .into_response()
         }
+        Some(Some((start, end))) => (StatusCode::PARTIAL_CONTENT, start, end),
     };
     let body: Vec<u8> = (start..=end).map(|i| (i % 251) as u8).collect();
-    // `x-standin-rate-bps` delivers the body at that rate, as a listener's player pulls it.
-    let rate_bps = headers
-        .get("x-standin-rate-bps")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .filter(|rate| *rate >= 8_000);
-    let body = match rate_bps {
-        None => Body::from(body),
-        Some(rate) => throttled(body, rate),
-    };
     let mut response = Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "audio/mpeg")
         .header(header::ACCEPT_RANGES, "bytes");
     if status == StatusCode::PARTIAL_CONTENT {
-        response = response.header(
-            header::CONTENT_RANGE,
-            format!("bytes {start}-{end}/{AUDIO_FILE_LEN}"),
-        );
+        response = response.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
     }
-    response.body(body).unwrap_or_else(|_| not_found())
+    response
+        .body(Body::from(body))
+        .unwrap_or_else(|_| not_found())
 }
 
-/// The body in 10 chunks a second, at `rate_bps`.
-fn throttled(body: Vec<u8>, rate_bps: u64) -> Body {
-    let chunk = usize::try_from(rate_bps / 8 / 10).unwrap_or(1).max(1);
-    let chunks: Vec<Vec<u8>> = body.chunks(chunk).map(<[u8]>::to_vec).collect();
-    let stream = futures_util::stream::unfold(chunks.into_iter(), |mut chunks| async move {
-        let next = chunks.next()?;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        Some((
-            Ok::<_, std::io::Error>(axum::body::Bytes::from(next)),
-            chunks,
-        ))
-    });
-    Body::from_stream(stream)
-}
-
-/// `bytes=a-b` or `bytes=a-`; anything else is unsatisfiable.
-fn parse_range(value: &str) -> Option<(u64, u64)> {
+/// `bytes=a-b` or `bytes=a-` within a file of `len` bytes, the end clamped to the file's;
+/// `None` for anything else, a start past the end included.
+fn parse_range(value: &str, len: u64) -> Option<(u64, u64)> {
     let (start, end) = value.strip_prefix("bytes=")?.split_once('-')?;
-    let start = start.parse().ok()?;
+    let start: u64 = start.parse().ok()?;
     let end = if end.is_empty() {
-        AUDIO_FILE_LEN - 1
+        len - 1
     } else {
-        end.parse().ok()?
+        end.parse::<u64>().ok()?.min(len - 1)
     };
-    Some((start, end))
+    (start <= end).then_some((start, end))
 }
