@@ -27,7 +27,7 @@ help:
 
 # ---------------------------------------------------------------- tools
 
-tools: build/.rust-target $(ENVOY) build/.debian-packages build/.python-packages
+tools: build/.rust-target build/.build-packages $(ENVOY) build/.debian-packages build/.python-packages
 
 build/.rust-target:
 	@mkdir -p build
@@ -52,32 +52,40 @@ build/.python-packages: $(ENVOY)
 	.venv/bin/pip install --quiet --disable-pip-version-check $(PYTHON_PACKAGES)
 	@touch $@
 
-# Debian packages the tests use: Prometheus and promtool; PostgreSQL, Redis and their
-# exporters (/ready's dependencies) and node_exporter (the monitoring stack); skopeo (reads
-# the OCI image as a registry client would); wrk (make bench); node (wasm unit tests);
-# binaryen's wasm-opt (optimizes the module after cargo).
-# Each is "command:package"; a missing command installs its package.
-DEBIAN_PACKAGES := prometheus:prometheus promtool:prometheus wrk:wrk node:nodejs \
-  redis-server:redis-server prometheus-postgres-exporter:prometheus-postgres-exporter \
-  prometheus-redis-exporter:prometheus-redis-exporter \
-  prometheus-node-exporter:prometheus-node-exporter setpriv:util-linux skopeo:skopeo \
-  wasm-opt:binaryen
-build/.debian-packages:
+# Debian packages, each "command:package"; a missing command installs its package.
+# Installs the packages of $(1) that are missing; $(2) lists extra packages to install as well.
+define debian_install
 	@mkdir -p build
-	@missing=""; \
-	for pair in $(DEBIAN_PACKAGES); do \
+	@missing="$(2)"; \
+	for pair in $(1); do \
 	  command -v "$${pair%%:*}" >/dev/null || missing="$$missing $${pair##*:}"; \
 	done; \
-	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@touch $@
+endef
+
+# What building needs: binaryen's wasm-opt (optimizes the module after cargo).
+BUILD_PACKAGES := wasm-opt:binaryen
+build/.build-packages:
+	$(call debian_install,$(BUILD_PACKAGES),)
+
+# What the tests need: Prometheus and promtool; PostgreSQL, Redis and their exporters
+# (/ready's dependencies) and node_exporter (the monitoring stack); skopeo (reads the OCI
+# image as a registry client would); wrk (make bench); node (wasm unit tests).
+DEBIAN_PACKAGES := prometheus:prometheus promtool:prometheus wrk:wrk node:nodejs \
+  redis-server:redis-server prometheus-postgres-exporter:prometheus-postgres-exporter \
+  prometheus-redis-exporter:prometheus-redis-exporter \
+  prometheus-node-exporter:prometheus-node-exporter setpriv:util-linux skopeo:skopeo
+build/.debian-packages:
+	$(call debian_install,$(DEBIAN_PACKAGES),$$(ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || echo postgresql))
 
 # ---------------------------------------------------------------- build
 
-wasm: build/.rust-target build/.debian-packages
+# Only what building needs: the Rust target and binaryen, never the test tools.
+wasm: build/.rust-target build/.build-packages
 	$(CARGO) build --target wasm32-wasip1 --release
 	@# Only when cargo rebuilt: the optimizer is slow, and running it twice changes the bytes.
 	@[ $(WASM) -nt $(CARGO_WASM) ] || { \

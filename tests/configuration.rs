@@ -21,26 +21,41 @@ fn gateway() -> GatewayConfig {
 
 #[test]
 fn every_shipped_envoy_config_validates() {
-    let mut checked = 0;
-    for entry in std::fs::read_dir(format!("{REPO}/envoy")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let relative = path
-                .strip_prefix(REPO)
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .to_owned();
-            let (ok, output) = validate(&GatewayConfig::shipped(&relative));
-            assert!(ok, "{relative} does not validate:\n{output}");
+    let shipped = GatewayConfig::all_shipped();
+    assert_eq!(
+        shipped,
+        [
+            "envoy/bench.yaml",
+            "envoy/envoy.yaml",
+            "examples/func-e/envoy.yaml"
+        ],
+        "the Envoy configs under {SHIPPED_CONFIG_DIRS:?}"
+    );
+    for relative in shipped {
+        let (ok, output) = validate(&GatewayConfig::shipped(&relative));
+        assert!(ok, "{relative} does not validate:\n{output}");
+        assert!(
+            output.contains("veza-observability: configured"),
+            "{relative}: the filter did not configure:\n{output}"
+        );
+    }
+}
+
+/// Without a `stats_tags` entry per label, Envoy's Prometheus output keeps the encoded label
+/// inside the metric name.
+#[test]
+fn every_shipped_envoy_config_extracts_every_label() {
+    use veza_observability::metrics::names::{stats_tag_regex, LABEL_KEYS};
+    for relative in GatewayConfig::all_shipped() {
+        let text = std::fs::read_to_string(format!("{REPO}/{relative}")).unwrap();
+        for key in LABEL_KEYS {
+            let line = format!("regex: '{}'", stats_tag_regex(key));
             assert!(
-                output.contains("veza-observability: configured"),
-                "{relative}: the filter did not configure:\n{output}"
+                text.contains(&format!("tag_name: {key}")) && text.contains(&line),
+                "{relative} lacks the stats_tag for {key}: {line}"
             );
-            checked += 1;
         }
     }
-    assert!(checked >= 1);
 }
 
 #[test]
