@@ -13,7 +13,7 @@ WASM := build/veza_observability.wasm
 ENVOY := build/bin/envoy
 CARGO ?= cargo
 
-.PHONY: help run test bench profile package dashboard fuzz soak lint unit e2e wasm tools clean
+.PHONY: help run test bench profile package dashboard fuzz soak lint unit e2e wasm wasm-faults tools clean
 
 help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
@@ -93,6 +93,16 @@ wasm: build/.rust-target build/.build-packages
 	    --enable-mutable-globals $(CARGO_WASM) -o $(WASM).tmp && mv $(WASM).tmp $(WASM); }
 	@ls -l $(WASM) | awk '{print "filter: " $$NF " (" $$5 " bytes)"}'
 
+# The module with the test-only `fault-injection` feature, for the tests of Envoy's failure
+# policy (tests/faults.rs); its own target folder, so the shipped module is never rebuilt
+# over it. Never shipped.
+FAULTS_WASM := build/fault-injection/veza_observability.wasm
+wasm-faults: build/.rust-target
+	$(CARGO) build --target wasm32-wasip1 --release --features fault-injection \
+	  --target-dir target/fault-injection
+	@mkdir -p $(dir $(FAULTS_WASM))
+	cp target/fault-injection/wasm32-wasip1/release/veza_observability.wasm $(FAULTS_WASM)
+
 # ---------------------------------------------------------------- package
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
@@ -152,12 +162,13 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability -p empty-filter -p probe-filter -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability --features fault-injection -- -D warnings
 
 unit: build/.rust-target
 	$(CARGO) test --workspace --lib
 	$(CARGO) test --target wasm32-wasip1 --lib
 
-e2e: tools wasm
+e2e: tools wasm wasm-faults
 	$(CARGO) build --quiet -p veza-standins
 	$(CARGO) test --test '*' -- --test-threads 2
 

@@ -64,6 +64,11 @@ fn each_bad_configuration_is_refused_with_its_field_named() {
         ("{", "invalid configuration JSON: EOF while parsing an object"),
         (r#"{"max_series": 0}"#, "max_series: must be at least 1 (got 0)"),
         (r#"{"max_seriess": 5}"#, "max_seriess: invalid configuration JSON: unknown field `max_seriess`"),
+        // The test-only setting does not exist in the module `make wasm` ships.
+        (
+            r#"{"fault_injection": {"trap_header": "x-trap"}}"#,
+            "fault_injection: invalid configuration JSON: unknown field `fault_injection`",
+        ),
         (r#"{"metrics_flush_interval_ms": "1s"}"#, "metrics_flush_interval_ms: invalid configuration JSON: invalid type: string \"1s\", expected u32"),
         (
             r#"{"services": [{"name": "api", "routes": ["/api/v1/tracks/:"]}]}"#,

@@ -1,6 +1,6 @@
-//! Faults, end to end through the real Envoy with the real `.wasm`: a VM trap (injected by
-//! the test-only `fault_injection.trap_header`) under the shipped failure policy and under
-//! FAIL_OPEN. Dead upstreams, hanging dependencies and a black-holed span collector are in
+//! Faults, end to end through the real Envoy: a VM trap (injected by the test-only
+//! `fault_injection.trap_header`, in the module built with the `fault-injection` feature)
+//! under the shipped failure policy and under FAIL_OPEN. Dead upstreams, hanging dependencies and a black-holed span collector are in
 //! http_metrics.rs, health.rs and span_export.rs.
 #![allow(
     clippy::unwrap_used,
@@ -53,7 +53,11 @@ fn trap(envoy: &Envoy) {
 #[test]
 fn the_shipped_policy_reloads_a_trapped_vm_and_telemetry_goes_on() {
     let (_standins, config, ports) = GatewayConfig::with_standins();
-    let envoy = Envoy::start(&config.plugin_configuration(TRAP), ports, 1);
+    let envoy = Envoy::start(
+        &config.with_fault_injection().plugin_configuration(TRAP),
+        ports,
+        1,
+    );
     trap(&envoy);
     // Requests in the reload backoff (10 ms, shipped) fail; then a fresh VM serves.
     poll(
@@ -84,6 +88,7 @@ fn fail_open_keeps_traffic_flowing_without_telemetry() {
     let (_standins, config, ports) = GatewayConfig::with_standins();
     let config = config
         .replace_once("failure_policy: FAIL_RELOAD", "failure_policy: FAIL_OPEN")
+        .with_fault_injection()
         .plugin_configuration(TRAP);
     let envoy = Envoy::start(&config, ports, 1);
     trap(&envoy);

@@ -60,11 +60,14 @@ pub struct PluginConfig {
     /// Trace context for Jaeger and OpenTelemetry.
     #[serde(default)]
     pub tracing: TracingConfig,
-    /// For tests of Envoy's failure policy only: never set it in production.
+    /// For tests of Envoy's failure policy only: only a build with the `fault-injection`
+    /// feature has it; the shipped module refuses it as an unknown field.
+    #[cfg(feature = "fault-injection")]
     #[serde(default)]
     pub fault_injection: Option<FaultInjectionConfig>,
 }
 
+#[cfg(feature = "fault-injection")]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultInjectionConfig {
@@ -191,6 +194,7 @@ pub struct Settings {
     pub active_users: ActiveUsersSettings,
     pub tracing: TraceSettings,
     /// The request header that traps the VM (fault-injection tests only).
+    #[cfg(feature = "fault-injection")]
     pub trap_header: Option<String>,
 }
 
@@ -344,6 +348,7 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         .map_err(|(field, message)| error(format!("active_users.{field}"), message))?;
     let tracing = tracing::compile(config.tracing)
         .map_err(|(field, message)| error(format!("tracing.{field}"), message))?;
+    #[cfg(feature = "fault-injection")]
     let trap_header = match config.fault_injection {
         None => None,
         Some(fault) => {
@@ -363,6 +368,7 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         }
     };
     Ok(Settings {
+        #[cfg(feature = "fault-injection")]
         trap_header,
         tracing,
         business,

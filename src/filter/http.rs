@@ -239,6 +239,7 @@ impl HttpContext for HttpFilter {
                 [":method", ":path", ":authority", "upgrade", "authorization"],
             );
             let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
+            #[cfg(feature = "fault-injection")]
             if let Some(trap) = &settings.trap_header {
                 if header_map::find(headers, [trap.as_str()])[0].is_some() {
                     log::error!("veza-observability: trapping the VM, as fault_injection asks");

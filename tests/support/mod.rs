@@ -69,6 +69,18 @@ pub fn wasm_path() -> PathBuf {
     path
 }
 
+/// The module built with the test-only `fault-injection` feature (`make wasm-faults`): the
+/// shipped module with `fault_injection.trap_header` added, for tests of Envoy's failure policy.
+pub fn fault_injection_wasm_path() -> PathBuf {
+    let path = Path::new(REPO).join("build/fault-injection/veza_observability.wasm");
+    assert!(
+        path.exists(),
+        "no fault-injection build at {}: run `make wasm-faults`",
+        path.display()
+    );
+    path
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -228,6 +240,13 @@ impl GatewayConfig {
              {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n"
         ));
         self
+    }
+
+    /// Loads the module built with the test-only `fault-injection` feature instead.
+    pub fn with_fault_injection(self) -> GatewayConfig {
+        let shipped = format!("filename: {}", wasm_path().display());
+        let faults = format!("filename: {}", fault_injection_wasm_path().display());
+        self.replace_once(&shipped, &faults)
     }
 
     /// Replaces the filter's JSON configuration (shipped as `{}`).
