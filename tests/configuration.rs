@@ -120,3 +120,14 @@ fn a_running_envoy_refuses_to_start_with_a_bad_configuration() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The README's configuration example is one the filter takes.
+#[test]
+fn the_readme_configuration_example_loads() {
+    let readme = std::fs::read_to_string(format!("{REPO}/README.md")).unwrap();
+    let section = &readme[readme.find("\n## Configuration\n").unwrap()..];
+    let start = section.find("```json\n").unwrap() + "```json\n".len();
+    let example = &section[start..start + section[start..].find("```").unwrap()];
+    let loaded = veza_observability::config::load(Some(example.as_bytes()));
+    assert!(loaded.is_ok(), "{example}: {:?}", loaded.err());
+}

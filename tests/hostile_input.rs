@@ -1,5 +1,5 @@
 //! Hostile input through the real Envoy with the real `.wasm`: every request still gets an
-//! answer, the labels are the ones the README's label rules promise, series stay bounded,
+//! answer, the labels are the ones docs/metrics.md's label rules promise, series stay bounded,
 //! and the filter reports no failure.
 #![allow(
     clippy::unwrap_used,

@@ -396,7 +396,7 @@ fn stream_sessions_are_decided_by_the_response_and_bytes_counted_as_on_the_wire(
 
 /// The stream server sends as fast as the connection takes it; this listener reads 64 KiB
 /// every 20 ms (about 3 MB/s). The gateway's session ends when Envoy has forwarded the last
-/// byte, ahead of the listener by at most the buffers between them (README, "What the stream
+/// byte, ahead of the listener by at most the buffers between them (docs/websockets-and-streams.md, "What the stream
 /// metrics measure"): Envoy's buffer limit on each side, the kernel's send buffer for the
 /// listener's socket, and the listener's receive buffer. The bitrate gauge follows the bytes
 /// forwarded and goes back to 0.

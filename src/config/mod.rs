@@ -17,7 +17,7 @@ use self::tracing::{TraceSettings, TracingConfig};
 use crate::health::config::{self as health_config, HealthConfig, HealthSettings};
 use crate::routes::{EndpointId, RouteTable};
 
-/// The built-in route table: every route the Veza services serve (see the README).
+/// The built-in route table: every route the Veza services serve (see docs/configuration.md).
 const VEZA_SERVICES: &str = include_str!("veza_services.json");
 
 pub const DEFAULT_MAX_SERIES: u32 = 2000;

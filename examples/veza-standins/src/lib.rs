@@ -1,5 +1,5 @@
 //! Stand-ins for the three Veza services, answering the routes their code really serves (see
-//! the README's route table) with the statuses those handlers give.
+//! docs/configuration.md) with the statuses those handlers give.
 //!
 //! Two request headers let a test or a demo choose an outcome on any route:
 //! `x-standin-status: 503` answers with that status, `x-standin-delay-ms: 200` waits first.
