@@ -10,6 +10,7 @@
 //! - [`active_users`]: distinct users in a sliding window, as a sketch shared by the workers;
 //! - [`trace`]: W3C, Jaeger and B3 trace context: parsed, decided, sampled, emitted;
 //! - [`websocket`]: RFC 6455 frames and chat messages seen in upgraded connections;
+//! - [`shared`]: gateway-wide state in Envoy's shared data: its keys and its CAS update;
 //! - [`host`]: the few host capabilities the core needs, as a trait;
 //! - [`header_map`]: decoding the ABI's serialized header map;
 //! - `filter` (wasm32 only): the proxy-wasm root and HTTP contexts, thin glue over the core.
@@ -22,6 +23,7 @@ pub mod host;
 pub mod labels;
 pub mod metrics;
 pub mod routes;
+pub mod shared;
 pub mod trace;
 pub mod websocket;
 

@@ -14,9 +14,10 @@ pub mod hyperloglog;
 pub mod identity;
 
 use crate::config::business::ActiveUsersSettings;
-use crate::host::{CasOutcome, Host};
+use crate::host::Host;
 use crate::metrics::names;
 use crate::metrics::registry::{GaugeHandle, Operation, Registry};
+use crate::shared::{self, keys::ACTIVE_USERS_PREFIX as KEY_PREFIX, Update};
 
 use hyperloglog::{Sketch, REGISTERS};
 
@@ -24,8 +25,6 @@ pub const SLOTS_PER_WINDOW: u64 = 10;
 /// The ring holds every slot of the window, the current one, and the next, so a worker whose
 /// clock is a slot ahead never overwrites a slot another worker still counts.
 const RING: u64 = SLOTS_PER_WINDOW + 2;
-const KEY_PREFIX: &str = "veza_observability.active_users.";
-const CAS_ATTEMPTS: usize = 8;
 /// The gauge is recomputed at most this often (each recomputation reads the ring).
 const ESTIMATE_INTERVAL_NANOS: u64 = 1_000_000_000;
 /// Slot number (8 bytes, little-endian) then the registers.
@@ -111,44 +110,28 @@ impl ActiveUsers {
             return;
         }
         let key = key(self.slot);
-        for _ in 0..CAS_ATTEMPTS {
-            let (mut merged, cas) = match host.get_shared(&key) {
-                Ok(Some((entry, cas))) => match registers_of(&entry, self.slot) {
-                    Some(registers) => {
-                        let mut sketch = Sketch::default();
-                        sketch.merge(registers);
-                        (sketch, cas)
-                    }
-                    // An older slot's sketch (or a newer one: this one has left the window).
-                    None if entry_slot(&entry).is_some_and(|s| s > self.slot) => {
-                        self.dirty = false;
-                        return;
-                    }
-                    None => (Sketch::default(), cas),
-                },
-                Ok(None) => (Sketch::default(), 0),
-                Err(err) => {
-                    registry.host_error(Operation::SharedData, err, KEY_PREFIX);
-                    return;
-                }
-            };
-            merged.merge(self.local.as_bytes());
-            let mut entry = Vec::with_capacity(ENTRY_LEN);
-            entry.extend_from_slice(&self.slot.to_le_bytes());
-            entry.extend_from_slice(merged.as_bytes());
-            match host.set_shared(&key, &entry, cas) {
-                Ok(CasOutcome::Stored) => {
-                    self.dirty = false;
-                    return;
-                }
-                Ok(CasOutcome::Mismatch) => continue,
-                Err(err) => {
-                    registry.host_error(Operation::SharedData, err, KEY_PREFIX);
-                    return;
-                }
+        let (slot, local) = (self.slot, &self.local);
+        let merged = shared::update(host, &key, |entry| {
+            let mut sketch = Sketch::default();
+            match entry.map(|entry| (registers_of(entry, slot), entry_slot(entry))) {
+                Some((Some(registers), _)) => sketch.merge(registers),
+                // A newer slot's sketch: this one has left the window.
+                Some((None, Some(newer))) if newer > slot => return Update::Keep(()),
+                // Absent, or an older slot's sketch to replace.
+                _ => {}
             }
+            sketch.merge(local.as_bytes());
+            let mut entry = Vec::with_capacity(ENTRY_LEN);
+            entry.extend_from_slice(&slot.to_le_bytes());
+            entry.extend_from_slice(sketch.as_bytes());
+            Update::Write(entry, ())
+        });
+        match merged {
+            Ok(Some(())) => self.dirty = false,
+            // Lost every race: stay dirty and try again on the next tick.
+            Ok(None) => {}
+            Err(err) => registry.host_error(Operation::SharedData, err, KEY_PREFIX),
         }
-        // Lost every race: stay dirty and try again on the next tick.
     }
 }
 

@@ -16,6 +16,7 @@ use crate::metrics::connections::ConnectionMetrics;
 use crate::metrics::http::HttpMetrics;
 use crate::metrics::names;
 use crate::metrics::registry::{GaugeHandle, HistogramHandle, Registry};
+use crate::shared::keys;
 use crate::trace::export::Exporter;
 
 use super::abi::{self, EnvoyHost};
@@ -30,8 +31,6 @@ const EXPORT_TICK_MS: u32 = 100;
 const ACTIVE_USERS_TICK_MS: u32 = 1000;
 /// Most bytes of a check's response body read (an exporter's page is about 100 KB).
 const MAX_CHECK_BODY: usize = 1 << 20;
-/// Shared-data key of the time the first worker configured, for `/live`'s uptime.
-const STARTED_KEY: &str = "veza_observability.started_nanos";
 
 /// What one configuration of the plugin shares with its HTTP contexts.
 pub struct Plugin {
@@ -408,11 +407,11 @@ impl crate::trace::IdSource for TraceIds {
 /// The time the first worker of this Envoy configured the filter, shared by all workers so
 /// `/live` reports one uptime.
 fn first_start(host: &mut dyn Host, now: u64) -> u64 {
-    if let Ok(Some((bytes, _))) = host.get_shared(STARTED_KEY) {
+    if let Ok(Some((bytes, _))) = host.get_shared(keys::STARTED) {
         if let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) {
             return u64::from_le_bytes(bytes);
         }
     }
-    let _ = host.set_shared(STARTED_KEY, &now.to_le_bytes(), 0);
+    let _ = host.set_shared(keys::STARTED, &now.to_le_bytes(), 0);
     now
 }

@@ -190,7 +190,7 @@ mod tests {
             ),
             (
                 rule(r#"{"counter": "x_total", "method": "POST,FETCH", "endpoints": ["/api/v1/auth/login"], "status": ["2xx"]}"#),
-                "business_metrics[0].method: \"FETCH\" is not an HTTP method",
+                "business_metrics[0].method: \"FETCH\" is not a standard HTTP method",
             ),
             (
                 rule(r#"{"counter": "x_total", "method": "POST", "endpoints": ["/api/v1/auth/login", "/api/v1/nope"], "status": ["2xx"]}"#),

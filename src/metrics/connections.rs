@@ -16,12 +16,8 @@ use crate::websocket::frames::{ByteSource, Direction, FrameReader, Message, Mess
 use super::http::{endpoint_label_of, service_label_of};
 use super::names;
 use super::registry::{CounterHandle, GaugeHandle, HistogramHandle, Operation, Registry};
-use super::shared::{self, Budget};
+use crate::shared::{self, keys, Budget};
 
-const ROOM_COUNT_KEY: &str = "veza_observability.room_count";
-const ROOM_PREFIX: &str = "veza_observability.room.";
-const STREAM_ID_COUNT_KEY: &str = "veza_observability.stream_id_count";
-const STREAM_ID_PREFIX: &str = "veza_observability.stream_id.";
 /// Longest conversation id or stream id kept; longer ones are not tracked.
 pub const MAX_ID_LEN: usize = 128;
 /// Conversations one connection can have joined that `chat_rooms_active` tracks.
@@ -133,8 +129,8 @@ impl ConnectionMetrics {
             upgrades: HashMap::new(),
             chat: None,
             streams: None,
-            rooms: Budget::new(host, ROOM_COUNT_KEY, ROOM_PREFIX),
-            stream_ids: Budget::new(host, STREAM_ID_COUNT_KEY, STREAM_ID_PREFIX),
+            rooms: Budget::new(host, keys::ROOM_COUNT, keys::ROOM_PREFIX),
+            stream_ids: Budget::new(host, keys::STREAM_ID_COUNT, keys::STREAM_ID_PREFIX),
         }
     }
 
@@ -481,13 +477,13 @@ impl ConnectionMetrics {
                 self.rooms
                     .admit(host, room, settings.websocket.max_tracked_rooms);
             if let Some(err) = error {
-                registry.host_error(Operation::SharedData, err, ROOM_COUNT_KEY);
+                registry.host_error(Operation::SharedData, err, keys::ROOM_COUNT);
             }
             if !admitted {
                 return;
             }
         }
-        let key = format!("{ROOM_PREFIX}{room}#members");
+        let key = format!("{}{room}#members", keys::ROOM_PREFIX);
         let change = match shared::add_to_count(host, &key, delta) {
             Ok(Some((0, after))) if after > 0 => 1,
             Ok(Some((before, 0))) if before > 0 => -1,
@@ -572,7 +568,7 @@ impl ConnectionMetrics {
             (false, None)
         };
         if let Some(err) = error {
-            registry.host_error(Operation::SharedData, err, STREAM_ID_COUNT_KEY);
+            registry.host_error(Operation::SharedData, err, keys::STREAM_ID_COUNT);
         }
         let label = if admitted { stream_id } else { names::OTHER };
         let gauge = registry.define_gauge(

@@ -21,7 +21,7 @@ use crate::routes::{EndpointId, RouteMatch, ServiceId, MAX_TEMPLATE_LEN};
 
 use super::names;
 use super::registry::{CounterHandle, HistogramHandle, Operation, Registry};
-use super::shared::Budget;
+use crate::shared::{keys, Budget};
 
 /// What the glue read for one finished request.
 #[derive(Debug, Clone, Copy)]
@@ -39,10 +39,6 @@ pub struct RequestRecord<'a> {
     pub duration_nanos: Option<u64>,
 }
 
-/// Shared-data key of the gateway-wide count of admitted label sets.
-const SERIES_COUNT_KEY: &str = "veza_observability.series_count";
-/// Shared-data key prefix marking one admitted label set.
-const SERIES_KEY_PREFIX: &str = "veza_observability.series.";
 /// Label sets refused by the cap that a VM remembers, so a refused set costs no hostcall
 /// the next time; past this, refusals are checked again each time.
 const REFUSED_CACHE_LIMIT: usize = 4096;
@@ -70,7 +66,7 @@ pub struct HttpMetrics {
 impl HttpMetrics {
     pub fn new(host: &mut dyn Host) -> HttpMetrics {
         HttpMetrics {
-            budget: Budget::new(host, SERIES_COUNT_KEY, SERIES_KEY_PREFIX),
+            budget: Budget::new(host, keys::SERIES_COUNT, keys::SERIES_PREFIX),
             series: IntMap::default(),
             histograms: IntMap::default(),
             refused: IntMap::default(),
@@ -193,7 +189,7 @@ impl HttpMetrics {
     ) -> bool {
         let (admitted, error) = self.budget.admit(host, name, settings.max_series);
         if let Some(err) = error {
-            registry.host_error(Operation::SharedData, err, SERIES_COUNT_KEY);
+            registry.host_error(Operation::SharedData, err, keys::SERIES_COUNT);
         }
         admitted
     }

@@ -5,4 +5,3 @@ pub mod connections;
 pub mod http;
 pub mod names;
 pub mod registry;
-pub mod shared;

@@ -1,9 +1,59 @@
-//! Gateway-wide state in Envoy's shared data, which every worker VM of one Envoy sees.
+//! Gateway-wide state in Envoy's shared data, which every worker VM of one Envoy sees: every
+//! key the filter uses, and the one compare-and-swap update they all go through.
 
 use crate::host::{CasOutcome, Host, HostError};
 
+/// Every shared-data key and key prefix, in one place so no two parts collide.
+pub mod keys {
+    /// `http_requests_total` label sets admitted gateway-wide, and a marker per set.
+    pub const SERIES_COUNT: &str = "veza_observability.series_count";
+    pub const SERIES_PREFIX: &str = "veza_observability.series.";
+    /// Chat rooms tracked, and a reference count per room.
+    pub const ROOM_COUNT: &str = "veza_observability.room_count";
+    pub const ROOM_PREFIX: &str = "veza_observability.room.";
+    /// `stream_id` values admitted, and a marker per id.
+    pub const STREAM_ID_COUNT: &str = "veza_observability.stream_id_count";
+    pub const STREAM_ID_PREFIX: &str = "veza_observability.stream_id.";
+    /// The active-user sketches, one per slot of the window's ring.
+    pub const ACTIVE_USERS_PREFIX: &str = "veza_observability.active_users.";
+    /// When the first worker configured the filter: `/live`'s uptime.
+    pub const STARTED: &str = "veza_observability.started_nanos";
+}
+
 /// CAS retries before giving up (another worker keeps winning the race).
 const CAS_ATTEMPTS: usize = 8;
+
+/// What an update makes of the value it read.
+pub enum Update<T> {
+    /// Store these bytes (if nobody wrote in between), then answer `T`.
+    Write(Vec<u8>, T),
+    /// Leave the value as it is and answer `T`.
+    Keep(T),
+}
+
+/// Reads `key`, asks `change` what to make of it (`None` when absent) and stores the result
+/// with compare-and-swap, reading again when another worker wrote first. `Ok(None)` when
+/// other workers won every one of the attempts.
+pub fn update<T>(
+    host: &mut dyn Host,
+    key: &str,
+    mut change: impl FnMut(Option<&[u8]>) -> Update<T>,
+) -> Result<Option<T>, HostError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (value, cas) = match host.get_shared(key)? {
+            Some((value, cas)) => (Some(value), cas),
+            None => (None, 0),
+        };
+        match change(value.as_deref()) {
+            Update::Keep(answer) => return Ok(Some(answer)),
+            Update::Write(bytes, answer) => match host.set_shared(key, &bytes, cas)? {
+                CasOutcome::Stored => return Ok(Some(answer)),
+                CasOutcome::Mismatch => continue,
+            },
+        }
+    }
+    Ok(None)
+}
 
 /// A gateway-wide cap on distinct names (metric label sets, chat rooms, stream ids): a name is
 /// admitted once, by whichever worker sees it first, while fewer than `cap` are admitted.
@@ -46,25 +96,22 @@ impl Budget {
             Ok(None) => {}
             Err(err) => return (self.admit_locally(cap), Some(err)),
         }
-        for _ in 0..CAS_ATTEMPTS {
-            let (count, cas) = match host.get_shared(self.count_key) {
-                Ok(Some((bytes, cas))) => (decode_u32(&bytes), cas),
-                Ok(None) => (0, 0),
-                Err(err) => return (self.admit_locally(cap), Some(err)),
-            };
+        let admitted = update(host, self.count_key, |value| {
+            let count = value.map_or(0, decode_u32);
             if count >= cap {
-                return (false, None);
+                Update::Keep(false)
+            } else {
+                Update::Write((count + 1).to_le_bytes().to_vec(), true)
             }
-            match host.set_shared(self.count_key, &(count + 1).to_le_bytes(), cas) {
-                Ok(CasOutcome::Stored) => {
-                    self.admitted_here += 1;
-                    return (true, host.set_shared(&marker, b"1", 0).err());
-                }
-                Ok(CasOutcome::Mismatch) => continue,
-                Err(err) => return (self.admit_locally(cap), Some(err)),
+        });
+        match admitted {
+            Ok(Some(true)) => {
+                self.admitted_here += 1;
+                (true, host.set_shared(&marker, b"1", 0).err())
             }
+            Ok(Some(false) | None) => (false, None),
+            Err(err) => (self.admit_locally(cap), Some(err)),
         }
-        (false, None)
     }
 
     fn admit_locally(&mut self, cap: u32) -> bool {
@@ -83,18 +130,11 @@ pub fn add_to_count(
     key: &str,
     delta: i64,
 ) -> Result<Option<(u32, u32)>, HostError> {
-    for _ in 0..CAS_ATTEMPTS {
-        let (count, cas) = match host.get_shared(key)? {
-            Some((bytes, cas)) => (decode_u32(&bytes), cas),
-            None => (0, 0),
-        };
+    update(host, key, |value| {
+        let count = value.map_or(0, decode_u32);
         let next = u32::try_from((i64::from(count) + delta).max(0)).unwrap_or(u32::MAX);
-        match host.set_shared(key, &next.to_le_bytes(), cas)? {
-            CasOutcome::Stored => return Ok(Some((count, next))),
-            CasOutcome::Mismatch => continue,
-        }
-    }
-    Ok(None)
+        Update::Write(next.to_le_bytes().to_vec(), (count, next))
+    })
 }
 
 pub fn decode_u32(bytes: &[u8]) -> u32 {
