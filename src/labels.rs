@@ -83,6 +83,62 @@ impl MethodSet {
     }
 }
 
+impl MethodSet {
+    /// A configuration's method list: `"POST"` or `"GET,PUT"` (case-sensitive, spaces around
+    /// names ignored). The error names the first word that is not a standard method.
+    pub fn parse_list(text: &str) -> Result<MethodSet, String> {
+        let mut set = MethodSet::EMPTY;
+        for name in text.split(',') {
+            set = set.with(Method::parse_standard(name.trim())?);
+        }
+        Ok(set)
+    }
+}
+
+impl Method {
+    /// One standard method from a configuration, or the error naming it.
+    pub fn parse_standard(name: &str) -> Result<Method, String> {
+        match Method::parse(name.as_bytes()) {
+            Method::Other => Err(format!(
+                "{name:?} is not a standard HTTP method (GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH)"
+            )),
+            method => Ok(method),
+        }
+    }
+}
+
+/// A status a configuration matches responses against: a class (`"2xx"`) or a code
+/// (`"401"`), always three characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusPattern {
+    /// 1 to 5.
+    Class(u8),
+    /// 100 to 599.
+    Code(u16),
+}
+
+impl StatusPattern {
+    pub fn parse(text: &str) -> Result<StatusPattern, String> {
+        let pattern = match text.as_bytes() {
+            [class @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => {
+                Some(StatusPattern::Class(class - b'0'))
+            }
+            [b'1'..=b'5', b'0'..=b'9', b'0'..=b'9'] => text.parse().ok().map(StatusPattern::Code),
+            _ => None,
+        };
+        pattern.ok_or_else(|| {
+            format!("{text:?} must be a class from \"1xx\" to \"5xx\" or a code from 100 to 599")
+        })
+    }
+
+    pub fn matches(self, status: u16) -> bool {
+        match self {
+            StatusPattern::Class(class) => status / 100 == u16::from(class),
+            StatusPattern::Code(code) => status == code,
+        }
+    }
+}
+
 /// The `status` label. Exact codes for 100..=599; `0` when Envoy sent no response (the
 /// downstream reset first); `other` for anything outside the HTTP range. The overflow series
 /// keep only the class (`5xx` still matches the usual `status=~"5.."`).
@@ -145,6 +201,33 @@ pub fn status_code_from_header(value: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_patterns_are_three_characters() {
+        assert_eq!(StatusPattern::parse("2xx"), Ok(StatusPattern::Class(2)));
+        assert_eq!(StatusPattern::parse("5XX"), Ok(StatusPattern::Class(5)));
+        assert_eq!(StatusPattern::parse("401"), Ok(StatusPattern::Code(401)));
+        for bad in [
+            "0200", "200 ", "6xx", "0xx", "099", "600", "2x", "", "+20", "xxx",
+        ] {
+            assert!(StatusPattern::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(StatusPattern::Class(2).matches(204));
+        assert!(!StatusPattern::Class(2).matches(301));
+        assert!(StatusPattern::Code(401).matches(401));
+        assert!(!StatusPattern::Code(401).matches(403));
+    }
+
+    #[test]
+    fn method_lists() {
+        let set = MethodSet::parse_list("GET, PUT").unwrap();
+        assert!(set.contains(Method::Get) && set.contains(Method::Put));
+        assert!(!set.contains(Method::Post));
+        assert_eq!(
+            MethodSet::parse_list("GET,get"),
+            Err("\"get\" is not a standard HTTP method (GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH)".to_owned())
+        );
+    }
 
     #[test]
     fn methods() {

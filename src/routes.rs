@@ -278,19 +278,7 @@ fn split_methods(entry: &str) -> Result<(MethodSet, &str), String> {
     let entry = entry.trim();
     match entry.split_once(' ') {
         None => Ok((MethodSet::ANY, entry)),
-        Some((methods, template)) => {
-            let mut set = MethodSet::EMPTY;
-            for name in methods.split(',') {
-                let method = Method::parse(name.as_bytes());
-                if method == Method::Other {
-                    return Err(format!(
-                        "{name:?} is not a standard HTTP method (GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH)"
-                    ));
-                }
-                set = set.with(method);
-            }
-            Ok((set, template.trim()))
-        }
+        Some((methods, template)) => Ok((MethodSet::parse_list(methods)?, template.trim())),
     }
 }
 

@@ -3,7 +3,9 @@
 
 use serde::Deserialize;
 
-use crate::labels::{Method, MethodSet};
+use crate::config::ConfigError;
+
+use crate::labels::{Method, MethodSet, StatusPattern};
 use crate::metrics::names;
 use crate::routes::{EndpointId, RouteTable};
 
@@ -11,7 +13,6 @@ const MAX_RULES: usize = 64;
 const MAX_COUNTER_NAME_LEN: usize = 128;
 const MIN_WINDOW_SECONDS: u32 = 10;
 const MAX_WINDOW_SECONDS: u32 = 86_400;
-const MAX_HEADER_NAME_LEN: usize = 128;
 
 /// One rule: requests with this method, to one of these route templates, answered with one of
 /// these statuses, add one to `counter`.
@@ -175,13 +176,13 @@ pub struct ActiveUsersSettings {
     pub window_seconds: u32,
 }
 
-/// Compiles the rules; errors are `(field, message)` relative to `business_metrics`.
+/// Compiles the rules; errors name the field relative to `business_metrics`.
 pub fn compile_rules(
     routes: &RouteTable,
     rules: Vec<BusinessRuleConfig>,
-) -> Result<BusinessSettings, (String, String)> {
+) -> Result<BusinessSettings, ConfigError> {
     if rules.len() > MAX_RULES {
-        return Err((
+        return Err(ConfigError::at(
             String::new(),
             format!("at most {MAX_RULES} rules (got {})", rules.len()),
         ));
@@ -192,28 +193,29 @@ pub fn compile_rules(
     };
     for (index, rule) in rules.into_iter().enumerate() {
         let field = |name: &str| format!("[{index}].{name}");
-        check_counter_name(&rule.counter).map_err(|m| (field("counter"), m))?;
-        let methods = parse_methods(&rule.method).map_err(|m| (field("method"), m))?;
+        check_counter_name(&rule.counter).map_err(|m| ConfigError::at(field("counter"), m))?;
+        let methods =
+            MethodSet::parse_list(&rule.method).map_err(|m| ConfigError::at(field("method"), m))?;
         if rule.endpoints.is_empty() {
-            return Err((
+            return Err(ConfigError::at(
                 field("endpoints"),
                 "must name at least one route template".into(),
             ));
         }
         if rule.status.is_empty() {
-            return Err((field("status"), "must name at least one status".into()));
+            return Err(ConfigError::at(
+                field("status"),
+                "must name at least one status".into(),
+            ));
         }
         let mut status_classes = 0u8;
         let mut status_codes = Vec::new();
         for (i, status) in rule.status.iter().enumerate() {
-            match parse_status(status) {
-                Some(StatusPattern::Class(class)) => status_classes |= 1 << class,
-                Some(StatusPattern::Code(code)) => status_codes.push(code),
-                None => {
-                    return Err((
-                        format!("[{index}].status[{i}]"),
-                        format!("{status:?} must be a class from \"1xx\" to \"5xx\" or a code from 100 to 599"),
-                    ))
+            match StatusPattern::parse(status) {
+                Ok(StatusPattern::Class(class)) => status_classes |= 1 << class,
+                Ok(StatusPattern::Code(code)) => status_codes.push(code),
+                Err(message) => {
+                    return Err(ConfigError::at(format!("[{index}].status[{i}]"), message))
                 }
             }
         }
@@ -229,7 +231,7 @@ pub fn compile_rules(
                 }
             }
             if !found {
-                return Err((
+                return Err(ConfigError::at(
                     format!("[{index}].endpoints[{i}]"),
                     format!("{endpoint:?} is not a route template of services[].routes"),
                 ));
@@ -258,11 +260,9 @@ pub fn compile_default_rules(routes: &RouteTable) -> BusinessSettings {
     compile_rules(routes, rules).unwrap_or_default()
 }
 
-pub fn compile_active_users(
-    config: ActiveUsersConfig,
-) -> Result<ActiveUsersSettings, (String, String)> {
+pub fn compile_active_users(config: ActiveUsersConfig) -> Result<ActiveUsersSettings, ConfigError> {
     if !(MIN_WINDOW_SECONDS..=MAX_WINDOW_SECONDS).contains(&config.window_seconds) {
-        return Err((
+        return Err(ConfigError::at(
             "window_seconds".into(),
             format!(
                 "must be from {MIN_WINDOW_SECONDS} to {MAX_WINDOW_SECONDS} (got {})",
@@ -271,22 +271,16 @@ pub fn compile_active_users(
         ));
     }
     let source = match config.source {
-        UserSource::Header(name) => {
-            let name = name.to_ascii_lowercase();
-            if !valid_header_name(&name) {
-                return Err((
-                    "source.header".into(),
-                    format!("{name:?} is not an HTTP header name"),
-                ));
-            }
-            UserSource::Header(name)
-        }
+        UserSource::Header(name) => UserSource::Header(
+            super::header_name(&name)
+                .map_err(|message| ConfigError::at("source.header".to_owned(), message))?,
+        ),
         UserSource::Jwt {
             claim,
             query_parameter,
         } => {
             if claim.is_empty() || claim.len() > 64 {
-                return Err((
+                return Err(ConfigError::at(
                     "source.jwt.claim".into(),
                     "must be 1 to 64 characters".into(),
                 ));
@@ -298,7 +292,7 @@ pub fn compile_active_users(
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
                 if !valid {
-                    return Err((
+                    return Err(ConfigError::at(
                         "source.jwt.query_parameter".into(),
                         format!("{parameter:?} must be 1 to 64 letters, digits, '-' or '_'"),
                     ));
@@ -317,34 +311,6 @@ pub fn compile_active_users(
     })
 }
 
-enum StatusPattern {
-    Class(u8),
-    Code(u16),
-}
-
-fn parse_status(text: &str) -> Option<StatusPattern> {
-    match text.as_bytes() {
-        [class @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => Some(StatusPattern::Class(class - b'0')),
-        _ => text
-            .parse::<u16>()
-            .ok()
-            .filter(|code| (100..=599).contains(code) && text.len() == 3)
-            .map(StatusPattern::Code),
-    }
-}
-
-fn parse_methods(text: &str) -> Result<MethodSet, String> {
-    let mut set = MethodSet::EMPTY;
-    for name in text.split(',') {
-        let method = Method::parse(name.trim().as_bytes());
-        if method == Method::Other {
-            return Err(format!("{name:?} is not an HTTP method"));
-        }
-        set = set.with(method);
-    }
-    Ok(set)
-}
-
 fn check_counter_name(name: &str) -> Result<(), String> {
     let mut bytes = name.bytes();
     let valid = name.len() <= MAX_COUNTER_NAME_LEN
@@ -361,12 +327,4 @@ fn check_counter_name(name: &str) -> Result<(), String> {
         return Err(format!("{name:?} is a metric the filter already emits"));
     }
     Ok(())
-}
-
-fn valid_header_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_HEADER_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }

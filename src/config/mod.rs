@@ -232,11 +232,28 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
-fn error(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.into(),
-        message: message.into(),
+impl ConfigError {
+    pub fn at(field: String, message: String) -> ConfigError {
+        ConfigError { field, message }
     }
+
+    /// The same error seen from the enclosing section: `checks[0].cluster` within `health`
+    /// is `health.checks[0].cluster`; `[2].status` within `business_metrics` is
+    /// `business_metrics[2].status`.
+    pub fn within(self, section: &str) -> ConfigError {
+        let field = if self.field.is_empty() {
+            section.to_owned()
+        } else if self.field.starts_with('[') {
+            format!("{section}{}", self.field)
+        } else {
+            format!("{section}.{}", self.field)
+        };
+        ConfigError { field, ..self }
+    }
+}
+
+fn error(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::at(field.into(), message.into())
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
@@ -305,8 +322,7 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
                 .map_err(|m| error(format!("{field}.routes[{i}]"), m))?;
         }
     }
-    let health = health_config::compile(config.health)
-        .map_err(|(field, message)| error(format!("health.{field}"), message))?;
+    let health = health_config::compile(config.health).map_err(|e| e.within("health"))?;
     if health.enabled {
         let gateway = routes.add_service(GATEWAY_SERVICE).map_err(|_| {
             error(
@@ -340,32 +356,21 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         max_stream_ids: config.streams.max_stream_ids,
     };
     let business = match config.business_metrics {
-        Some(rules) => business::compile_rules(&routes, rules)
-            .map_err(|(field, message)| error(format!("business_metrics{field}"), message))?,
+        Some(rules) => {
+            business::compile_rules(&routes, rules).map_err(|e| e.within("business_metrics"))?
+        }
         None => business::compile_default_rules(&routes),
     };
     let active_users = business::compile_active_users(config.active_users)
-        .map_err(|(field, message)| error(format!("active_users.{field}"), message))?;
-    let tracing = tracing::compile(config.tracing)
-        .map_err(|(field, message)| error(format!("tracing.{field}"), message))?;
+        .map_err(|e| e.within("active_users"))?;
+    let tracing = tracing::compile(config.tracing).map_err(|e| e.within("tracing"))?;
     #[cfg(feature = "fault-injection")]
     let trap_header = match config.fault_injection {
         None => None,
-        Some(fault) => {
-            let name = fault.trap_header.to_ascii_lowercase();
-            let valid = !name.is_empty()
-                && name.len() <= 128
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if !valid {
-                return Err(error(
-                    "fault_injection.trap_header",
-                    format!("{:?} is not an HTTP header name", fault.trap_header),
-                ));
-            }
-            Some(name)
-        }
+        Some(fault) => Some(
+            header_name(&fault.trap_header)
+                .map_err(|message| error("fault_injection.trap_header", message))?,
+        ),
     };
     Ok(Settings {
         #[cfg(feature = "fault-injection")]
@@ -428,6 +433,24 @@ fn check_event_types(types: Vec<String>) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(types)
+}
+
+/// Longest header name a configuration may name.
+const MAX_HEADER_NAME_LEN: usize = 128;
+
+/// A header name from a configuration, lowercased as Envoy keeps them; the error says why not.
+pub(crate) fn header_name(name: &str) -> Result<String, String> {
+    let lower = name.to_ascii_lowercase();
+    let valid = !lower.is_empty()
+        && lower.len() <= MAX_HEADER_NAME_LEN
+        && lower
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if valid {
+        Ok(lower)
+    } else {
+        Err(format!("{name:?} is not an HTTP header name"))
+    }
 }
 
 fn check_service_name(name: &str) -> Result<(), String> {

@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::config::ConfigError;
+
 /// A trace header format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Format {
@@ -185,26 +187,16 @@ pub struct TraceSettings {
     pub collector: Option<CollectorSettings>,
 }
 
-fn header_name(name: &str) -> Option<String> {
-    let name = name.to_ascii_lowercase();
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    valid.then_some(name)
-}
-
-/// Compiles the section; errors are `(field, message)` relative to `tracing`.
-pub fn compile(config: TracingConfig) -> Result<TraceSettings, (String, String)> {
+/// Compiles the section; errors name the field relative to `tracing`.
+pub fn compile(config: TracingConfig) -> Result<TraceSettings, ConfigError> {
     if !(0.0..=1.0).contains(&config.sampling_ratio) {
-        return Err((
+        return Err(ConfigError::at(
             "sampling_ratio".into(),
             format!("must be from 0 to 1 (got {})", config.sampling_ratio),
         ));
     }
     if config.incoming.contains(&Format::B3Single) {
-        return Err((
+        return Err(ConfigError::at(
             "incoming".into(),
             "\"b3-single\" is an outgoing format; \"b3\" reads both B3 forms".into(),
         ));
@@ -215,12 +207,15 @@ pub fn compile(config: TracingConfig) -> Result<TraceSettings, (String, String)>
     ] {
         for (i, format) in list.iter().enumerate() {
             if list.iter().take(i).any(|f| f == format) {
-                return Err((format!("{field}[{i}]"), "listed twice".into()));
+                return Err(ConfigError::at(
+                    format!("{field}[{i}]"),
+                    "listed twice".into(),
+                ));
             }
         }
     }
     if config.outgoing.contains(&Format::B3) && config.outgoing.contains(&Format::B3Single) {
-        return Err((
+        return Err(ConfigError::at(
             "outgoing".into(),
             "\"b3\" and \"b3-single\" together would send two B3 contexts".into(),
         ));
@@ -228,14 +223,11 @@ pub fn compile(config: TracingConfig) -> Result<TraceSettings, (String, String)>
     let debug_credential = match config.debug_credential {
         None => None,
         Some(credential) => {
-            let header = header_name(&credential.header).ok_or_else(|| {
-                (
-                    "debug_credential.header".to_owned(),
-                    format!("{:?} is not an HTTP header name", credential.header),
-                )
+            let header = super::header_name(&credential.header).map_err(|message| {
+                ConfigError::at("debug_credential.header".to_owned(), message)
             })?;
             if credential.value.len() < 16 {
-                return Err((
+                return Err(ConfigError::at(
                     "debug_credential.value".into(),
                     "must be at least 16 characters: it is a secret".into(),
                 ));
@@ -248,12 +240,10 @@ pub fn compile(config: TracingConfig) -> Result<TraceSettings, (String, String)>
     };
     let response_header = match config.response_header {
         None => None,
-        Some(name) => Some(header_name(&name).ok_or_else(|| {
-            (
-                "response_header".to_owned(),
-                format!("{name:?} is not an HTTP header name"),
-            )
-        })?),
+        Some(name) => Some(
+            super::header_name(&name)
+                .map_err(|message| ConfigError::at("response_header".to_owned(), message))?,
+        ),
     };
     let collector = match config.collector {
         None => None,
@@ -272,23 +262,26 @@ pub fn compile(config: TracingConfig) -> Result<TraceSettings, (String, String)>
     })
 }
 
-fn compile_collector(config: CollectorConfig) -> Result<CollectorSettings, (String, String)> {
+fn compile_collector(config: CollectorConfig) -> Result<CollectorSettings, ConfigError> {
     let field = |name: &str| format!("collector.{name}");
     let range = |name: &str, value: u32, low: u32, high: u32| {
         if (low..=high).contains(&value) {
             Ok(())
         } else {
-            Err((
+            Err(ConfigError::at(
                 field(name),
                 format!("must be from {low} to {high} (got {value})"),
             ))
         }
     };
     if config.cluster.is_empty() {
-        return Err((field("cluster"), "must name an Envoy cluster".into()));
+        return Err(ConfigError::at(
+            field("cluster"),
+            "must name an Envoy cluster".into(),
+        ));
     }
     if !config.path.starts_with('/') {
-        return Err((
+        return Err(ConfigError::at(
             field("path"),
             format!("{:?} must start with '/'", config.path),
         ));
@@ -300,7 +293,10 @@ fn compile_collector(config: CollectorConfig) -> Result<CollectorSettings, (Stri
     range("max_retries", config.max_retries, 0, 10)?;
     range("retry_backoff_ms", config.retry_backoff_ms, 10, 60_000)?;
     if config.service_name.is_empty() || config.service_name.len() > 128 {
-        return Err((field("service_name"), "must be 1 to 128 characters".into()));
+        return Err(ConfigError::at(
+            field("service_name"),
+            "must be 1 to 128 characters".into(),
+        ));
     }
     Ok(CollectorSettings {
         authority: config.authority.unwrap_or_else(|| config.cluster.clone()),

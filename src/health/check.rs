@@ -1,6 +1,6 @@
 //! Judging one check's call: what it means to be ready, and a category for every way not to be.
 
-use super::config::{Check, StatusExpect};
+use super::config::Check;
 
 /// The response to a check's call.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +72,7 @@ pub fn evaluate(check: &Check, result: Option<CallResult<'_>>) -> Outcome {
     if let Some(failure) = envoy_local_reply(result.status, body) {
         return unready(failure, Some(detail(body)));
     }
-    if !status_matches(check.expect.status, result.status) {
+    if !check.expect.status.matches(result.status) {
         return unready(Failure::Status(result.status), Some(detail(body)));
     }
     if let Some(needle) = &check.expect.body_contains {
@@ -128,13 +128,6 @@ pub fn envoy_local_reply(status: u16, body: &[u8]) -> Option<Failure> {
             }
         }
         _ => None,
-    }
-}
-
-fn status_matches(expect: StatusExpect, status: u16) -> bool {
-    match expect {
-        StatusExpect::Class(class) => status / 100 == u16::from(class),
-        StatusExpect::Exact(code) => status == code,
     }
 }
 

@@ -2,6 +2,10 @@
 
 use serde::Deserialize;
 
+use crate::config::ConfigError;
+
+use crate::labels::{Method, StatusPattern};
+
 /// Built-in checks: the Veza services and their dependencies through their exporters.
 const VEZA_CHECKS: &str = include_str!("../config/veza_health.json");
 
@@ -131,15 +135,9 @@ fn default_status() -> String {
     "2xx".to_owned()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StatusExpect {
-    Class(u8),
-    Exact(u16),
-}
-
 #[derive(Debug, Clone)]
 pub struct Expect {
-    pub status: StatusExpect,
+    pub status: StatusPattern,
     pub body_contains: Option<String>,
     pub json: Option<JsonExpect>,
     pub prometheus: Option<PrometheusExpect>,
@@ -168,11 +166,9 @@ pub struct HealthSettings {
     pub checks: Vec<Check>,
 }
 
-/// An error at `field` (relative to `health`).
-pub type FieldError = (String, String);
-
-pub fn compile(config: HealthConfig) -> Result<HealthSettings, FieldError> {
-    let err = |field: &str, message: String| Err((field.to_owned(), message));
+/// Compiles the section; errors name the field relative to `health`.
+pub fn compile(config: HealthConfig) -> Result<HealthSettings, ConfigError> {
+    let err = |field: &str, message: String| Err(ConfigError::at(field.to_owned(), message));
     for (field, path) in [
         ("live_path", &config.live_path),
         ("ready_path", &config.ready_path),
@@ -206,11 +202,11 @@ pub fn compile(config: HealthConfig) -> Result<HealthSettings, FieldError> {
     }
     let checks = match config.checks {
         Some(checks) => checks,
-        None => veza_checks().map_err(|m| ("checks".to_owned(), m))?,
+        None => veza_checks().map_err(|m| ConfigError::at("checks".to_owned(), m))?,
     };
     let mut compiled: Vec<Check> = Vec::with_capacity(checks.len());
     for (i, check) in checks.into_iter().enumerate() {
-        let check = compile_check(check).map_err(|(f, m)| (format!("checks[{i}].{f}"), m))?;
+        let check = compile_check(check).map_err(|e| e.within(&format!("checks[{i}]")))?;
         if compiled.iter().any(|c| c.name == check.name) {
             return err(
                 &format!("checks[{i}].name"),
@@ -238,8 +234,8 @@ fn veza_checks() -> Result<Vec<CheckConfig>, String> {
         .map_err(|e| format!("built-in checks: {e}"))
 }
 
-fn compile_check(check: CheckConfig) -> Result<Check, FieldError> {
-    let err = |field: &str, message: String| Err((field.to_owned(), message));
+fn compile_check(check: CheckConfig) -> Result<Check, ConfigError> {
+    let err = |field: &str, message: String| Err(ConfigError::at(field.to_owned(), message));
     let name_ok = !check.name.is_empty()
         && check.name.len() <= 64
         && check
@@ -264,11 +260,8 @@ fn compile_check(check: CheckConfig) -> Result<Check, FieldError> {
     if !check.path.starts_with('/') || !printable(&check.path) || check.path.contains(' ') {
         return err("path", format!("{:?} must start with '/'", check.path));
     }
-    if crate::labels::Method::parse(check.method.as_bytes()) == crate::labels::Method::Other {
-        return err(
-            "method",
-            format!("{:?} is not a standard HTTP method", check.method),
-        );
+    if let Err(message) = Method::parse_standard(&check.method) {
+        return err("method", message);
     }
     let authority = check.authority.unwrap_or_else(|| check.cluster.clone());
     if authority.is_empty() || !printable(&authority) || authority.contains(' ') {
@@ -280,15 +273,8 @@ fn compile_check(check: CheckConfig) -> Result<Check, FieldError> {
             format!("must be 1 to {MAX_MILLIS} (got {})", check.timeout_ms),
         );
     }
-    let status = parse_status(&check.expect.status).ok_or_else(|| {
-        (
-            "expect.status".to_owned(),
-            format!(
-                "{:?} must be a class like \"2xx\" or a code like \"204\"",
-                check.expect.status
-            ),
-        )
-    })?;
+    let status = StatusPattern::parse(&check.expect.status)
+        .map_err(|message| ConfigError::at("expect.status".to_owned(), message))?;
     if let Some(json) = &check.expect.json {
         if !(json.pointer.is_empty() || json.pointer.starts_with('/')) {
             return err(
@@ -324,17 +310,6 @@ fn compile_check(check: CheckConfig) -> Result<Check, FieldError> {
             prometheus: check.expect.prometheus,
         },
     })
-}
-
-fn parse_status(text: &str) -> Option<StatusExpect> {
-    match text.as_bytes() {
-        [class @ b'1'..=b'5', b'x', b'x'] => Some(StatusExpect::Class(class - b'0')),
-        _ => text
-            .parse::<u16>()
-            .ok()
-            .filter(|code| (100..=599).contains(code))
-            .map(StatusExpect::Exact),
-    }
 }
 
 fn printable(text: &str) -> bool {
@@ -390,6 +365,7 @@ mod tests {
             (r#"{"health": {"ready_path": "/live"}}"#, "health.ready_path: \"/live\" is also the live_path"),
             (r#"{"health": {"checks": [{"name": "a", "cluster": "c", "timeout_ms": 0}]}}"#, "health.checks[0].timeout_ms: must be 1 to 60000 (got 0)"),
             (r#"{"health": {"checks": [{"name": "a", "cluster": "c", "expect": {"status": "2x"}}]}}"#, "health.checks[0].expect.status: \"2x\" must be a class"),
+            (r#"{"health": {"checks": [{"name": "a", "cluster": "c", "expect": {"status": "0200"}}]}}"#, "health.checks[0].expect.status: \"0200\" must be a class"),
             (r#"{"health": {"checks": [{"name": "a", "cluster": "c"}, {"name": "a", "cluster": "d"}]}}"#, "health.checks[1].name: \"a\" is used twice"),
             (r#"{"health": {"checks": [{"name": "a", "cluster": ""}]}}"#, "health.checks[0].cluster: \"\" is not a cluster name"),
             (r#"{"health": {"checks": [{"name": "a", "cluster": "c", "method": "FETCH"}]}}"#, "health.checks[0].method: \"FETCH\" is not a standard HTTP method"),
