@@ -10,9 +10,10 @@ use crate::header_map;
 use crate::health::{Endpoint, Health};
 use crate::host::HostError;
 use crate::labels::{self, Method, Status};
-use crate::metrics::connections::{self, StreamResponse, WebSocketConnection};
+use crate::metrics::connections::WebSocketConnection;
 use crate::metrics::http::RequestRecord;
-use crate::metrics::registry::{GaugeHandle, Operation, Registry};
+use crate::metrics::registry::{Operation, Registry};
+use crate::metrics::streams::{self, StreamResponse, StreamSession};
 use crate::routes;
 use crate::routes::RouteMatch;
 use crate::trace::export::SpanRecord;
@@ -25,8 +26,6 @@ use super::root::{Plugin, State};
 /// Body chunks up to this size are copied into the VM whole (one hostcall); larger ones are
 /// read only where frame headers are.
 const WHOLE_CHUNK_LIMIT: usize = 16 * 1024;
-/// How often a stream's bitrate gauge is brought up to date.
-const BITRATE_WINDOW_NANOS: u64 = 1_000_000_000;
 
 /// One request. `/live` and `/ready` are answered in `on_http_request_headers`; the metrics
 /// are recorded in `on_log`, which Envoy calls once per request, also for requests answered
@@ -78,13 +77,7 @@ struct StreamRequest {
 /// A long exchange in progress: an upgraded WebSocket or a stream response.
 enum Connection {
     WebSocket(WebSocketConnection),
-    Stream {
-        opened_nanos: u64,
-        bitrate: Option<GaugeHandle>,
-        reported_bps: i64,
-        window_start_nanos: u64,
-        window_bytes: u64,
-    },
+    Stream(StreamSession),
 }
 
 impl HttpFilter {
@@ -169,6 +162,7 @@ impl HttpFilter {
         let State {
             registry,
             connections,
+            streams,
             ..
         } = &mut *state;
         let settings = &plugin.settings;
@@ -188,31 +182,10 @@ impl HttpFilter {
                     &mut EnvoyBody::new(buffer, size),
                 );
             }
-            Some(Connection::Stream {
-                bitrate,
-                reported_bps,
-                window_start_nanos,
-                window_bytes,
-                ..
-            }) if direction == Direction::Downstream => {
-                connections.stream_bytes(registry, &mut host, size as u64);
-                *window_bytes += size as u64;
-                let Ok(now) = abi::current_time_nanos() else {
-                    return;
-                };
-                let elapsed = now.saturating_sub(*window_start_nanos);
-                if elapsed >= BITRATE_WINDOW_NANOS {
-                    let bps = i64::try_from(
-                        u128::from(*window_bytes) * 8 * 1_000_000_000 / u128::from(elapsed),
-                    )
-                    .unwrap_or(i64::MAX);
-                    if let Some(gauge) = bitrate {
-                        registry.add_gauge(&mut host, *gauge, bps - *reported_bps);
-                    }
-                    *reported_bps = bps;
-                    *window_start_nanos = now;
-                    *window_bytes = 0;
-                }
+            Some(Connection::Stream(session)) if direction == Direction::Downstream => {
+                // A failed clock read only delays the bitrate to the next chunk.
+                let now = abi::current_time_nanos().unwrap_or(0);
+                streams.forwarded(registry, &mut host, session, size as u64, now);
             }
             _ => {}
         }
@@ -283,7 +256,7 @@ impl HttpContext for HttpFilter {
                 && method == b"GET";
             if stream {
                 self.stream_request = Some(StreamRequest {
-                    stream_id: connections::stream_id(path),
+                    stream_id: streams::stream_id(path),
                 });
             }
         }
@@ -339,6 +312,7 @@ impl HttpContext for HttpFilter {
         let State {
             registry,
             connections,
+            streams,
             ..
         } = &mut *state;
         let settings = &plugin.settings;
@@ -383,19 +357,16 @@ impl HttpContext for HttpFilter {
             };
             let status = status.and_then(|s| u16::try_from(s).ok());
             let response = StreamResponse::classify(status, content_range.as_deref());
-            if response == StreamResponse::NoAudio {
-                return Action::Continue;
-            }
-            connections.stream_opened(registry, &mut host, response == StreamResponse::Session);
-            let bitrate =
-                connections.bitrate_gauge(settings, registry, &mut host, &stream.stream_id);
-            self.connection = Some(Connection::Stream {
-                opened_nanos: now,
-                bitrate,
-                reported_bps: 0,
-                window_start_nanos: now,
-                window_bytes: 0,
-            });
+            self.connection = streams
+                .opened(
+                    settings,
+                    registry,
+                    &mut host,
+                    response,
+                    &stream.stream_id,
+                    now,
+                )
+                .map(Connection::Stream);
         }
         Action::Continue
     }
@@ -531,20 +502,8 @@ impl HttpContext for HttpFilter {
                     .connections
                     .websocket_closed(settings, registry, &mut host, connection, now);
             }
-            Some(Connection::Stream {
-                opened_nanos,
-                bitrate,
-                reported_bps,
-                ..
-            }) => {
-                if let Some(gauge) = bitrate {
-                    registry.add_gauge(&mut host, gauge, -reported_bps);
-                }
-                state.connections.stream_closed(
-                    registry,
-                    &mut host,
-                    now.saturating_sub(opened_nanos),
-                );
+            Some(Connection::Stream(session)) => {
+                state.streams.closed(registry, &mut host, session, now);
             }
             None => {}
         }

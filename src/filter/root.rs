@@ -16,6 +16,7 @@ use crate::metrics::connections::ConnectionMetrics;
 use crate::metrics::http::HttpMetrics;
 use crate::metrics::names;
 use crate::metrics::registry::{GaugeHandle, HistogramHandle, Registry};
+use crate::metrics::streams::StreamMetrics;
 use crate::shared::keys;
 use crate::trace::export::Exporter;
 
@@ -45,6 +46,7 @@ pub struct State {
     pub registry: Registry,
     pub http: HttpMetrics,
     pub connections: ConnectionMetrics,
+    pub streams: StreamMetrics,
     pub business: BusinessMetrics,
     /// `None` when `active_users` is disabled.
     pub active_users: Option<ActiveUsers>,
@@ -175,6 +177,7 @@ impl RootContext for Root {
         let http = HttpMetrics::new(&mut host);
         let mut connections = ConnectionMetrics::new(&mut host);
         connections.define_chat_services(&settings, &mut registry, &mut host);
+        let streams = StreamMetrics::new(&mut host);
         let business = BusinessMetrics::new(&settings.business, &mut registry, &mut host);
         let exporter = settings.tracing.collector.clone().map(|collector| {
             let now = abi::current_time_nanos().unwrap_or(0);
@@ -244,6 +247,7 @@ impl RootContext for Root {
                 registry,
                 http,
                 connections,
+                streams,
                 business,
                 active_users,
                 health: Health::default(),

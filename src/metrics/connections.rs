@@ -1,5 +1,6 @@
-//! Metrics of long connections: WebSockets (the chat server's `/ws`, the backend's `/ws/chat`)
-//! and audio streams (`/stream/:filename`).
+//! WebSocket metrics (the chat server's `/ws`, the backend's `/ws/chat`): an open connection's
+//! frame readers, its chat messages and the rooms it has joined. Audio streams are in
+//! [`super::streams`].
 //!
 //! Gauges here are moved by increments, never set: every worker adds its own +1/-1 (or its
 //! bitrate change) to the one series, so the gateway-wide value is right without coordination.
@@ -104,22 +105,12 @@ struct ChatMetrics {
     rooms_active: Option<GaugeHandle>,
 }
 
-struct StreamMetrics {
-    started: Option<CounterHandle>,
-    active: Option<GaugeHandle>,
-    duration: Option<HistogramHandle>,
-    bytes: Option<CounterHandle>,
-    bitrates: HashMap<String, Option<GaugeHandle>>,
-}
-
 pub struct ConnectionMetrics {
     /// By [`service_slot`]: a frame costs two look-ups here, so no hashing.
     services: Vec<Option<ServiceMetrics>>,
     upgrades: HashMap<(Option<ServiceId>, Option<EndpointId>, Status), Option<CounterHandle>>,
     chat: Option<ChatMetrics>,
-    streams: Option<StreamMetrics>,
     rooms: Budget,
-    stream_ids: Budget,
 }
 
 impl ConnectionMetrics {
@@ -128,9 +119,7 @@ impl ConnectionMetrics {
             services: Vec::new(),
             upgrades: HashMap::new(),
             chat: None,
-            streams: None,
             rooms: Budget::new(host, keys::ROOM_COUNT, keys::ROOM_PREFIX),
-            stream_ids: Budget::new(host, keys::STREAM_ID_COUNT, keys::STREAM_ID_PREFIX),
         }
     }
 
@@ -500,91 +489,6 @@ impl ConnectionMetrics {
             registry.add_gauge(host, gauge, change);
         }
     }
-
-    fn streams(&mut self, registry: &mut Registry, host: &mut dyn Host) -> &mut StreamMetrics {
-        self.streams.get_or_insert_with(|| StreamMetrics {
-            started: registry.define_counter(host, names::STREAMS_STARTED_TOTAL),
-            active: registry.define_gauge(host, names::STREAM_SESSIONS_ACTIVE),
-            duration: registry.define_histogram(host, names::STREAM_DURATION_SECONDS, ""),
-            bytes: registry.define_counter(host, names::STREAM_BYTES_TOTAL),
-            bitrates: HashMap::new(),
-        })
-    }
-
-    /// A stream response began; `session_start` when it starts a listening session.
-    pub fn stream_opened(
-        &mut self,
-        registry: &mut Registry,
-        host: &mut dyn Host,
-        session_start: bool,
-    ) {
-        let streams = self.streams(registry, host);
-        let (started, active) = (streams.started, streams.active);
-        if let (Some(started), true) = (started, session_start) {
-            registry.add(started, 1);
-        }
-        if let Some(active) = active {
-            registry.add_gauge(host, active, 1);
-        }
-    }
-
-    pub fn stream_closed(
-        &mut self,
-        registry: &mut Registry,
-        host: &mut dyn Host,
-        duration_nanos: u64,
-    ) {
-        let streams = self.streams(registry, host);
-        let (active, duration) = (streams.active, streams.duration);
-        if let Some(active) = active {
-            registry.add_gauge(host, active, -1);
-        }
-        if let Some(duration) = duration {
-            registry.observe(duration, duration_nanos);
-        }
-    }
-
-    pub fn stream_bytes(&mut self, registry: &mut Registry, host: &mut dyn Host, bytes: u64) {
-        if let Some(counter) = self.streams(registry, host).bytes {
-            registry.add(counter, bytes);
-        }
-    }
-
-    /// The `stream_bitrate_bps` gauge of a stream id (`other` past the gateway-wide cap).
-    pub fn bitrate_gauge(
-        &mut self,
-        settings: &Settings,
-        registry: &mut Registry,
-        host: &mut dyn Host,
-        stream_id: &str,
-    ) -> Option<GaugeHandle> {
-        if let Some(gauge) = self.streams(registry, host).bitrates.get(stream_id) {
-            return *gauge;
-        }
-        let (admitted, error) = if stream_id.len() <= MAX_ID_LEN {
-            self.stream_ids
-                .admit(host, stream_id, settings.streams.max_stream_ids)
-        } else {
-            (false, None)
-        };
-        if let Some(err) = error {
-            registry.host_error(Operation::SharedData, err, keys::STREAM_ID_COUNT);
-        }
-        let label = if admitted { stream_id } else { names::OTHER };
-        let gauge = registry.define_gauge(
-            host,
-            &names::encode(
-                names::STREAM_BITRATE_BPS,
-                &[(names::LABEL_STREAM_ID, label)],
-            ),
-        );
-        let streams = self.streams(registry, host);
-        // Refused ids share `other`; remember only the admitted ones (bounded by the cap).
-        if admitted || streams.bitrates.len() < settings.streams.max_stream_ids as usize {
-            streams.bitrates.insert(stream_id.to_owned(), gauge);
-        }
-        gauge
-    }
 }
 
 fn define_chat(settings: &Settings, registry: &mut Registry, host: &mut dyn Host) -> ChatMetrics {
@@ -605,66 +509,6 @@ fn define_chat(settings: &Settings, registry: &mut Registry, host: &mut dyn Host
         sent: registry.define_counter(host, names::CHAT_MESSAGES_SENT_TOTAL),
         rooms_active: registry.define_gauge(host, names::CHAT_ROOMS_ACTIVE),
     }
-}
-
-/// What the response to a GET of a stream endpoint is to the gateway. Decided by the response
-/// alone, whatever the request's Range said: a server that cannot read a Range, or finds it
-/// past the end of the file, answers 200 with the whole file, and that is a listening session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StreamResponse {
-    /// Audio from the first byte (a 200, or a 206 whose `Content-Range` starts at byte 0): a
-    /// listening session starts.
-    Session,
-    /// Audio from further in (a 206 from a later byte): the same session going on.
-    Continuation,
-    /// No audio (an error, a 304, a 416): no stream.
-    NoAudio,
-}
-
-impl StreamResponse {
-    pub fn classify(status: Option<u16>, content_range: Option<&[u8]>) -> StreamResponse {
-        match status {
-            Some(200) => StreamResponse::Session,
-            Some(206) if content_range.and_then(first_byte_position) == Some(0) => {
-                StreamResponse::Session
-            }
-            Some(206) => StreamResponse::Continuation,
-            _ => StreamResponse::NoAudio,
-        }
-    }
-}
-
-/// The first byte's position in `Content-Range: bytes 0-99/1000` (RFC 9110 14.4; the unit is
-/// case-insensitive); `None` for another unit or an unsatisfied range (`bytes */1000`).
-fn first_byte_position(value: &[u8]) -> Option<u64> {
-    let value = value.trim_ascii();
-    let unit = value.get(..5)?;
-    let rest = value.get(5..)?;
-    if !unit.eq_ignore_ascii_case(b"bytes") || !rest.first()?.is_ascii_whitespace() {
-        return None;
-    }
-    let rest = rest.trim_ascii_start();
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || rest.get(digits) != Some(&b'-') {
-        return None;
-    }
-    std::str::from_utf8(rest.get(..digits)?).ok()?.parse().ok()
-}
-
-/// The `stream_id` of a stream request: the path's last segment, without query or fragment.
-pub fn stream_id(path: &[u8]) -> String {
-    let path = crate::routes::strip_query(path);
-    let last = path.rsplit(|&b| b == b'/').next().unwrap_or_default();
-    String::from_utf8_lossy(last)
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-._~".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -908,61 +752,6 @@ mod tests {
         assert_eq!(
             counter("direction=.=server_to_client;.;websocket_bytes_total"),
             Some(reply.len() as u64)
-        );
-    }
-
-    #[test]
-    fn a_stream_response_starts_a_session_from_byte_0_whatever_the_request_asked() {
-        use StreamResponse::{Continuation, NoAudio, Session};
-        let classify = |status, range: Option<&str>| {
-            StreamResponse::classify(Some(status), range.map(str::as_bytes))
-        };
-        // Every 200 is the whole file: no Range, or one the server could not read or found
-        // past the end.
-        assert_eq!(classify(200, None), Session);
-        assert_eq!(classify(206, Some("bytes 0-99/1048576")), Session);
-        assert_eq!(classify(206, Some("Bytes  00-99/1048576")), Session);
-        assert_eq!(classify(206, Some("bytes 100-199/1048576")), Continuation);
-        // A 206 without a readable Content-Range is audio, but not from the start.
-        assert_eq!(classify(206, None), Continuation);
-        assert_eq!(classify(206, Some("bytes */1048576")), Continuation);
-        assert_eq!(classify(206, Some("items 0-9/10")), Continuation);
-        assert_eq!(classify(206, Some("bytes0-9/10")), Continuation);
-        assert_eq!(classify(206, Some("bytes -9/10")), Continuation);
-        for status in [304, 400, 403, 404, 416, 500, 503] {
-            assert_eq!(classify(status, None), NoAudio, "{status}");
-        }
-        assert_eq!(StreamResponse::classify(None, None), NoAudio);
-    }
-
-    #[test]
-    fn stream_ids_are_capped_and_sanitized() {
-        let settings = config::load(Some(br#"{"streams": {"max_stream_ids": 2}}"#)).unwrap();
-        let mut host = MemoryHost::default();
-        let mut registry = Registry::new(&mut host);
-        let mut metrics = ConnectionMetrics::new(&mut host);
-        assert_eq!(
-            stream_id(b"/stream/song.mp3?expires=1&sig=secret"),
-            "song.mp3"
-        );
-        assert_eq!(stream_id(b"/stream/a%20b;.;x"), "a_20b_._x");
-        for id in ["a.mp3", "b.mp3", "c.mp3", "a.mp3"] {
-            let gauge = metrics
-                .bitrate_gauge(&settings, &mut registry, &mut host, id)
-                .unwrap();
-            registry.add_gauge(&mut host, gauge, 1000);
-        }
-        assert_eq!(
-            host.counter("stream_id=.=a.mp3;.;stream_bitrate_bps"),
-            Some(2000)
-        );
-        assert_eq!(
-            host.counter("stream_id=.=b.mp3;.;stream_bitrate_bps"),
-            Some(1000)
-        );
-        assert_eq!(
-            host.counter("stream_id=.=other;.;stream_bitrate_bps"),
-            Some(1000)
         );
     }
 }

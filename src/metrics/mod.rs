@@ -5,3 +5,4 @@ pub mod connections;
 pub mod http;
 pub mod names;
 pub mod registry;
+pub mod streams;
