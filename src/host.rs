@@ -51,6 +51,70 @@ pub trait Host {
     fn set_shared(&mut self, key: &str, value: &[u8], cas: u32) -> Result<CasOutcome, HostError>;
 }
 
+/// Which of a request's header maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMap {
+    Request,
+    Response,
+}
+
+/// The request properties the filter reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Property {
+    /// Nanoseconds, 8 bytes little-endian: for requests answered before the filter saw them.
+    RequestDuration,
+    /// The route's `name`, when `endpoint_source` is `route_name`.
+    RouteName,
+    /// `HTTP/1.1`, `HTTP/2`: the span's protocol version.
+    RequestProtocol,
+}
+
+/// One request as the host holds it while the core's [`crate::exchange::Exchange`] runs:
+/// what the exchange reads and writes. The core asks for each value when it needs it, so a
+/// host makes exactly the calls the request needs.
+pub trait Request: Host {
+    /// The host's clock, in nanoseconds since the epoch.
+    fn now_nanos(&mut self) -> Result<u64, HostError>;
+    /// Every request header, in the serialized form [`crate::header_map`] reads.
+    fn request_headers(&mut self) -> Result<Vec<u8>, HostError>;
+    /// The first value of a header.
+    fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError>;
+    fn set_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError>;
+    fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError>;
+    fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError>;
+    /// Answers the request here, with a JSON body, instead of passing it on.
+    fn send_json_reply(&mut self, status: u32, body: &str) -> Result<(), HostError>;
+    /// Ends the VM as a bug would: the fault-injection tests of Envoy's failure policy.
+    #[cfg(feature = "fault-injection")]
+    fn trap(&mut self);
+}
+
+/// Why the host did not make an outgoing call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallRefused {
+    /// The host has no cluster of that name.
+    UnknownCluster,
+    /// Any other refusal.
+    Failed,
+}
+
+/// What a worker needs beyond metrics and shared data: outgoing calls, answers to requests
+/// that waited for them, and its own memory size.
+pub trait Calls: Host {
+    /// Starts an HTTP call to `cluster`; its answer comes back to the worker with the token.
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u32,
+    ) -> Result<u32, CallRefused>;
+    /// Answers a request that waited (a `/ready` probe), by its context id.
+    fn answer(&mut self, context_id: u32, status: u32, body: &str) -> Result<(), HostError>;
+    /// The worker's memory, where the host has a figure of its own (a wasm VM's linear memory).
+    fn memory_bytes(&self) -> Option<u64>;
+}
+
 #[cfg(test)]
 pub mod memory {
     //! An in-memory host with Envoy's semantics where the core depends on them: counters are
@@ -69,6 +133,64 @@ pub mod memory {
         pub fail_increment: bool,
         /// Increments of this one counter fail, the others go through.
         pub refuse_counter: Option<String>,
+        /// The request the exchange under test runs on.
+        pub request: MemoryRequest,
+        /// The outgoing calls made, in order, and the answers given to waiting requests.
+        pub calls: Vec<Call>,
+        pub answers: Vec<(u32, u32, String)>,
+        /// Calls to this cluster are refused as an unknown cluster.
+        pub unknown_cluster: Option<String>,
+    }
+
+    /// What Envoy holds for one request, as plain data.
+    #[derive(Default, Debug)]
+    pub struct MemoryRequest {
+        pub now_nanos: u64,
+        pub request_headers: Vec<(String, Vec<u8>)>,
+        pub response_headers: Vec<(String, Vec<u8>)>,
+        pub properties: Vec<(Property, Vec<u8>)>,
+        /// The local reply sent, if any.
+        pub reply: Option<(u32, String)>,
+        /// Every read of a header map, property or the clock: the hostcalls a request costs.
+        pub reads: u32,
+    }
+
+    impl MemoryRequest {
+        pub fn with_headers(pairs: &[(&str, &str)]) -> MemoryRequest {
+            MemoryRequest {
+                request_headers: pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                    .collect(),
+                ..MemoryRequest::default()
+            }
+        }
+
+        fn map(&mut self, map: HeaderMap) -> &mut Vec<(String, Vec<u8>)> {
+            match map {
+                HeaderMap::Request => &mut self.request_headers,
+                HeaderMap::Response => &mut self.response_headers,
+            }
+        }
+
+        /// A header's value as text, for assertions.
+        pub fn value(&self, map: HeaderMap, name: &str) -> Option<String> {
+            let map = match map {
+                HeaderMap::Request => &self.request_headers,
+                HeaderMap::Response => &self.response_headers,
+            };
+            map.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+        }
+    }
+
+    /// One outgoing call: cluster, headers, body.
+    #[derive(Debug, Clone)]
+    pub struct Call {
+        pub cluster: String,
+        pub headers: Vec<(String, String)>,
+        pub body: Option<Vec<u8>>,
     }
 
     impl MemoryHost {
@@ -150,6 +272,103 @@ pub mod memory {
             entry.0 = value.to_vec();
             entry.1 += 1;
             Ok(CasOutcome::Stored)
+        }
+    }
+
+    impl Request for MemoryHost {
+        fn now_nanos(&mut self) -> Result<u64, HostError> {
+            self.request.reads += 1;
+            Ok(self.request.now_nanos)
+        }
+
+        fn request_headers(&mut self) -> Result<Vec<u8>, HostError> {
+            self.request.reads += 1;
+            let pairs: Vec<(&str, &[u8])> = self
+                .request
+                .request_headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_slice()))
+                .collect();
+            Ok(crate::header_map::serialize(&pairs))
+        }
+
+        fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+            self.request.reads += 1;
+            Ok(self
+                .request
+                .map(map)
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone()))
+        }
+
+        fn set_header(
+            &mut self,
+            map: HeaderMap,
+            name: &str,
+            value: &[u8],
+        ) -> Result<(), HostError> {
+            let map = self.request.map(map);
+            map.retain(|(k, _)| k != name);
+            map.push((name.to_owned(), value.to_vec()));
+            Ok(())
+        }
+
+        fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError> {
+            self.request.map(map).retain(|(k, _)| k != name);
+            Ok(())
+        }
+
+        fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError> {
+            self.request.reads += 1;
+            Ok(self
+                .request
+                .properties
+                .iter()
+                .find(|(p, _)| *p == property)
+                .map(|(_, v)| v.clone()))
+        }
+
+        fn send_json_reply(&mut self, status: u32, body: &str) -> Result<(), HostError> {
+            self.request.reply = Some((status, body.to_owned()));
+            Ok(())
+        }
+
+        #[cfg(feature = "fault-injection")]
+        fn trap(&mut self) {
+            panic!("the VM traps");
+        }
+    }
+
+    impl Calls for MemoryHost {
+        fn dispatch(
+            &mut self,
+            cluster: &str,
+            headers: &[(&str, &str)],
+            body: Option<&[u8]>,
+            _timeout_ms: u32,
+        ) -> Result<u32, CallRefused> {
+            if self.unknown_cluster.as_deref() == Some(cluster) {
+                return Err(CallRefused::UnknownCluster);
+            }
+            self.calls.push(Call {
+                cluster: cluster.to_owned(),
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                body: body.map(<[u8]>::to_vec),
+            });
+            Ok(u32::try_from(self.calls.len()).unwrap_or(u32::MAX))
+        }
+
+        fn answer(&mut self, context_id: u32, status: u32, body: &str) -> Result<(), HostError> {
+            self.answers.push((context_id, status, body.to_owned()));
+            Ok(())
+        }
+
+        fn memory_bytes(&self) -> Option<u64> {
+            None
         }
     }
 }

@@ -13,10 +13,14 @@
 //! - [`shared`]: gateway-wide state in Envoy's shared data: its keys and its CAS update;
 //! - [`host`]: the few host capabilities the core needs, as a trait;
 //! - [`header_map`]: decoding the ABI's serialized header map;
-//! - `filter` (wasm32 only): the proxy-wasm root and HTTP contexts, thin glue over the core.
+//! - [`worker`]: one worker's configuration and shared state, its ticks and call answers;
+//! - [`exchange`]: one request from its headers to its end: every decision about a request;
+//! - `filter` (wasm32 only): the proxy-wasm root and HTTP contexts, glue that only moves bytes
+//!   between Envoy and the worker and exchange.
 
 pub mod active_users;
 pub mod config;
+pub mod exchange;
 pub mod header_map;
 pub mod health;
 pub mod host;
@@ -26,6 +30,7 @@ pub mod routes;
 pub mod shared;
 pub mod trace;
 pub mod websocket;
+pub mod worker;
 
 #[cfg(test)]
 mod request_profile;

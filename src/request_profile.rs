@@ -2,21 +2,22 @@
 //! instructions (stable on a noisy machine, unlike a timer). `make profile` runs it; it is an
 //! ignored test, because it measures rather than checks.
 //!
-//! It mirrors what the HTTP glue does between hostcalls, in the same order: find the headers it
-//! reads, match the route, decide and format the trace headers, then record the metrics.
+//! It runs the core's [`Exchange`] as the HTTP glue does, over a host whose reads cost what a
+//! copy into the filter's memory costs: the code counted is the code Envoy runs.
 //!
 //! PROFILE_TEMPLATES=n replaces the Veza route table by n templates `/api/v1/:area/s<i>/:id`
 //! (the request then matches `s7`), and PROFILE_SERIES=n makes n label sets live first, as
 //! `make bench`'s scale forms do: the same question, counted instead of timed.
 
 use crate::config::{self, Settings};
+use crate::exchange::{Exchange, Next};
 use crate::header_map;
 use crate::host::memory::MemoryHost;
+use crate::host::{CasOutcome, HeaderMap, Host, HostError, MetricId, Property, Request};
 use crate::labels::Method;
-use crate::metrics::business::BusinessMetrics;
 use crate::metrics::http::{HttpMetrics, RequestRecord};
 use crate::metrics::registry::Registry;
-use crate::trace::{self, IdSource, TraceHeaders};
+use crate::worker::Worker;
 
 #[path = "../benches/support/scale_table.rs"]
 mod scale_table;
@@ -30,18 +31,6 @@ fn env_number(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-struct Counter(u64);
-
-impl IdSource for Counter {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0
-    }
 }
 
 /// What a browser sends the gateway, as Envoy serializes it for `get_header_map_pairs`.
@@ -111,53 +100,75 @@ fn make_series(
     }
 }
 
-/// One request's work; returns something derived from every step so none is optimized away.
+/// The host of the profile: metrics and shared data in memory, and a request whose reads
+/// cost what they cost a wasm filter (a copy of the value into the filter's memory) and whose
+/// writes cost nothing here (they are Envoy's work).
+struct ProfileHost {
+    memory: MemoryHost,
+    headers: Vec<u8>,
+    now: u64,
+}
+
+impl Host for ProfileHost {
+    fn define_counter(&mut self, name: &str) -> Result<MetricId, HostError> {
+        self.memory.define_counter(name)
+    }
+    fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError> {
+        self.memory.increment_counter(id, delta)
+    }
+    fn define_gauge(&mut self, name: &str) -> Result<MetricId, HostError> {
+        self.memory.define_gauge(name)
+    }
+    fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
+        self.memory.set_gauge(id, value)
+    }
+    fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {
+        self.memory.add_gauge(id, delta)
+    }
+    fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        self.memory.get_shared(key)
+    }
+    fn set_shared(&mut self, key: &str, value: &[u8], cas: u32) -> Result<CasOutcome, HostError> {
+        self.memory.set_shared(key, value, cas)
+    }
+}
+
+impl Request for ProfileHost {
+    fn now_nanos(&mut self) -> Result<u64, HostError> {
+        self.now += 1_500_000;
+        Ok(self.now)
+    }
+    fn request_headers(&mut self) -> Result<Vec<u8>, HostError> {
+        Ok(self.headers.clone())
+    }
+    fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        Ok((map == HeaderMap::Response && name == ":status").then(|| b"200".to_vec()))
+    }
+    fn set_header(&mut self, _: HeaderMap, _: &str, _: &[u8]) -> Result<(), HostError> {
+        Ok(())
+    }
+    fn remove_header(&mut self, _: HeaderMap, _: &str) -> Result<(), HostError> {
+        Ok(())
+    }
+    fn property(&mut self, _: Property) -> Result<Option<Vec<u8>>, HostError> {
+        Ok(None)
+    }
+    fn send_json_reply(&mut self, _: u32, _: &str) -> Result<(), HostError> {
+        Ok(())
+    }
+    #[cfg(feature = "fault-injection")]
+    fn trap(&mut self) {}
+}
+
+/// One request through the exchange, as the HTTP glue drives it: request headers, response
+/// headers, the end. Returns its answer so none of it is optimized away.
 #[inline(never)]
-fn one_request(
-    settings: &Settings,
-    headers: &[u8],
-    ids: &mut Counter,
-    registry: &mut Registry,
-    http: &mut HttpMetrics,
-    business: &BusinessMetrics,
-    host: &mut MemoryHost,
-) -> usize {
-    let [method, path, _authority, upgrade, range, _authorization] = header_map::find(
-        headers,
-        [
-            ":method",
-            ":path",
-            ":authority",
-            "upgrade",
-            "range",
-            "authorization",
-        ],
-    );
-    let method = Method::parse(method.unwrap_or_default());
-    let path = path.unwrap_or_default();
-    let route = settings.routes.resolve(method, path);
-    let tracing = &settings.tracing;
-    let incoming = TraceHeaders::collect(header_map::pairs(headers), tracing);
-    let decision = trace::decide(tracing, &incoming, ids);
-    let outgoing = trace::outgoing(tracing, &decision);
-    let stale = trace::stale(incoming.present, &outgoing);
-    let record = RequestRecord {
-        method,
-        path: b"",
-        route_name: None,
-        route: Some(route),
-        status: Some(200),
-        duration_nanos: Some(3_000_000),
-    };
-    let route = http.record(settings, registry, host, &record);
-    business.record(
-        &settings.business,
-        registry,
-        method,
-        route.endpoint,
-        Some(200),
-    );
-    outgoing.len() + stale.len() + usize::from(upgrade.is_some()) + usize::from(range.is_some())
+fn one_request(worker: &Worker, host: &mut ProfileHost, context_id: u32) -> bool {
+    let mut exchange = Exchange::new(context_id);
+    let next = exchange.request_headers(worker, host);
+    exchange.response_headers(worker, host);
+    exchange.end(worker, host);
+    next == Next::Continue
 }
 
 #[test]
@@ -168,17 +179,30 @@ fn profile_request_path() {
         env_number("PROFILE_TEMPLATES", 0),
         env_number("PROFILE_SERIES", 0),
     );
-    let settings = match templates {
-        0 => config::load(None),
-        n => config::load(Some(scale_config(n).as_bytes())),
+    let configuration = match templates {
+        0 => None,
+        n => Some(scale_config(n)),
+    };
+    let mut host = ProfileHost {
+        memory: MemoryHost::default(),
+        headers: Vec::new(),
+        now: 0,
+    };
+    let worker = Worker::configure(&mut host, configuration.as_deref().map(str::as_bytes), 0)
+        .expect("the profile's configuration");
+    {
+        let mut state = worker.state.borrow_mut();
+        let state = &mut *state;
+        make_series(
+            &worker.settings,
+            &mut state.registry,
+            &mut state.http,
+            &mut host.memory,
+            live_series,
+        );
     }
-    .expect("the profile's configuration");
-    let mut host = MemoryHost::default();
-    let mut registry = Registry::new(&mut host);
-    let mut http = HttpMetrics::new(&mut host);
-    let business = BusinessMetrics::new(&settings.business, &mut registry, &mut host);
-    make_series(&settings, &mut registry, &mut http, &mut host, live_series);
     let series = host
+        .memory
         .counters()
         .iter()
         .filter(|(name, _)| name.ends_with("http_requests_total"))
@@ -191,22 +215,24 @@ fn profile_request_path() {
         0 => b"/api/v1/tracks/42?include=artist",
         _ => b"/api/v1/tracks/s7/42",
     };
-    let headers = browser_headers(path);
-    let mut ids = Counter(1);
-    let mut total = 0;
-    for _ in 0..requests {
-        total += one_request(
-            &settings,
-            &headers,
-            &mut ids,
-            &mut registry,
-            &mut http,
-            &business,
-            &mut host,
-        );
+    host.headers = browser_headers(path);
+    let mut passed = 0;
+    for i in 0..requests {
+        passed += usize::from(one_request(&worker, &mut host, i as u32));
     }
-    // One header per outgoing format, nothing stale, no upgrade or range on these requests.
-    assert_eq!(total, requests * settings.tracing.outgoing.len());
+    assert_eq!(passed, requests, "every request passed on");
+    worker.flush(&mut host.memory);
+    let counted: u64 = host
+        .memory
+        .counters()
+        .iter()
+        .filter(|(name, _)| name.ends_with("http_requests_total") && name.contains("status=.=200;"))
+        .map(|(_, value)| value)
+        .sum();
+    assert!(
+        counted >= requests as u64,
+        "{counted} of {requests} counted"
+    );
 }
 
 /// The filter's own work per WebSocket round trip, as `make bench`'s echo makes them: a

@@ -9,7 +9,9 @@ use std::ptr::null_mut;
 
 use proxy_wasm::types::{BufferType, MapType, MetricType};
 
-use crate::host::{CasOutcome, Host, HostError, MetricId};
+use crate::host::{
+    CallRefused, Calls, CasOutcome, HeaderMap, Host, HostError, MetricId, Property, Request,
+};
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -134,9 +136,9 @@ unsafe fn returned(
 /// A property path in the ABI's form: segments joined by NUL.
 pub struct PropertyPath(&'static [u8]);
 
-pub const REQUEST_DURATION: PropertyPath = PropertyPath(b"request\0duration");
-pub const ROUTE_NAME: PropertyPath = PropertyPath(b"xds\0route_name");
-pub const REQUEST_PROTOCOL: PropertyPath = PropertyPath(b"request\0protocol");
+const REQUEST_DURATION: PropertyPath = PropertyPath(b"request\0duration");
+const ROUTE_NAME: PropertyPath = PropertyPath(b"xds\0route_name");
+const REQUEST_PROTOCOL: PropertyPath = PropertyPath(b"request\0protocol");
 
 /// A property's raw bytes; `Ok(None)` when the host has no value for it.
 pub fn property(path: &PropertyPath) -> Result<Option<Vec<u8>>, HostError> {
@@ -147,13 +149,6 @@ pub fn property(path: &PropertyPath) -> Result<Option<Vec<u8>>, HostError> {
         let status = proxy_get_property(path.0.as_ptr(), path.0.len(), &mut data, &mut size);
         returned(status, data, size)
     }
-}
-
-/// An integer property (`response.code`, `request.duration`): 8 bytes, little-endian.
-pub fn property_u64(path: &PropertyPath) -> Result<Option<u64>, HostError> {
-    Ok(property(path)?
-        .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-        .map(u64::from_le_bytes))
 }
 
 /// The first value of a header in one of the current context's header maps.
@@ -328,5 +323,86 @@ impl Host for EnvoyHost {
             CAS_MISMATCH => Ok(CasOutcome::Mismatch),
             other => Err(HostError(other)),
         }
+    }
+}
+
+fn map_type(map: HeaderMap) -> MapType {
+    match map {
+        HeaderMap::Request => MapType::HttpRequestHeaders,
+        HeaderMap::Response => MapType::HttpResponseHeaders,
+    }
+}
+
+/// The current HTTP context's request, over the real hostcalls.
+impl Request for EnvoyHost {
+    fn now_nanos(&mut self) -> Result<u64, HostError> {
+        current_time_nanos()
+    }
+
+    fn request_headers(&mut self) -> Result<Vec<u8>, HostError> {
+        request_headers()
+    }
+
+    fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        header(map_type(map), name)
+    }
+
+    fn set_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError> {
+        set_header(map_type(map), name, value)
+    }
+
+    fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError> {
+        remove_header(map_type(map), name)
+    }
+
+    fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError> {
+        self::property(match property {
+            Property::RequestDuration => &REQUEST_DURATION,
+            Property::RouteName => &ROUTE_NAME,
+            Property::RequestProtocol => &REQUEST_PROTOCOL,
+        })
+    }
+
+    fn send_json_reply(&mut self, status: u32, body: &str) -> Result<(), HostError> {
+        send_json_response(status, body)
+    }
+
+    #[cfg(feature = "fault-injection")]
+    fn trap(&mut self) {
+        core::arch::wasm32::unreachable();
+    }
+}
+
+/// The root context's calls, through the SDK so that their answers are routed back to it.
+impl Calls for EnvoyHost {
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u32,
+    ) -> Result<u32, CallRefused> {
+        let timeout = std::time::Duration::from_millis(u64::from(timeout_ms));
+        match proxy_wasm::hostcalls::dispatch_http_call(
+            cluster,
+            headers.to_vec(),
+            body,
+            vec![],
+            timeout,
+        ) {
+            Ok(token) => Ok(token),
+            // Envoy's answer for a cluster it does not have.
+            Err(proxy_wasm::types::Status::BadArgument) => Err(CallRefused::UnknownCluster),
+            Err(_) => Err(CallRefused::Failed),
+        }
+    }
+
+    fn answer(&mut self, context_id: u32, status: u32, body: &str) -> Result<(), HostError> {
+        set_effective_context(context_id)?;
+        send_json_response(status, body)
+    }
+
+    fn memory_bytes(&self) -> Option<u64> {
+        Some(vm_memory_bytes())
     }
 }

@@ -1,0 +1,488 @@
+//! One request through the gateway, from its headers to the end Envoy logs: every decision the
+//! filter makes about a request. A host calls [`Exchange`] from its callbacks with the
+//! request's [`Request`] (the host's view of the request) and does what it returns.
+//!
+//! - Request headers: the user (active users), `/live` and `/ready`, the route, a WebSocket
+//!   upgrade or a stream request, the trace context written on the request and the span begun.
+//! - Response headers: the trace id header, the upgrade's outcome, whether a stream starts.
+//! - Body chunks: WebSocket frames and stream bytes.
+//! - The end (also for requests answered before the filter ran, and for resets): the HTTP
+//!   metrics, business rules, the span queued for export, connections closed.
+
+use crate::active_users::identity::{self, Credentials};
+use crate::config::business::UserSource;
+use crate::config::EndpointSource;
+use crate::header_map;
+use crate::health::{self, Endpoint, Health};
+use crate::host::{HeaderMap, HostError, Property, Request};
+use crate::labels::{self, Method, Status};
+use crate::metrics::connections::WebSocketConnection;
+use crate::metrics::http::RequestRecord;
+use crate::metrics::registry::{Operation, Registry};
+use crate::metrics::streams::{self, StreamResponse, StreamSession};
+use crate::routes::{self, RouteMatch, ServiceId};
+use crate::trace::export::SpanRecord;
+use crate::trace::{self, TraceHeaders};
+use crate::websocket::frames::{ByteSource, Direction};
+use crate::worker::{State, Worker};
+
+/// Longest text kept in a span attribute (paths, user agents, hosts).
+const MAX_SPAN_TEXT: usize = 512;
+
+/// What the host does with the request after its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Pass it on.
+    Continue,
+    /// Hold it: it was answered here (`/live`, a cached `/ready`), or it waits for the
+    /// worker's `/ready` round, which answers it by its context id.
+    Pause,
+}
+
+/// One request's state between the host's callbacks.
+#[derive(Default)]
+pub struct Exchange {
+    context_id: u32,
+    /// Host clock when the request headers reached the filter. The duration is taken from two
+    /// clock reads; `request.duration` is read only for requests this filter never saw start.
+    started_nanos: Option<u64>,
+    /// Parsed once from the request headers (one read for all of them); `route` is `None` for
+    /// a request this filter never saw start, which [`Exchange::end`] reads then.
+    method: Option<Method>,
+    route: Option<RouteMatch>,
+    waiting_for_ready: bool,
+    /// A WebSocket upgrade request, until its outcome is counted.
+    upgrade_pending: bool,
+    /// A GET of a stream endpoint, until its response headers say whether it streams: the
+    /// stream's id.
+    stream_request: Option<String>,
+    connection: Option<Connection>,
+    /// Sent back in the configured response header.
+    trace_id: Option<trace::TraceId>,
+    /// The gateway's span, until the end queues it for export (its route, protocol, status
+    /// and end are filled in then).
+    span: Option<SpanRecord>,
+}
+
+/// A long exchange in progress: an upgraded WebSocket or a stream response.
+enum Connection {
+    WebSocket(WebSocketConnection),
+    Stream(StreamSession),
+}
+
+impl Exchange {
+    pub fn new(context_id: u32) -> Exchange {
+        Exchange {
+            context_id,
+            ..Exchange::default()
+        }
+    }
+
+    /// The request headers: read them once, decide, write the trace context, and answer
+    /// `/live` and `/ready` here.
+    pub fn request_headers<R: Request>(&mut self, worker: &Worker, host: &mut R) -> Next {
+        let now = host.now_nanos().ok();
+        self.started_nanos = now;
+        // A failed read leaves the route unknown: the end reads again and counts it.
+        let Ok(headers) = host.request_headers() else {
+            return Next::Continue;
+        };
+        let settings = &worker.settings;
+        let [method, path, authority, upgrade, authorization] = header_map::find(
+            &headers,
+            [":method", ":path", ":authority", "upgrade", "authorization"],
+        );
+        let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
+        #[cfg(feature = "fault-injection")]
+        if let Some(trap) = &settings.trap_header {
+            if header_map::find(&headers, [trap.as_str()])[0].is_some() {
+                log::error!("veza-observability: trapping the VM, as fault_injection asks");
+                host.trap();
+            }
+        }
+        if settings.active_users.enabled {
+            let header = match &settings.active_users.source {
+                UserSource::Header(name) => header_map::find(&headers, [name.as_str()])[0],
+                UserSource::Jwt { .. } => None,
+            };
+            let credentials = Credentials {
+                authorization,
+                path,
+                header,
+            };
+            if let Some(user) = identity::user_hash(&settings.active_users.source, &credentials) {
+                if let Ok(mut state) = worker.state.try_borrow_mut() {
+                    let State {
+                        registry,
+                        active_users,
+                        ..
+                    } = &mut *state;
+                    if let Some(active_users) = active_users {
+                        active_users.observe(registry, host, now.unwrap_or(0), user);
+                    }
+                }
+            }
+        }
+        let health = &settings.health;
+        let endpoint = if health.enabled {
+            Health::classify(health, method, path, authority.unwrap_or_default())
+        } else {
+            Endpoint::Other
+        };
+        let method = Method::parse(method);
+        self.method = Some(method);
+        let route = settings.routes.resolve(method, path);
+        self.route = Some(route);
+        self.upgrade_pending = upgrade.is_some_and(|u| u.eq_ignore_ascii_case(b"websocket"));
+        let stream = route
+            .endpoint
+            .is_some_and(|e| settings.streams.endpoints.contains(&e))
+            && method == Method::Get;
+        if stream {
+            self.stream_request = Some(streams::stream_id(path));
+        }
+        let tracing = &settings.tracing;
+        let traced = match endpoint {
+            Endpoint::Other => tracing.websocket || !self.upgrade_pending,
+            Endpoint::Live | Endpoint::Ready => tracing.health,
+        };
+        if traced && tracing.enabled {
+            self.propagate_trace(worker, host, &headers, method, now.unwrap_or(0));
+        }
+        let now = now.unwrap_or(0);
+        let answer = match endpoint {
+            Endpoint::Other => return Next::Continue,
+            Endpoint::Live => Some(Health::live(now, worker.started_nanos)),
+            Endpoint::Ready => match worker.state.try_borrow_mut() {
+                Ok(mut state) => state.health.ready(health, now, self.context_id),
+                Err(_) => return Next::Continue,
+            },
+        };
+        match answer {
+            Some(answer) => {
+                // A reply the host refuses leaves the request to Envoy's own handling.
+                let _ = host.send_json_reply(answer.status, &answer.body);
+            }
+            // The worker answers when the round it starts on its next tick completes.
+            None => self.waiting_for_ready = true,
+        }
+        Next::Pause
+    }
+
+    /// Replaces the request's trace headers with the gateway's context, and begins the span
+    /// to export when it is sampled and a collector is configured.
+    fn propagate_trace<R: Request>(
+        &mut self,
+        worker: &Worker,
+        host: &mut R,
+        headers: &[u8],
+        method: Method,
+        now: u64,
+    ) {
+        let settings = &worker.settings.tracing;
+        let incoming = TraceHeaders::collect(header_map::pairs(headers), settings);
+        let Ok(mut state) = worker.state.try_borrow_mut() else {
+            return;
+        };
+        let state = &mut *state;
+        let decision = trace::decide(settings, &incoming, &mut state.trace_ids);
+        let outgoing = trace::outgoing(settings, &decision);
+        for (name, value) in &outgoing {
+            if let Err(err) = host.set_header(HeaderMap::Request, name, value.as_bytes()) {
+                state.registry.host_error(Operation::SetHeader, err, name);
+            }
+        }
+        for name in trace::stale(incoming.present, &outgoing) {
+            if let Err(err) = host.remove_header(HeaderMap::Request, name) {
+                state.registry.host_error(Operation::SetHeader, err, name);
+            }
+        }
+        if settings.response_header.is_some() {
+            self.trace_id = Some(decision.trace_id);
+        }
+        if decision.sampled && settings.collector.is_some() {
+            // Envoy keeps an HTTP/1 `Host` as `:authority`.
+            let [path, scheme, authority, user_agent] =
+                header_map::find(headers, [":path", ":scheme", ":authority", "user-agent"]);
+            let text = |bytes: Option<&[u8]>, max: usize| {
+                bytes.map(|b| String::from_utf8_lossy(b.get(..max).unwrap_or(b)).into_owned())
+            };
+            self.span = Some(SpanRecord {
+                trace_id: decision.trace_id,
+                span_id: decision.span_id,
+                parent: decision.parent,
+                tracestate: decision.tracestate.clone(),
+                method: method.as_str(),
+                route: None,
+                path: text(path.map(routes::strip_query), MAX_SPAN_TEXT).unwrap_or_default(),
+                scheme: text(scheme, 16).unwrap_or_else(|| "http".to_owned()),
+                server_address: text(authority.map(health::strip_port), MAX_SPAN_TEXT)
+                    .unwrap_or_default(),
+                user_agent: text(user_agent, MAX_SPAN_TEXT),
+                protocol_version: None,
+                status: 0,
+                start_unix_nanos: now,
+                end_unix_nanos: now,
+            });
+        }
+    }
+
+    /// The response headers: the trace id header, and for an upgrade or a stream request what
+    /// the response makes of it.
+    pub fn response_headers<R: Request>(&mut self, worker: &Worker, host: &mut R) {
+        let settings = &worker.settings;
+        if let (Some(trace_id), Some(name)) =
+            (self.trace_id.take(), &settings.tracing.response_header)
+        {
+            // Best effort: a refused header changes nothing the filter counts.
+            let _ = host.set_header(HeaderMap::Response, name, &trace_id.hex());
+        }
+        if !self.upgrade_pending && self.stream_request.is_none() {
+            return;
+        }
+        let Ok(mut state) = worker.state.try_borrow_mut() else {
+            return;
+        };
+        let State {
+            registry,
+            connections,
+            streams,
+            ..
+        } = &mut *state;
+        let status = read(
+            registry,
+            Operation::GetHeader,
+            host.header(HeaderMap::Response, ":status"),
+        )
+        .map(|code| labels::status_code_from_header(&code));
+        let now = host.now_nanos().unwrap_or(0);
+        let route = self.route.unwrap_or(RouteMatch::NONE);
+        if self.upgrade_pending {
+            self.upgrade_pending = false;
+            connections.upgrade(
+                settings,
+                registry,
+                host,
+                route.service,
+                route.endpoint,
+                Status::from_code(status),
+            );
+            if status == Some(101) {
+                connections.opened(settings, registry, host, route.service);
+                let chat = route
+                    .endpoint
+                    .is_some_and(|e| settings.websocket.chat_endpoints.contains(&e));
+                self.connection = Some(Connection::WebSocket(WebSocketConnection::new(
+                    route.service,
+                    chat,
+                    now,
+                )));
+            }
+        } else if let Some(stream_id) = self.stream_request.take() {
+            let content_range = match status {
+                Some(206) => read(
+                    registry,
+                    Operation::GetHeader,
+                    host.header(HeaderMap::Response, "content-range"),
+                ),
+                _ => None,
+            };
+            let status = status.and_then(|s| u16::try_from(s).ok());
+            let response = StreamResponse::classify(status, content_range.as_deref());
+            self.connection = streams
+                .opened(settings, registry, host, response, &stream_id, now)
+                .map(Connection::Stream);
+        }
+    }
+
+    /// Whether body chunks in `direction` matter to this exchange (the host need not call
+    /// [`Exchange::body`] otherwise).
+    pub fn wants_body(&self, direction: Direction) -> bool {
+        match self.connection {
+            Some(Connection::WebSocket(_)) => true,
+            Some(Connection::Stream(_)) => direction == Direction::Downstream,
+            None => false,
+        }
+    }
+
+    /// A body chunk of an upgraded WebSocket or a stream response.
+    pub fn body<R: Request>(
+        &mut self,
+        worker: &Worker,
+        host: &mut R,
+        direction: Direction,
+        chunk: &mut dyn ByteSource,
+    ) {
+        let Ok(mut state) = worker.state.try_borrow_mut() else {
+            return;
+        };
+        let State {
+            registry,
+            connections,
+            streams,
+            ..
+        } = &mut *state;
+        match &mut self.connection {
+            Some(Connection::WebSocket(connection)) => {
+                connections.websocket_chunk(
+                    &worker.settings,
+                    registry,
+                    host,
+                    connection,
+                    direction,
+                    chunk,
+                );
+            }
+            Some(Connection::Stream(session)) if direction == Direction::Downstream => {
+                // A failed clock read only delays the bitrate to the next chunk.
+                let now = host.now_nanos().unwrap_or(0);
+                streams.forwarded(registry, host, session, chunk.size() as u64, now);
+            }
+            _ => {}
+        }
+    }
+
+    /// The end of the request as Envoy logs it, once per request: also for requests answered
+    /// before the filter ran (no route), for dead upstreams, for resets and, for an upgraded
+    /// connection, when it closes.
+    pub fn end<R: Request>(&mut self, worker: &Worker, host: &mut R) {
+        let Ok(mut state) = worker.state.try_borrow_mut() else {
+            return;
+        };
+        let state = &mut *state;
+        if self.waiting_for_ready {
+            state.health.forget(self.context_id);
+        }
+        let settings = &worker.settings;
+        let registry = &mut state.registry;
+        // A request this filter never saw start (answered before it ran): read its headers now.
+        let fallback_headers = match self.route {
+            Some(_) => Vec::new(),
+            None => read(
+                registry,
+                Operation::GetHeader,
+                host.request_headers().map(Some),
+            )
+            .unwrap_or_default(),
+        };
+        let (method, path) = match (self.method, self.route) {
+            (Some(method), Some(_)) => (method, &b""[..]),
+            _ => {
+                let [method, path] = header_map::find(&fallback_headers, [":method", ":path"]);
+                (
+                    Method::parse(method.unwrap_or_default()),
+                    path.unwrap_or_default(),
+                )
+            }
+        };
+        // `:status` rather than the `response.code` property: a header read costs about a
+        // third of a property read. No response headers means no response was sent.
+        let status = read(
+            registry,
+            Operation::GetHeader,
+            host.header(HeaderMap::Response, ":status"),
+        )
+        .map(|code| labels::status_code_from_header(&code));
+        let now = host.now_nanos();
+        let duration = match (self.started_nanos, now) {
+            (Some(start), Ok(now)) => Some(now.saturating_sub(start)),
+            _ => read(
+                registry,
+                Operation::GetProperty,
+                host.property(Property::RequestDuration),
+            )
+            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+            .map(u64::from_le_bytes),
+        };
+        let route_name = match settings.endpoint_source {
+            EndpointSource::RouteName => read(
+                registry,
+                Operation::GetProperty,
+                host.property(Property::RouteName),
+            ),
+            EndpointSource::RouteTable => None,
+        };
+        let request = RequestRecord {
+            method,
+            path,
+            route_name: route_name.as_deref(),
+            route: self.route,
+            status,
+            duration_nanos: duration,
+        };
+        // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
+        let route = state.http.record(settings, registry, host, &request);
+        if let (Some(mut span), Some(exporter)) = (self.span.take(), state.exporter.as_mut()) {
+            let protocol = read(
+                registry,
+                Operation::GetProperty,
+                host.property(Property::RequestProtocol),
+            );
+            span.route = route
+                .endpoint
+                .and_then(|e| settings.routes.template_text(e))
+                .map(str::to_owned);
+            span.protocol_version = protocol.as_deref().and_then(protocol_version);
+            span.status = status.and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+            if let Ok(now) = now {
+                span.end_unix_nanos = now;
+            }
+            exporter.push(registry, span);
+        }
+        state
+            .business
+            .record(&settings.business, registry, method, route.endpoint, status);
+        let now = now.unwrap_or(0);
+        if self.upgrade_pending {
+            // No response headers came (the upstream failed first): the attempt's outcome.
+            let route = self.route.unwrap_or(RouteMatch::NONE);
+            state.connections.upgrade(
+                settings,
+                registry,
+                host,
+                self.service(),
+                route.endpoint,
+                Status::from_code(status),
+            );
+        }
+        match self.connection.take() {
+            Some(Connection::WebSocket(connection)) => {
+                state
+                    .connections
+                    .websocket_closed(settings, registry, host, connection, now);
+            }
+            Some(Connection::Stream(session)) => {
+                state.streams.closed(registry, host, session, now);
+            }
+            None => {}
+        }
+        if settings.flush_interval_ms == 0 {
+            registry.flush(host);
+        }
+    }
+
+    fn service(&self) -> Option<ServiceId> {
+        self.route.and_then(|r| r.service)
+    }
+}
+
+/// A host call's value, or `None` after logging and counting its failure.
+fn read<T>(
+    registry: &mut Registry,
+    operation: Operation,
+    result: Result<Option<T>, HostError>,
+) -> Option<T> {
+    result.unwrap_or_else(|err| {
+        registry.host_error(operation, err, "a request");
+        None
+    })
+}
+
+/// `HTTP/1.1` to `1.1`, `HTTP/2` to `2`.
+fn protocol_version(protocol: &[u8]) -> Option<String> {
+    let version = protocol.strip_prefix(b"HTTP/")?;
+    std::str::from_utf8(version).ok().map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,323 @@
+use super::*;
+use crate::host::memory::{MemoryHost, MemoryRequest};
+use crate::websocket::frames::tests::frame;
+
+const SECOND: u64 = 1_000_000_000;
+
+fn worker(host: &mut MemoryHost, json: &str) -> Worker {
+    Worker::configure(host, Some(json.as_bytes()), 0).unwrap()
+}
+
+/// The value of the series of `metric` whose encoded name has every one of `labels`.
+fn value(host: &MemoryHost, metric: &str, labels: &[(&str, &str)]) -> Option<u64> {
+    host.counters()
+        .into_iter()
+        .find(|(name, _)| {
+            name.strip_suffix(metric).is_some_and(|prefix| {
+                (prefix.is_empty() || prefix.ends_with(";.;"))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| prefix.contains(&format!("{k}=.={v};.;")))
+            })
+        })
+        .map(|(_, value)| value)
+}
+
+fn request(pairs: &[(&str, &str)], now_nanos: u64) -> MemoryRequest {
+    MemoryRequest {
+        now_nanos,
+        ..MemoryRequest::with_headers(pairs)
+    }
+}
+
+fn respond(host: &mut MemoryHost, status: &str, now_nanos: u64) {
+    host.request
+        .response_headers
+        .push((":status".to_owned(), status.as_bytes().to_vec()));
+    host.request.now_nanos = now_nanos;
+}
+
+#[test]
+fn a_request_is_routed_traced_and_counted_with_its_duration() {
+    let mut host = MemoryHost::default();
+    let worker = worker(
+        &mut host,
+        r#"{"tracing": {"response_header": "x-trace-id"}}"#,
+    );
+    let mut exchange = Exchange::new(7);
+    host.request = request(
+        &[
+            (":method", "GET"),
+            (":path", "/api/v1/tracks/42?token=secret"),
+            (":authority", "veza"),
+            ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        ],
+        SECOND,
+    );
+    assert_eq!(exchange.request_headers(&worker, &mut host), Next::Continue);
+    // The incoming B3 trace is continued in `traceparent`, the default outgoing format, and
+    // the B3 header it came in is removed: one context reaches the service.
+    let traceparent = host
+        .request
+        .value(HeaderMap::Request, "traceparent")
+        .unwrap();
+    assert!(
+        traceparent.starts_with("00-80f198ee56343ba864fe8b2a57d3eff7-"),
+        "{traceparent}"
+    );
+    assert_eq!(host.request.value(HeaderMap::Request, "b3"), None);
+    respond(&mut host, "200", SECOND + 30_000_000);
+    exchange.response_headers(&worker, &mut host);
+    assert_eq!(
+        host.request.value(HeaderMap::Response, "x-trace-id"),
+        Some("80f198ee56343ba864fe8b2a57d3eff7".to_owned())
+    );
+    exchange.end(&worker, &mut host);
+    worker.flush(&mut host);
+    let labels = [
+        ("method", "GET"),
+        ("endpoint", "/api/v1/tracks/:id"),
+        ("service", "backend-api"),
+    ];
+    assert_eq!(
+        value(
+            &host,
+            "http_requests_total",
+            &[labels[0], labels[1], ("status", "200"), labels[2]]
+        ),
+        Some(1)
+    );
+    // 30 ms, from the two clock reads: in the 0.05 bucket, not in 0.025.
+    let bucket = |le| {
+        value(
+            &host,
+            "http_request_duration_seconds_bucket",
+            &[labels[0], labels[1], labels[2], ("le", le)],
+        )
+    };
+    assert_eq!((bucket("0.025"), bucket("0.05")), (Some(0), Some(1)));
+    assert_eq!(host.request.reply, None);
+}
+
+#[test]
+fn live_is_answered_here_and_counted_under_the_gateway() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, "{}");
+    let mut exchange = Exchange::new(1);
+    host.request = request(&[(":method", "GET"), (":path", "/live")], 90 * SECOND);
+    assert_eq!(exchange.request_headers(&worker, &mut host), Next::Pause);
+    let (status, body) = host.request.reply.clone().unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.starts_with(r#"{"status":"alive","timestamp":90,"uptime":"1m30s""#),
+        "{body}"
+    );
+    // Health answers carry no trace context by default.
+    assert_eq!(host.request.value(HeaderMap::Request, "traceparent"), None);
+    respond(&mut host, "200", 90 * SECOND);
+    exchange.end(&worker, &mut host);
+    worker.flush(&mut host);
+    assert_eq!(
+        value(
+            &host,
+            "http_requests_total",
+            &[
+                ("endpoint", "/live"),
+                ("status", "200"),
+                ("service", "gateway")
+            ]
+        ),
+        Some(1)
+    );
+}
+
+#[test]
+fn ready_waits_for_the_workers_round_and_is_answered_by_it() {
+    let mut host = MemoryHost::default();
+    let worker = worker(
+        &mut host,
+        r#"{"health": {"checks": [{"name": "chat", "cluster": "veza_chat", "path": "/health"}]}}"#,
+    );
+    let mut probe = Exchange::new(9);
+    host.request = request(&[(":method", "GET"), (":path", "/ready")], SECOND);
+    assert_eq!(probe.request_headers(&worker, &mut host), Next::Pause);
+    assert_eq!(host.request.reply, None, "it waits");
+    worker.tick(&mut host, SECOND);
+    assert_eq!(host.calls.len(), 1);
+    assert_eq!(host.calls[0].cluster, "veza_chat");
+    worker.call_response(&mut host, 1, Some(b"200"), b"{}", SECOND + 1_000_000);
+    assert_eq!(host.answers.len(), 1);
+    let (context, status, body) = &host.answers[0];
+    assert_eq!((*context, *status), (9, 200));
+    assert_eq!(
+        body,
+        r#"{"status":"ready","checks":{"chat":{"status":"ready"}}}"#
+    );
+    assert_eq!(
+        value(&host, "dependency_up", &[("dependency", "chat")]),
+        Some(1)
+    );
+}
+
+#[test]
+fn a_request_answered_before_the_filter_ran_is_counted_from_what_envoy_logged() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, "{}");
+    // No request headers callback: Envoy answered first (no route). The end reads the headers
+    // and Envoy's own duration.
+    let mut exchange = Exchange::new(3);
+    host.request = request(&[(":method", "POST"), (":path", "/nowhere")], 0);
+    host.request.properties.push((
+        Property::RequestDuration,
+        (2 * SECOND).to_le_bytes().to_vec(),
+    ));
+    respond(&mut host, "404", 0);
+    host.request.now_nanos = 5 * SECOND;
+    exchange.end(&worker, &mut host);
+    worker.flush(&mut host);
+    let labels = [
+        ("method", "POST"),
+        ("endpoint", "other"),
+        ("service", "other"),
+    ];
+    assert_eq!(
+        value(
+            &host,
+            "http_requests_total",
+            &[labels[0], labels[1], ("status", "404")]
+        ),
+        Some(1)
+    );
+    let bucket = |le| {
+        value(
+            &host,
+            "http_request_duration_seconds_bucket",
+            &[labels[0], labels[1], labels[2], ("le", le)],
+        )
+    };
+    assert_eq!((bucket("1"), bucket("2.5")), (Some(0), Some(1)));
+}
+
+#[test]
+fn a_stream_from_byte_0_is_a_session_counted_as_forwarded() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, "{}");
+    let mut exchange = Exchange::new(5);
+    host.request = request(
+        &[
+            (":method", "GET"),
+            (":path", "/stream/song.mp3?expires=1&sig=s"),
+        ],
+        0,
+    );
+    exchange.request_headers(&worker, &mut host);
+    respond(&mut host, "206", 0);
+    host.request
+        .response_headers
+        .push(("content-range".to_owned(), b"bytes 0-99/1000".to_vec()));
+    exchange.response_headers(&worker, &mut host);
+    assert!(exchange.wants_body(Direction::Downstream));
+    assert!(!exchange.wants_body(Direction::Upstream));
+    assert_eq!(host.counter("stream_sessions_active"), Some(1));
+    let mut chunk: &[u8] = &[0; 100];
+    host.request.now_nanos = SECOND;
+    exchange.body(&worker, &mut host, Direction::Downstream, &mut chunk);
+    assert_eq!(
+        value(&host, "stream_bitrate_bps", &[("stream_id", "song.mp3")]),
+        Some(800)
+    );
+    exchange.end(&worker, &mut host);
+    worker.flush(&mut host);
+    assert_eq!(host.counter("stream_sessions_active"), Some(0));
+    assert_eq!(
+        value(&host, "stream_bitrate_bps", &[("stream_id", "song.mp3")]),
+        Some(0)
+    );
+    assert_eq!(host.counter("streams_started_total"), Some(1));
+    assert_eq!(host.counter("stream_bytes_total"), Some(100));
+}
+
+#[test]
+fn a_websocket_upgrade_opens_a_connection_whose_frames_count_until_it_ends() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, "{}");
+    let mut exchange = Exchange::new(11);
+    host.request = request(
+        &[
+            (":method", "GET"),
+            (":path", "/ws"),
+            ("upgrade", "websocket"),
+        ],
+        0,
+    );
+    exchange.request_headers(&worker, &mut host);
+    respond(&mut host, "101", 0);
+    exchange.response_headers(&worker, &mut host);
+    let chat = [("service", "chat")];
+    assert_eq!(value(&host, "websocket_connections_active", &chat), Some(1));
+    let join = frame(
+        true,
+        0x1,
+        br#"{"type":"JoinConversation","conversation_id":"c1"}"#,
+        Some([1, 2, 3, 4]),
+    );
+    exchange.body(
+        &worker,
+        &mut host,
+        Direction::Upstream,
+        &mut join.as_slice(),
+    );
+    assert_eq!(host.counter("chat_rooms_active"), Some(1));
+    host.request.now_nanos = 2 * SECOND;
+    exchange.end(&worker, &mut host);
+    worker.flush(&mut host);
+    assert_eq!(value(&host, "websocket_connections_active", &chat), Some(0));
+    assert_eq!(host.counter("chat_rooms_active"), Some(0));
+    assert_eq!(
+        value(
+            &host,
+            "websocket_upgrades_total",
+            &[("service", "chat"), ("endpoint", "/ws"), ("status", "101")]
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        value(&host, "websocket_connection_duration_seconds_count", &chat),
+        Some(1)
+    );
+    // Upgrades are counted in http_requests_total but kept out of its duration histogram.
+    assert_eq!(
+        value(
+            &host,
+            "http_requests_total",
+            &[("endpoint", "/ws"), ("status", "101")]
+        ),
+        Some(1)
+    );
+}
+
+#[test]
+fn an_upgrade_whose_upstream_failed_is_counted_with_no_response() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, "{}");
+    let mut exchange = Exchange::new(12);
+    host.request = request(
+        &[
+            (":method", "GET"),
+            (":path", "/ws"),
+            ("upgrade", "websocket"),
+        ],
+        0,
+    );
+    exchange.request_headers(&worker, &mut host);
+    exchange.end(&worker, &mut host);
+    worker.flush(&mut host);
+    assert_eq!(
+        value(
+            &host,
+            "websocket_upgrades_total",
+            &[("service", "chat"), ("endpoint", "/ws"), ("status", "0")]
+        ),
+        Some(1)
+    );
+}

@@ -1,0 +1,360 @@
+//! One worker of the gateway: the compiled configuration and the state every request of that
+//! worker shares (metrics, health rounds, the span queue, active users). A host creates one per
+//! worker (a proxy-wasm root context, a native module's per-thread state), drives it with
+//! ticks and call answers, and hands it to each request's [`crate::exchange::Exchange`].
+
+use std::cell::RefCell;
+
+use crate::active_users::ActiveUsers;
+use crate::config::{self, ConfigError, Settings};
+use crate::health::{self, CallResult, Failure, Health};
+use crate::host::{CallRefused, Calls, Host};
+use crate::labels;
+use crate::metrics::business::BusinessMetrics;
+use crate::metrics::connections::ConnectionMetrics;
+use crate::metrics::http::HttpMetrics;
+use crate::metrics::names;
+use crate::metrics::registry::{GaugeHandle, HistogramHandle, Registry};
+use crate::metrics::streams::StreamMetrics;
+use crate::shared::keys;
+use crate::trace::export::Exporter;
+
+/// Tick period while health checks are configured: a waiting `/ready` probe starts its round
+/// within one tick.
+const HEALTH_TICK_MS: u32 = 20;
+/// Longest wait before a full batch of spans is sent.
+const EXPORT_TICK_MS: u32 = 100;
+/// Tick period for `active_users_total` when metrics are flushed after every request.
+const ACTIVE_USERS_TICK_MS: u32 = 1000;
+/// Most bytes of a call's response body read (an exporter's page is about 100 KB).
+pub const MAX_CALL_BODY: usize = 1 << 20;
+
+/// A configured worker. Its state sits behind a `RefCell`: callbacks never nest, so a borrow
+/// never finds it taken; if one did, the work would be skipped rather than the worker stopped.
+pub struct Worker {
+    pub settings: Settings,
+    /// When the first worker of this gateway was configured: `/live`'s uptime.
+    pub started_nanos: u64,
+    pub state: RefCell<State>,
+    last_flush_nanos: std::cell::Cell<u64>,
+}
+
+/// Mutable per-worker state.
+pub struct State {
+    pub registry: Registry,
+    pub http: HttpMetrics,
+    pub connections: ConnectionMetrics,
+    pub streams: StreamMetrics,
+    pub business: BusinessMetrics,
+    /// `None` when `active_users` is disabled.
+    pub active_users: Option<ActiveUsers>,
+    pub health: Health,
+    /// Trace and span ids.
+    pub trace_ids: TraceIds,
+    /// The span exporter, when a collector is configured.
+    pub exporter: Option<Exporter>,
+    /// Per health check: `dependency_up` and `dependency_check_duration_seconds`.
+    dependency_metrics: Vec<(Option<GaugeHandle>, Option<HistogramHandle>)>,
+    /// `veza_observability_vm_memory_bytes`.
+    memory: Option<GaugeHandle>,
+}
+
+impl Worker {
+    /// Reads and compiles the plugin configuration and defines the metrics. An invalid
+    /// configuration is refused with the field it is in; nothing is defined then.
+    pub fn configure(
+        host: &mut dyn Host,
+        configuration: Option<&[u8]>,
+        now: u64,
+    ) -> Result<Worker, ConfigError> {
+        let settings = config::load(configuration)?;
+        let mut registry = Registry::new(host);
+        let http = HttpMetrics::new(host);
+        let mut connections = ConnectionMetrics::new(host);
+        connections.define_chat_services(&settings, &mut registry, host);
+        let streams = StreamMetrics::new(host);
+        let business = BusinessMetrics::new(&settings.business, &mut registry, host);
+        let exporter = settings
+            .tracing
+            .collector
+            .clone()
+            .map(|collector| Exporter::new(collector, &mut registry, host, now));
+        let active_users = settings
+            .active_users
+            .enabled
+            .then(|| ActiveUsers::new(&settings.active_users, &mut registry, host));
+        let dependency_metrics = settings
+            .health
+            .checks
+            .iter()
+            .map(|check| {
+                let up = registry.define_gauge(host, &health::dependency_up_name(check));
+                let duration = registry.define_histogram(
+                    host,
+                    names::DEPENDENCY_CHECK_DURATION_SECONDS,
+                    &health::dependency_duration_labels(check),
+                );
+                (up, duration)
+            })
+            .collect();
+        let memory = registry.define_gauge(host, names::VM_MEMORY_BYTES);
+        let started_nanos = first_start(host, now);
+        Ok(Worker {
+            settings,
+            started_nanos,
+            last_flush_nanos: std::cell::Cell::new(now),
+            state: RefCell::new(State {
+                registry,
+                http,
+                connections,
+                streams,
+                business,
+                active_users,
+                health: Health::default(),
+                trace_ids: TraceIds::seeded(now),
+                exporter,
+                dependency_metrics,
+                memory,
+            }),
+        })
+    }
+
+    /// How often the host should call [`Worker::tick`]: the shortest period any part needs,
+    /// 0 (never) when none needs one.
+    pub fn tick_period_ms(&self) -> u32 {
+        let settings = &self.settings;
+        let health_active = settings.health.enabled && !settings.health.checks.is_empty();
+        [
+            settings.flush_interval_ms,
+            if health_active { HEALTH_TICK_MS } else { 0 },
+            if settings.active_users.enabled {
+                ACTIVE_USERS_TICK_MS
+            } else {
+                0
+            },
+            settings
+                .tracing
+                .collector
+                .as_ref()
+                .map_or(0, |c| c.flush_interval_ms.min(EXPORT_TICK_MS)),
+        ]
+        .into_iter()
+        .filter(|&ms| ms > 0)
+        .min()
+        .unwrap_or(0)
+    }
+
+    /// The line the host logs once configured.
+    pub fn describe(&self) -> String {
+        let settings = &self.settings;
+        format!(
+            "configured {} services, {} route templates, max_series {}, metrics flushed {}, {} health checks",
+            settings.routes.services().len(),
+            settings.routes.templates().len(),
+            settings.max_series,
+            match settings.flush_interval_ms {
+                0 => "after every request".to_owned(),
+                ms => format!("every {ms} ms"),
+            },
+            if settings.health.enabled { settings.health.checks.len() } else { 0 },
+        )
+    }
+
+    /// Hands what is pending to the host: a reconfiguration or shutdown keeps what this worker
+    /// counted.
+    pub fn flush(&self, host: &mut dyn Calls) {
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            state.flush(host);
+        }
+    }
+
+    /// The periodic work: the metrics flush (with the active-user gauge), the span export, and
+    /// `/ready` rounds, started for waiting probes and ended when their calls time out.
+    pub fn tick(&self, host: &mut dyn Calls, now: u64) {
+        let flush_due = now.saturating_sub(self.last_flush_nanos.get())
+            >= u64::from(self.settings.flush_interval_ms) * 1_000_000;
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return;
+        };
+        if flush_due || self.settings.flush_interval_ms == 0 {
+            let State {
+                registry,
+                active_users,
+                ..
+            } = &mut *state;
+            if let Some(active_users) = active_users {
+                active_users.publish(registry, host, now);
+            }
+            state.flush(host);
+            self.last_flush_nanos.set(now);
+        }
+        if let State {
+            exporter: Some(exporter),
+            registry,
+            ..
+        } = &mut *state
+        {
+            exporter.tick(registry, now, &mut |collector, body| {
+                let headers = [
+                    (":method", "POST"),
+                    (":path", collector.path.as_str()),
+                    (":authority", collector.authority.as_str()),
+                    ("content-type", "application/json"),
+                ];
+                host.dispatch(
+                    &collector.cluster,
+                    &headers,
+                    Some(body),
+                    collector.timeout_ms,
+                )
+                .ok()
+            });
+        }
+        let settings = &self.settings.health;
+        if state.health.wants_round() {
+            state.health.start_round(settings, now);
+            for (index, check) in settings.checks.iter().enumerate() {
+                let headers = [
+                    (":method", check.method.as_str()),
+                    (":path", check.path.as_str()),
+                    (":authority", check.authority.as_str()),
+                ];
+                let token = host
+                    .dispatch(&check.cluster, &headers, None, check.timeout_ms)
+                    .map_err(|refused| match refused {
+                        CallRefused::UnknownCluster => Failure::UnknownCluster,
+                        CallRefused::Failed => Failure::DispatchFailed,
+                    });
+                state.health.dispatched(index, token);
+            }
+        }
+        if state.health.round_in_flight() && state.health.expire(settings, now) {
+            self.finish_round(host, &mut state, now);
+        }
+    }
+
+    /// The answer to one of this worker's calls: `status` is `None` when the call failed with
+    /// no response, `body` at most [`MAX_CALL_BODY`] bytes.
+    pub fn call_response(
+        &self,
+        host: &mut dyn Calls,
+        token: u32,
+        status: Option<&[u8]>,
+        body: &[u8],
+        now: u64,
+    ) {
+        let Ok(mut state) = self.state.try_borrow_mut() else {
+            return;
+        };
+        let status = status.map(labels::status_code_from_header);
+        if let State {
+            exporter: Some(exporter),
+            registry,
+            ..
+        } = &mut *state
+        {
+            if exporter.owns(token) {
+                // Envoy's own replies (timeout, no connection) mean the collector never
+                // answered; any status outside u16 is no HTTP answer either.
+                let answer = status
+                    .and_then(|s| u16::try_from(s).ok())
+                    .filter(|&s| health::check::envoy_local_reply(s, body).is_none());
+                exporter.responded(registry, now, answer);
+                return;
+            }
+        }
+        let result = status.map(|code| CallResult {
+            status: u16::try_from(code).unwrap_or(0),
+            body,
+        });
+        if state
+            .health
+            .responded(&self.settings.health, token, result, now)
+        {
+            self.finish_round(host, &mut state, now);
+        }
+    }
+
+    /// Records a complete round's metrics and answers every probe that waited for it.
+    fn finish_round(&self, host: &mut dyn Calls, state: &mut State, now: u64) {
+        let State {
+            registry,
+            health,
+            dependency_metrics,
+            ..
+        } = state;
+        let Some(finished) = health.finish(now) else {
+            return;
+        };
+        for ((outcome, duration), (up, histogram)) in finished
+            .report
+            .outcomes
+            .iter()
+            .zip(&finished.durations_nanos)
+            .zip(dependency_metrics.iter())
+        {
+            if let Some(up) = up {
+                registry.set_gauge(host, *up, u64::from(outcome.failure.is_none()));
+            }
+            if let Some(histogram) = histogram {
+                registry.observe(*histogram, *duration);
+            }
+        }
+        let answer = health::answer(&self.settings.health, finished.report);
+        for waiter in finished.waiters {
+            // A probe that went away cannot be answered; nothing to do for it.
+            let _ = host.answer(waiter, answer.status, &answer.body);
+        }
+    }
+}
+
+impl State {
+    /// Hands the aggregated metrics to the host, with the worker's memory size.
+    fn flush(&mut self, host: &mut dyn Calls) {
+        if let (Some(gauge), Some(bytes)) = (self.memory, host.memory_bytes()) {
+            self.registry.set_gauge(host, gauge, bytes);
+        }
+        self.registry.flush(host);
+    }
+}
+
+/// A per-worker generator of ids (wyrand), seeded from the system's random source (WASI's
+/// `random_get`, which Envoy serves from BoringSSL). The ids need to be unique, not secret.
+pub struct TraceIds(fastrand::Rng);
+
+impl TraceIds {
+    fn seeded(now: u64) -> TraceIds {
+        let mut seed = [0u8; 8];
+        let seed = match getrandom::fill(&mut seed) {
+            Ok(()) => u64::from_le_bytes(seed),
+            Err(err) => {
+                log::warn!(
+                    "veza-observability: no random seed from the host ({err}); using the clock"
+                );
+                now
+            }
+        };
+        TraceIds(fastrand::Rng::with_seed(seed))
+    }
+}
+
+impl crate::trace::IdSource for TraceIds {
+    fn next_u64(&mut self) -> u64 {
+        self.0.u64(..)
+    }
+}
+
+/// The time the first worker of this gateway configured the filter, shared by all workers so
+/// `/live` reports one uptime.
+fn first_start(host: &mut dyn Host, now: u64) -> u64 {
+    if let Ok(Some((bytes, _))) = host.get_shared(keys::STARTED) {
+        if let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) {
+            return u64::from_le_bytes(bytes);
+        }
+    }
+    let _ = host.set_shared(keys::STARTED, &now.to_le_bytes(), 0);
+    now
+}
+
+#[cfg(test)]
+mod tests;

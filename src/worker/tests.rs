@@ -1,0 +1,116 @@
+use super::*;
+use crate::host::memory::MemoryHost;
+
+const SECOND: u64 = 1_000_000_000;
+
+fn configure(host: &mut MemoryHost, json: &str) -> Result<Worker, ConfigError> {
+    Worker::configure(host, Some(json.as_bytes()), 0)
+}
+
+#[test]
+fn a_bad_configuration_is_refused_with_its_field_and_defines_nothing() {
+    let mut host = MemoryHost::default();
+    let err = configure(&mut host, r#"{"max_series": 0}"#).err().unwrap();
+    assert_eq!(err.to_string(), "max_series: must be at least 1 (got 0)");
+    assert!(host.counters().is_empty(), "{:?}", host.counters());
+}
+
+#[test]
+fn the_tick_period_is_the_shortest_any_part_needs() {
+    let mut host = MemoryHost::default();
+    let period = |host: &mut MemoryHost, json| configure(host, json).unwrap().tick_period_ms();
+    // The built-in /ready checks want 20 ms.
+    assert_eq!(period(&mut host, "{}"), 20);
+    assert_eq!(
+        period(&mut host, r#"{"health": {"enabled": false}}"#),
+        1000,
+        "the metrics flush and active users"
+    );
+    assert_eq!(
+        period(
+            &mut host,
+            r#"{"health": {"enabled": false}, "active_users": {"enabled": false}, "metrics_flush_interval_ms": 0}"#
+        ),
+        0,
+        "nothing periodic"
+    );
+    assert_eq!(
+        period(
+            &mut host,
+            r#"{"health": {"enabled": false}, "tracing": {"collector": {"cluster": "jaeger"}}}"#
+        ),
+        100,
+        "a batch of spans waits at most 100 ms"
+    );
+}
+
+#[test]
+fn ticks_flush_on_the_interval_and_export_spans_to_the_collector() {
+    let mut host = MemoryHost::default();
+    let worker = configure(
+        &mut host,
+        r#"{"health": {"enabled": false}, "tracing": {"sampling_ratio": 1.0,
+            "collector": {"cluster": "jaeger", "flush_interval_ms": 100}}}"#,
+    )
+    .unwrap();
+    let mut exchange = crate::exchange::Exchange::new(1);
+    host.request.request_headers = vec![
+        (":method".to_owned(), b"GET".to_vec()),
+        (":path".to_owned(), b"/api/v1/tracks".to_vec()),
+    ];
+    exchange.request_headers(&worker, &mut host);
+    exchange.end(&worker, &mut host);
+    // Counted in the worker, not yet handed to the host.
+    assert_eq!(host.counter("trace_spans_exported_total"), Some(0));
+    worker.tick(&mut host, SECOND / 2);
+    assert_eq!(host.calls.len(), 1, "the span batch");
+    let call = &host.calls[0];
+    assert_eq!(call.cluster, "jaeger");
+    assert!(call
+        .headers
+        .contains(&(":path".to_owned(), "/v1/traces".to_owned())));
+    let body = String::from_utf8(call.body.clone().unwrap()).unwrap();
+    assert!(body.contains(r#""name":"GET /api/v1/tracks""#), "{body}");
+    worker.call_response(&mut host, 1, Some(b"200"), b"", SECOND / 2);
+    worker.tick(&mut host, SECOND);
+    assert_eq!(host.counter("trace_spans_exported_total"), Some(1));
+}
+
+#[test]
+fn a_check_on_an_unknown_cluster_fails_the_round_at_once() {
+    let mut host = MemoryHost::default();
+    host.unknown_cluster = Some("nowhere".to_owned());
+    let worker = configure(
+        &mut host,
+        r#"{"health": {"checks": [{"name": "db", "cluster": "nowhere"}]}}"#,
+    )
+    .unwrap();
+    let mut probe = crate::exchange::Exchange::new(4);
+    host.request.request_headers = vec![
+        (":method".to_owned(), b"GET".to_vec()),
+        (":path".to_owned(), b"/ready".to_vec()),
+    ];
+    probe.request_headers(&worker, &mut host);
+    worker.tick(&mut host, SECOND);
+    assert!(host.calls.is_empty());
+    assert_eq!(
+        host.answers,
+        [(
+            4,
+            503,
+            r#"{"status":"unready","checks":{"db":{"status":"unready","error":"unknown cluster"}}}"#
+                .to_owned()
+        )]
+    );
+}
+
+#[test]
+fn workers_share_one_start_time() {
+    let mut host = MemoryHost::default();
+    let first = Worker::configure(&mut host, None, 5 * SECOND).unwrap();
+    let second = Worker::configure(&mut host, None, 9 * SECOND).unwrap();
+    assert_eq!(
+        (first.started_nanos, second.started_nanos),
+        (5 * SECOND, 5 * SECOND)
+    );
+}
