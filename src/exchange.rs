@@ -14,11 +14,11 @@ use crate::config::business::UserSource;
 use crate::config::EndpointSource;
 use crate::header_map;
 use crate::health::{self, Endpoint, Health};
-use crate::host::{HeaderMap, HostError, Property, Request};
+use crate::host::{HeaderMap, Property, Request};
 use crate::labels::{self, Method, Status};
 use crate::metrics::connections::WebSocketConnection;
 use crate::metrics::http::RequestRecord;
-use crate::metrics::registry::{Operation, Registry};
+use crate::metrics::registry::Operation;
 use crate::metrics::streams::{self, StreamResponse, StreamSession};
 use crate::routes::{self, RouteMatch, ServiceId};
 use crate::trace::export::SpanRecord;
@@ -249,12 +249,12 @@ impl Exchange {
             streams,
             ..
         } = &mut *state;
-        let status = read(
-            registry,
-            Operation::GetHeader,
-            host.header(HeaderMap::Response, ":status"),
-        )
-        .map(|code| labels::status_code_from_header(&code));
+        let status = registry
+            .read(
+                Operation::GetHeader,
+                host.header(HeaderMap::Response, ":status"),
+            )
+            .map(|code| labels::status_code_from_header(&code));
         let now = host.now_nanos().unwrap_or(0);
         let route = self.route.unwrap_or(RouteMatch::NONE);
         if self.upgrade_pending {
@@ -280,8 +280,7 @@ impl Exchange {
             }
         } else if let Some(stream_id) = self.stream_request.take() {
             let content_range = match status {
-                Some(206) => read(
-                    registry,
+                Some(206) => registry.read(
                     Operation::GetHeader,
                     host.header(HeaderMap::Response, "content-range"),
                 ),
@@ -358,12 +357,9 @@ impl Exchange {
         // A request this filter never saw start (answered before it ran): read its headers now.
         let fallback_headers = match self.route {
             Some(_) => Vec::new(),
-            None => read(
-                registry,
-                Operation::GetHeader,
-                host.request_headers().map(Some),
-            )
-            .unwrap_or_default(),
+            None => registry
+                .read(Operation::GetHeader, host.request_headers().map(Some))
+                .unwrap_or_default(),
         };
         let (method, path) = match (self.method, self.route) {
             (Some(method), Some(_)) => (method, &b""[..]),
@@ -377,29 +373,27 @@ impl Exchange {
         };
         // `:status` rather than the `response.code` property: a header read costs about a
         // third of a property read. No response headers means no response was sent.
-        let status = read(
-            registry,
-            Operation::GetHeader,
-            host.header(HeaderMap::Response, ":status"),
-        )
-        .map(|code| labels::status_code_from_header(&code));
+        let status = registry
+            .read(
+                Operation::GetHeader,
+                host.header(HeaderMap::Response, ":status"),
+            )
+            .map(|code| labels::status_code_from_header(&code));
         let now = host.now_nanos();
         let duration = match (self.started_nanos, now) {
             (Some(start), Ok(now)) => Some(now.saturating_sub(start)),
-            _ => read(
-                registry,
-                Operation::GetProperty,
-                host.property(Property::RequestDuration),
-            )
-            .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
-            .map(u64::from_le_bytes),
+            _ => registry
+                .read(
+                    Operation::GetProperty,
+                    host.property(Property::RequestDuration),
+                )
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+                .map(u64::from_le_bytes),
         };
         let route_name = match settings.endpoint_source {
-            EndpointSource::RouteName => read(
-                registry,
-                Operation::GetProperty,
-                host.property(Property::RouteName),
-            ),
+            EndpointSource::RouteName => {
+                registry.read(Operation::GetProperty, host.property(Property::RouteName))
+            }
             EndpointSource::RouteTable => None,
         };
         let request = RequestRecord {
@@ -413,8 +407,7 @@ impl Exchange {
         // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
         let route = state.http.record(settings, registry, host, &request);
         if let (Some(mut span), Some(exporter)) = (self.span.take(), state.exporter.as_mut()) {
-            let protocol = read(
-                registry,
+            let protocol = registry.read(
                 Operation::GetProperty,
                 host.property(Property::RequestProtocol),
             );
@@ -464,18 +457,6 @@ impl Exchange {
     fn service(&self) -> Option<ServiceId> {
         self.route.and_then(|r| r.service)
     }
-}
-
-/// A host call's value, or `None` after logging and counting its failure.
-fn read<T>(
-    registry: &mut Registry,
-    operation: Operation,
-    result: Result<Option<T>, HostError>,
-) -> Option<T> {
-    result.unwrap_or_else(|err| {
-        registry.host_error(operation, err, "a request");
-        None
-    })
 }
 
 /// `HTTP/1.1` to `1.1`, `HTTP/2` to `2`.

@@ -8,13 +8,13 @@ use std::cell::RefCell;
 use crate::active_users::ActiveUsers;
 use crate::config::{self, ConfigError, Settings};
 use crate::health::{self, CallResult, Failure, Health};
-use crate::host::{CallRefused, Calls, Host};
+use crate::host::{CallRefused, Calls, Host, HostError};
 use crate::labels;
 use crate::metrics::business::BusinessMetrics;
 use crate::metrics::connections::ConnectionMetrics;
 use crate::metrics::http::HttpMetrics;
 use crate::metrics::names;
-use crate::metrics::registry::{GaugeHandle, HistogramHandle, Registry};
+use crate::metrics::registry::{GaugeHandle, HistogramHandle, Operation, Registry};
 use crate::metrics::streams::StreamMetrics;
 use crate::shared::keys;
 use crate::trace::export::Exporter;
@@ -233,20 +233,29 @@ impl Worker {
         }
     }
 
-    /// The answer to one of this worker's calls: `status` is `None` when the call failed with
-    /// no response, `body` at most [`MAX_CALL_BODY`] bytes.
+    /// The answer to one of this worker's calls, as the host read it: `status` is `None` when
+    /// the call failed with no response, `body` at most [`MAX_CALL_BODY`] bytes. A read the
+    /// host failed is counted, and the answer judged without it.
     pub fn call_response(
         &self,
         host: &mut dyn Calls,
         token: u32,
-        status: Option<&[u8]>,
-        body: &[u8],
+        status: Result<Option<Vec<u8>>, HostError>,
+        body: Result<Option<Vec<u8>>, HostError>,
         now: u64,
     ) {
         let Ok(mut state) = self.state.try_borrow_mut() else {
             return;
         };
-        let status = status.map(labels::status_code_from_header);
+        let status = state
+            .registry
+            .read(Operation::GetHeader, status)
+            .map(|code| labels::status_code_from_header(&code));
+        let body = state
+            .registry
+            .read(Operation::GetBuffer, body)
+            .unwrap_or_default();
+        let body = body.as_slice();
         if let State {
             exporter: Some(exporter),
             registry,

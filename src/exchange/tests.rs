@@ -145,7 +145,13 @@ fn ready_waits_for_the_workers_round_and_is_answered_by_it() {
     worker.tick(&mut host, SECOND);
     assert_eq!(host.calls.len(), 1);
     assert_eq!(host.calls[0].cluster, "veza_chat");
-    worker.call_response(&mut host, 1, Some(b"200"), b"{}", SECOND + 1_000_000);
+    worker.call_response(
+        &mut host,
+        1,
+        Ok(Some(b"200".to_vec())),
+        Ok(Some(b"{}".to_vec())),
+        SECOND + 1_000_000,
+    );
     assert_eq!(host.answers.len(), 1);
     let (context, status, body) = &host.answers[0];
     assert_eq!((*context, *status), (9, 200));

@@ -21,20 +21,15 @@ impl Context for Root {
         let Some(worker) = &self.worker else { return };
         // No headers: the call failed without a response.
         let status = match headers {
-            0 => None,
-            _ => abi::header(MapType::HttpCallResponseHeaders, ":status")
-                .ok()
-                .flatten(),
+            0 => Ok(None),
+            _ => abi::header(MapType::HttpCallResponseHeaders, ":status"),
         };
         let body = abi::buffer(
             BufferType::HttpCallResponseBody,
             body_size.min(MAX_CALL_BODY),
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
+        );
         let now = abi::current_time_nanos().unwrap_or(0);
-        worker.call_response(&mut EnvoyHost, token, status.as_deref(), &body, now);
+        worker.call_response(&mut EnvoyHost, token, status, body, now);
     }
 
     /// The plugin is going away (reconfiguration, shutdown): hand over what is pending.

@@ -69,16 +69,19 @@ pub enum Operation {
     IncrementMetric,
     GetProperty,
     GetHeader,
+    /// A body read: a call's answer.
+    GetBuffer,
     SetHeader,
     SharedData,
 }
 
 impl Operation {
-    const ALL: [Operation; 6] = [
+    const ALL: [Operation; 7] = [
         Operation::DefineMetric,
         Operation::IncrementMetric,
         Operation::GetProperty,
         Operation::GetHeader,
+        Operation::GetBuffer,
         Operation::SetHeader,
         Operation::SharedData,
     ];
@@ -89,6 +92,7 @@ impl Operation {
             Operation::IncrementMetric => "increment_metric",
             Operation::GetProperty => "get_property",
             Operation::GetHeader => "get_header",
+            Operation::GetBuffer => "get_buffer",
             Operation::SetHeader => "set_header",
             Operation::SharedData => "shared_data",
         }
@@ -275,6 +279,18 @@ impl Registry {
         }
         self.dirty_counters.extend(refused);
         failure
+    }
+
+    /// A host call's value, or `None` after logging and counting its failure.
+    pub fn read<T>(
+        &mut self,
+        operation: Operation,
+        result: Result<Option<T>, HostError>,
+    ) -> Option<T> {
+        result.unwrap_or_else(|err| {
+            self.host_error(operation, err, "a host call");
+            None
+        })
     }
 
     /// Logs the first failure of each operation, counts every one, and carries on.

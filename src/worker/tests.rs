@@ -71,7 +71,13 @@ fn ticks_flush_on_the_interval_and_export_spans_to_the_collector() {
         .contains(&(":path".to_owned(), "/v1/traces".to_owned())));
     let body = String::from_utf8(call.body.clone().unwrap()).unwrap();
     assert!(body.contains(r#""name":"GET /api/v1/tracks""#), "{body}");
-    worker.call_response(&mut host, 1, Some(b"200"), b"", SECOND / 2);
+    worker.call_response(
+        &mut host,
+        1,
+        Ok(Some(b"200".to_vec())),
+        Ok(Some(b"".to_vec())),
+        SECOND / 2,
+    );
     worker.tick(&mut host, SECOND);
     assert_eq!(host.counter("trace_spans_exported_total"), Some(1));
 }
@@ -112,5 +118,49 @@ fn workers_share_one_start_time() {
     assert_eq!(
         (first.started_nanos, second.started_nanos),
         (5 * SECOND, 5 * SECOND)
+    );
+}
+
+#[test]
+fn a_call_answer_the_host_failed_to_read_is_counted_and_judged_without_it() {
+    let mut host = MemoryHost::default();
+    let worker = configure(
+        &mut host,
+        r#"{"health": {"checks": [{"name": "chat", "cluster": "veza_chat"}]}}"#,
+    )
+    .unwrap();
+    let mut probe = crate::exchange::Exchange::new(2);
+    host.request.request_headers = vec![
+        (":method".to_owned(), b"GET".to_vec()),
+        (":path".to_owned(), b"/ready".to_vec()),
+    ];
+    probe.request_headers(&worker, &mut host);
+    worker.tick(&mut host, SECOND);
+    worker.call_response(
+        &mut host,
+        1,
+        Err(crate::host::HostError(10)),
+        Err(crate::host::HostError(10)),
+        SECOND,
+    );
+    worker.flush(&mut host);
+    let errors = |operation: &str| {
+        host.counter(&format!(
+            "operation=.={operation};.;veza_observability_errors_total"
+        ))
+    };
+    assert_eq!(
+        (errors("get_header"), errors("get_buffer")),
+        (Some(1), Some(1))
+    );
+    // No status read: the call counts as failed with no response.
+    assert_eq!(
+        host.answers,
+        [(
+            2,
+            503,
+            r#"{"status":"unready","checks":{"chat":{"status":"unready","error":"reset"}}}"#
+                .to_owned()
+        )]
     );
 }
