@@ -161,12 +161,12 @@ lint:
 	tools/check-self-contained
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability -p empty-filter -p probe-filter -- -D warnings
+	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability -p veza-observability-core -p empty-filter -p probe-filter -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability --features fault-injection -- -D warnings
 
 unit: build/.rust-target
-	$(CARGO) test --workspace --lib
-	$(CARGO) test --target wasm32-wasip1 --lib
+	$(CARGO) test --workspace --exclude veza-observability --lib
+	$(CARGO) test --target wasm32-wasip1 --lib -p veza-observability-core
 
 e2e: tools wasm wasm-faults
 	$(CARGO) build --quiet -p veza-standins
@@ -178,7 +178,7 @@ bench: tools wasm build/.bench-packages build/tools/bin/oha
 	$(CARGO) build --target wasm32-wasip1 --release -p empty-filter -p probe-filter
 	$(CARGO) bench --bench gateway
 
-# The filter's own work per request and per WebSocket round trip (src/request_profile.rs),
+# The filter's own work per request and per WebSocket round trip (core/src/request_profile.rs),
 # natively under callgrind: an instruction count is stable on a shared machine where times are
 # not. Two runs of different lengths, so the set-up cancels out of the per-request figure; then
 # the scale questions of make bench (10 against 1,000 route templates, 10 against 10,000 live
@@ -186,7 +186,7 @@ bench: tools wasm build/.bench-packages build/tools/bin/oha
 profile:
 	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 	@bin=$$(CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
-	  $(CARGO) test --release --lib --no-run --message-format=json 2>/dev/null \
+	  $(CARGO) test --release --lib -p veza-observability-core --no-run --message-format=json 2>/dev/null \
 	  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1); \
 	count() { out=$$(PROFILE_REQUESTS=$$1 valgrind --tool=callgrind --callgrind-out-file=build/callgrind$${test#profile}.$$1 \
 	  "$$bin" --ignored --exact request_profile::$$test --test-threads 1 2>&1); \

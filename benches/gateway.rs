@@ -34,8 +34,6 @@
     clippy::indexing_slicing
 )]
 
-#[path = "support/scale_table.rs"]
-mod scale_table;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -44,8 +42,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use scale_table::scale_config;
 use support::*;
+use veza_observability::config::scale_configuration as scale_config;
 
 const ENVOY_CPU: usize = 0;
 const LOAD_CPU: usize = 1;

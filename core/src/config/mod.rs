@@ -435,6 +435,19 @@ fn check_event_types(types: Vec<String>) -> Result<Vec<String>, ConfigError> {
     Ok(types)
 }
 
+/// A plugin configuration with `count` route templates `/api/v1/:area/s<i>/:id` (any method,
+/// one service, room for 10,000 series): the scale question `make bench` times and
+/// `make profile` counts, asked with the same table by both.
+pub fn scale_configuration(count: usize) -> String {
+    let routes: Vec<String> = (0..count)
+        .map(|i| format!("\"/api/v1/:area/s{i}/:id\""))
+        .collect();
+    format!(
+        r#"{{"services": [{{"name": "bench", "prefixes": ["/api/"], "routes": [{}]}}], "business_metrics": [], "max_series": 12000}}"#,
+        routes.join(", ")
+    )
+}
+
 /// Longest header name a configuration may name.
 const MAX_HEADER_NAME_LEN: usize = 128;
 

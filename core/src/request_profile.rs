@@ -19,10 +19,6 @@ use crate::metrics::http::{HttpMetrics, RequestRecord};
 use crate::metrics::registry::Registry;
 use crate::worker::Worker;
 
-#[path = "../benches/support/scale_table.rs"]
-mod scale_table;
-use scale_table::scale_config;
-
 /// Requests or round trips per run, unless PROFILE_REQUESTS says.
 const DEFAULT_REPETITIONS: usize = 100_000;
 
@@ -181,7 +177,7 @@ fn profile_request_path() {
     );
     let configuration = match templates {
         0 => None,
-        n => Some(scale_config(n)),
+        n => Some(config::scale_configuration(n)),
     };
     let mut host = ProfileHost {
         memory: MemoryHost::default(),

@@ -1,7 +1,7 @@
 //! The host as the core sees it: the few capabilities the filter needs from Envoy.
 //!
-//! The real implementation (`filter::abi`) makes proxy-wasm hostcalls; unit tests use
-//! [`memory::MemoryHost`]. Nothing outside `filter` calls the ABI.
+//! The proxy-wasm glue (`filter::abi` in the `veza-observability` crate) implements them over
+//! the hostcalls; unit tests use [`memory::MemoryHost`].
 
 /// A metric id as returned by the host's `define_metric`.
 pub type MetricId = u32;
