@@ -113,20 +113,20 @@ package: wasm
 
 run: tools wasm
 	$(CARGO) build --quiet -p veza-standins
-	examples/run-gateway.sh
+	scripts/run-gateway.sh
 
 # ---------------------------------------------------------------- dashboard
 
 # PROMETHEUS_URL=http://prometheus:9090 renders from yours; without it, from a stack of its own.
 dashboard: tools wasm
 	$(CARGO) build --quiet -p veza-standins -p dashboard
-	examples/dashboard.sh
+	scripts/dashboard.sh
 
 # ---------------------------------------------------------------- soak
 
 soak: tools wasm
 	$(CARGO) build --quiet -p veza-standins -p dashboard
-	examples/soak.sh
+	scripts/soak.sh
 
 # ---------------------------------------------------------------- fuzz
 

@@ -34,16 +34,13 @@
     clippy::indexing_slicing
 )]
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::*;
 use veza_observability::config::scale_configuration as scale_config;
+use veza_test_harness::*;
 
 const ENVOY_CPU: usize = 0;
 const LOAD_CPU: usize = 1;
@@ -82,7 +79,7 @@ enum FormId {
     Experiment,
     /// BENCH_CARGO_WASM=1: this filter as cargo builds it, before wasm-opt.
     CargoWasm,
-    /// The probe filter making only these hostcalls (see examples/probe-filter).
+    /// The probe filter making only these hostcalls (see fixtures/probe-filter).
     Probe(&'static str),
 }
 

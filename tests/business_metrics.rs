@@ -7,11 +7,9 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use veza_test_harness::*;
 
 /// The label-less value of `metric`, once the filter has flushed it.
 fn value(envoy: &Envoy, metric: &str) -> Option<f64> {

@@ -7,11 +7,9 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::process::{Command, Stdio};
 
-use support::*;
+use veza_test_harness::*;
 
 const REFUSED: &str = "veza-observability: invalid plugin configuration: ";
 

@@ -11,12 +11,10 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use support::REPO;
+use veza_test_harness::REPO;
 
 const MANIFEST_DIRS: [&str; 2] = ["examples/istio", "examples/envoy-gateway"];
 

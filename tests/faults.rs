@@ -9,11 +9,9 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use veza_test_harness::*;
 
 const TRAP: &str = r#"{"fault_injection": {"trap_header": "x-veza-test-trap"}}"#;
 const TRAP_LOG: &str =

@@ -8,13 +8,11 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-mod support;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::dependencies::*;
-use support::*;
+use veza_test_harness::dependencies::*;
+use veza_test_harness::*;
 
 fn get(envoy: &Envoy, path: &str) -> (u16, String) {
     http("GET", &envoy.url(path), &[], "").unwrap()

@@ -8,13 +8,11 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use support::*;
+use veza_test_harness::*;
 
 /// The status line's code of a raw exchange.
 fn status_of(answer: &str) -> u16 {

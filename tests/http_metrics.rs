@@ -7,12 +7,10 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use support::*;
+use veza_test_harness::*;
 
 type Series = BTreeMap<BTreeMap<String, String>, f64>;
 

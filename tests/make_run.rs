@@ -1,4 +1,4 @@
-//! `make run`'s script (examples/run-gateway.sh) as a newcomer meets it: with no Veza service
+//! `make run`'s script (scripts/run-gateway.sh) as a newcomer meets it: with no Veza service
 //! running, it starts the stand-ins and Envoy with the filter on the ports the environment
 //! names, the demo traffic shows up in the Prometheus text, and Ctrl-C (SIGINT to the
 //! terminal's process group) stops every process it started.
@@ -9,15 +9,13 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{free_port, http, parse_exposition, poll, scratch_dir, REPO};
+use veza_test_harness::{free_port, http, parse_exposition, poll, scratch_dir, REPO};
 
 fn listening(port: u16) -> bool {
     TcpStream::connect(("127.0.0.1", port)).is_ok()
@@ -39,7 +37,7 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
     let output = std::fs::File::create(&output_path).unwrap();
     let mut script = Command::new("bash");
     script
-        .arg(Path::new(REPO).join("examples/run-gateway.sh"))
+        .arg(Path::new(REPO).join("scripts/run-gateway.sh"))
         .env("VEZA_GATEWAY_PORT", gateway.to_string())
         .env("VEZA_ADMIN_PORT", admin.to_string())
         .env("VEZA_BACKEND_PORT", backend.to_string())

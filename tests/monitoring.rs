@@ -7,11 +7,9 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::process::Command;
 
-use support::REPO;
+use veza_test_harness::REPO;
 
 fn promtool(args: &[&str]) -> String {
     let output = Command::new("promtool")

@@ -10,14 +10,12 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::time::Duration;
 
-use support::dependencies::*;
-use support::interop::{Answer, Collector};
-use support::*;
 use tungstenite::Message;
+use veza_test_harness::dependencies::*;
+use veza_test_harness::interop::{Answer, Collector};
+use veza_test_harness::*;
 
 /// `text` with every `from` replaced, failing when there is none (the shipped file changed).
 fn replace_all(text: &str, from: &str, to: &str) -> String {

@@ -7,12 +7,10 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
-use support::*;
+use veza_test_harness::*;
 
 fn sha256sum(path: &Path) -> String {
     let output = Command::new("sha256sum").arg(path).output().unwrap();

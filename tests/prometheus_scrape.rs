@@ -7,11 +7,9 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::time::Duration;
 
-use support::*;
+use veza_test_harness::*;
 
 const DELAY_MS: &str = "200";
 const REQUESTS: usize = 400;

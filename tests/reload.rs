@@ -9,8 +9,6 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::io::{ErrorKind, Read};
 use std::net::TcpStream;
 use std::path::Path;
@@ -18,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::*;
+use veza_test_harness::*;
 
 /// The gateway config with its listener moved to an LDS file in `dir`; returns the bootstrap
 /// and the listener.

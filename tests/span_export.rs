@@ -8,13 +8,11 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use support::interop::{decode_otlp, Answer, Collector, OtelUpstream};
-use support::*;
+use veza_test_harness::interop::{decode_otlp, Answer, Collector, OtelUpstream};
+use veza_test_harness::*;
 
 fn gateway(upstream: &OtelUpstream, collector_port: u16, collector: &str) -> Envoy {
     let (config, ports) = GatewayConfig::gateway(upstream.port, free_port(), free_port());

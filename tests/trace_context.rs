@@ -9,11 +9,9 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use serde_json::Value;
-use support::interop::OtelUpstream;
-use support::*;
+use veza_test_harness::interop::OtelUpstream;
+use veza_test_harness::*;
 
 fn gateway(upstream: &OtelUpstream, plugin_configuration: &str) -> Envoy {
     let (config, ports) = GatewayConfig::gateway(upstream.port, free_port(), free_port());

@@ -8,15 +8,13 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use support::*;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::Frame;
 use tungstenite::Message;
+use veza_test_harness::*;
 
 const UP: (&str, &str) = ("direction", "client_to_server");
 const DOWN: (&str, &str) = ("direction", "server_to_client");

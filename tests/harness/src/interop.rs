@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{free_port, REPO};
+use crate::{free_port, REPO};
 
 /// tests/interop/otel_upstream.py on a free port, killed on drop.
 pub struct OtelUpstream {

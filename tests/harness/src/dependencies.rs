@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{free_port, poll, scratch_dir};
+use crate::{free_port, poll, scratch_dir};
 
 /// A child process killed on drop.
 pub struct Daemon {

@@ -14,7 +14,7 @@ gateway=${SOAK_GATEWAY_PORT:-10200}
 admin=${SOAK_ADMIN_PORT:-9921}
 dir=build/soak
 rm -rf "$dir" && mkdir -p "$dir"
-source examples/lib/stack.sh
+source scripts/lib/stack.sh
 start_stack "$gateway" "$admin"
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$envoy_pid/status"; }

@@ -24,7 +24,7 @@ admin=${DASHBOARD_ADMIN_PORT:-9911}
 prometheus=${DASHBOARD_PROMETHEUS_PORT:-9190}
 dir=build/dashboard-stack
 rm -rf "$dir" && mkdir -p "$dir"
-source examples/lib/stack.sh
+source scripts/lib/stack.sh
 start_stack "$gateway" "$admin"
 
 # The shipped Prometheus config, scraping this gateway every 2 s.

@@ -1,0 +1,151 @@
+//! Envoy configs derived from the shipped ones by exact, counted substitutions.
+
+use std::path::Path;
+
+use veza_standins::Listeners;
+
+use crate::{fault_injection_wasm_path, free_port, wasm_path, REPO};
+
+/// Where the repository keeps Envoy configs.
+pub const SHIPPED_CONFIG_DIRS: [&str; 2] = ["envoy", "examples/func-e"];
+
+/// An Envoy config derived from a shipped one by exact, counted substitutions: a change to
+/// the shipped file that breaks a substitution fails loudly instead of testing something else.
+#[derive(Clone)]
+pub struct GatewayConfig {
+    pub text: String,
+}
+
+/// Where the gateway's clusters point.
+pub struct Upstreams {
+    pub backend: u16,
+    pub chat: u16,
+    pub stream: u16,
+    pub postgres_exporter: u16,
+    pub redis_exporter: u16,
+}
+
+#[derive(Clone, Copy)]
+pub struct Ports {
+    pub listener: u16,
+    pub admin: u16,
+}
+
+impl GatewayConfig {
+    /// A config as shipped, loading the `.wasm` under test (shipped configs name the module
+    /// `make wasm` builds or the packaged one).
+    pub fn shipped(relative: &str) -> GatewayConfig {
+        let text = std::fs::read_to_string(Path::new(REPO).join(relative)).unwrap();
+        let module = ["build/", "build/package/"]
+            .iter()
+            .map(|dir| format!("filename: {dir}veza_observability.wasm"))
+            .find(|line| text.contains(line.as_str()))
+            .unwrap_or_else(|| panic!("{relative} loads no veza_observability.wasm"));
+        GatewayConfig { text }
+            .replace_once(&module, &format!("filename: {}", wasm_path().display()))
+    }
+
+    /// Every Envoy config this repository ships: `envoy/*.yaml` and the examples'.
+    pub fn all_shipped() -> Vec<String> {
+        let mut configs = Vec::new();
+        for dir in SHIPPED_CONFIG_DIRS {
+            for entry in std::fs::read_dir(Path::new(REPO).join(dir)).unwrap() {
+                let name = entry.unwrap().file_name().into_string().unwrap();
+                if name.ends_with(".yaml") {
+                    configs.push(format!("{dir}/{name}"));
+                }
+            }
+        }
+        configs.sort();
+        configs
+    }
+
+    /// The Veza gateway with its three upstreams and fresh listener and admin ports; the
+    /// exporters' clusters point at ports nobody listens on.
+    pub fn gateway(backend: u16, chat: u16, stream: u16) -> (GatewayConfig, Ports) {
+        GatewayConfig::gateway_with(Upstreams {
+            backend,
+            chat,
+            stream,
+            postgres_exporter: free_port(),
+            redis_exporter: free_port(),
+        })
+    }
+
+    /// The Veza stand-ins on ephemeral ports and the gateway config in front of them.
+    pub fn with_standins() -> (veza_standins::Standins, GatewayConfig, Ports) {
+        let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
+        let (config, ports) = GatewayConfig::gateway(
+            standins.backend.port(),
+            standins.chat.port(),
+            standins.stream.port(),
+        );
+        (standins, config, ports)
+    }
+
+    /// A shipped config with its listener (10000) and admin (9901) on fresh ports.
+    pub fn shipped_on_fresh_ports(relative: &str) -> (GatewayConfig, Ports) {
+        let ports = Ports {
+            listener: free_port(),
+            admin: free_port(),
+        };
+        let config = GatewayConfig::shipped(relative)
+            .port(10000, ports.listener)
+            .port(9901, ports.admin);
+        (config, ports)
+    }
+
+    pub fn gateway_with(upstreams: Upstreams) -> (GatewayConfig, Ports) {
+        let (config, ports) = GatewayConfig::shipped_on_fresh_ports("envoy/envoy.yaml");
+        let config = config
+            .port(8080, upstreams.backend)
+            .port(3001, upstreams.chat)
+            .port(3002, upstreams.stream)
+            .port(9187, upstreams.postgres_exporter)
+            .port(9121, upstreams.redis_exporter);
+        (config, ports)
+    }
+
+    pub fn replace_once(mut self, from: &str, to: &str) -> GatewayConfig {
+        let count = self.text.matches(from).count();
+        assert_eq!(count, 1, "expected {from:?} exactly once in the config");
+        self.text = self.text.replacen(from, to, 1);
+        self
+    }
+
+    pub fn port(self, default: u16, port: u16) -> GatewayConfig {
+        self.replace_once(
+            &format!("port_value: {default} }}"),
+            &format!("port_value: {port} }}"),
+        )
+    }
+
+    /// Appends a STATIC cluster (clusters are the config's last section).
+    pub fn add_cluster(mut self, name: &str, port: u16) -> GatewayConfig {
+        assert!(
+            self.text.trim_end().ends_with('}'),
+            "clusters must end the config"
+        );
+        self.text.push_str(&format!(
+            "  - name: {name}\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      \
+             cluster_name: {name}\n      endpoints:\n      - lb_endpoints:\n        - endpoint: \
+             {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }}\n"
+        ));
+        self
+    }
+
+    /// Loads the module built with the test-only `fault-injection` feature instead.
+    pub fn with_fault_injection(self) -> GatewayConfig {
+        let shipped = format!("filename: {}", wasm_path().display());
+        let faults = format!("filename: {}", fault_injection_wasm_path().display());
+        self.replace_once(&shipped, &faults)
+    }
+
+    /// Replaces the filter's JSON configuration (shipped as `{}`).
+    pub fn plugin_configuration(self, json: &str) -> GatewayConfig {
+        self.replace_once(
+            "value: |\n                    {}\n",
+            &format!("value: |\n                    {json}\n"),
+        )
+    }
+}

