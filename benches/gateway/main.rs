@@ -1,0 +1,435 @@
+//! `make bench`: what the filter costs per request, measured against a real Envoy, and a
+//! table of the performance goals with a verdict for each.
+//!
+//! One Envoy worker pinned to CPU 0; the load generators (wrk, oha), nginx (the upstream of the
+//! proxied route and the span collector stand-in) and the chat stand-in on CPU 1. Every form
+//! of envoy/bench.yaml runs in the same rounds, interleaved, so drift on a shared machine hits
+//! every form alike:
+//!
+//! - no filter; the empty wasm filter (the floor any wasm filter pays);
+//! - this filter as configured by default (metrics, trace headers, sampling 1%, no export);
+//! - the same without trace headers: metrics only, the foundation issue's capability;
+//! - Envoy's native `envoy.access_loggers.stats` emitting the same counter and histogram;
+//! - this filter sampling 100% with every span exported, and Envoy's own OpenTelemetry tracer
+//!   doing the same job (100%, `traceparent`, spans to the same collector);
+//! - this filter with 10 and with 1,000 route templates, and with 10,000 live series.
+//!
+//! Reported per form and route: median requests/s, p50 and p99 latency, the ratio to no filter,
+//! and Envoy's own CPU time per request (from /proc over the run). Then: p99 latency at a fixed
+//! 70% of the no-filter maximum rate through nginx (oha), a WebSocket echo workload, memory over
+//! BENCH_MEMORY_REQUESTS (10 million) requests on 10,000 distinct paths, and the `.wasm` size.
+//!
+//! Environment: BENCH_SECONDS (10) per measurement, BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
+//! BENCH_MEMORY_REQUESTS (10000000; 0 skips). While investigating: BENCH_ONLY runs a subset
+//! (form names, comma-separated, or separated by `|` when one has a comma in it; the verdicts
+//! that need a missing form are then not given), and
+//! BENCH_PLUGIN_CONFIG adds a form of this filter with that plugin configuration (JSON).
+//! BENCH_BROWSER_HEADERS=1 sends nine more request headers, as a browser would, with wrk.
+//! BENCH_PROBES=1 adds the probe filter's forms: the cost of each hostcall kind the filter makes.
+//! BENCH_CARGO_WASM=1 adds this filter as cargo builds it, before wasm-opt.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use veza_observability::config::scale_configuration as scale_config;
+use veza_test_harness::*;
+
+mod forms;
+mod load;
+mod memory;
+mod nginx;
+mod report;
+
+use forms::*;
+use load::*;
+use memory::*;
+use nginx::*;
+use report::*;
+
+const ENVOY_CPU: usize = 0;
+const LOAD_CPU: usize = 1;
+
+/// The foundation's target: share of no-filter throughput on the direct-response route.
+const DIRECT_THROUGHPUT_TARGET: f64 = 0.65;
+/// The filter's added CPU per request, as a multiple of the empty wasm filter's.
+const ADDED_CPU_VS_EMPTY_TARGET: f64 = 1.3;
+/// Share of the no-filter maximum rate the fixed-rate latency run offers.
+const FIXED_RATE_SHARE: f64 = 0.7;
+const P99_ADDED_TARGET_US: f64 = 100.0;
+/// Largest cost increase allowed from 10 to 1,000 templates, and from 10 to 10,000 series.
+const SCALE_TOLERANCE: f64 = 0.10;
+const MEMORY_DRIFT_TARGET: f64 = 0.02;
+const WEBSOCKET_TARGET: f64 = 0.9;
+const WASM_SIZE_TARGET: u64 = 300 * 1024;
+const WEBSOCKET_CONNECTIONS: usize = 4;
+/// Distinct paths of the memory run.
+const MEMORY_PATHS: usize = 10_000;
+const MEMORY_WARMUP_REQUESTS: u64 = 200_000;
+
+fn main() {
+    let seconds = env_number("BENCH_SECONDS", 10);
+    let rounds = env_number("BENCH_ROUNDS", 5) as usize;
+    let connections = env_number("BENCH_CONNECTIONS", 32);
+    let memory_requests = env_number("BENCH_MEMORY_REQUESTS", 10_000_000);
+    let only: Option<Vec<String>> = std::env::var("BENCH_ONLY").ok().map(|v| {
+        let separator = if v.contains('|') { '|' } else { ',' };
+        v.split(separator).map(|s| s.trim().to_owned()).collect()
+    });
+    let forms: Vec<Form> = forms()
+        .into_iter()
+        .filter(|f| only.as_ref().is_none_or(|o| o.iter().any(|n| n == f.name)))
+        .collect();
+    let oha = Path::new(REPO).join("build/tools/bin/oha");
+    assert!(oha.exists(), "oha is missing: run make bench");
+    // This process (the WebSocket clients, the chat stand-in) shares the load CPU with wrk.
+    let pinned = Command::new("taskset")
+        .args([
+            "-a",
+            "-p",
+            "-c",
+            &LOAD_CPU.to_string(),
+            &std::process::id().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(pinned.status.success());
+    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
+    let nginx = Nginx::start();
+    let chat_port = standins.chat.port();
+
+    let mut runs: HashMap<(FormId, Route), Vec<Measurement>> = HashMap::new();
+    let mut echoes: HashMap<FormId, Vec<(f64, f64)>> = HashMap::new();
+    for round in 1..=rounds {
+        // Every other round runs the forms in reverse: a drift within a round (the shared
+        // machine warming up, a neighbour starting) then hits every form alike.
+        let order: Vec<&Form> = if round % 2 == 1 {
+            forms.iter().collect()
+        } else {
+            forms.iter().rev().collect()
+        };
+        for form in order {
+            let (config, ports) = config(form.id, nginx.port, chat_port);
+            let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
+            if form.warm_series > 0 {
+                warm_series(&envoy, form.warm_series);
+            }
+            for route in form.routes {
+                let m = wrk(&envoy, *route, seconds, connections);
+                eprintln!(
+                    "round {round}/{rounds} {:<32} {:<20} {:>7.0} req/s  Envoy CPU {:>5.1} us/req",
+                    form.name,
+                    route.name(),
+                    m.requests_per_second,
+                    m.envoy_cpu_us_per_request
+                );
+                runs.entry((form.id, *route)).or_default().push(m);
+            }
+            // The native peers really do their job (a misconfigured one would look cheap).
+            let emitted = match form.id {
+                FormId::ThisFilterSpans => Some("trace_spans_exported_total"),
+                FormId::EnvoyTracer => Some("envoy_tracing_opentelemetry_spans_sent"),
+                FormId::StatsLogger => Some("envoy_native_http_requests_total"),
+                _ => None,
+            };
+            if let Some(metric) = emitted {
+                let text = envoy.prometheus_text();
+                let sent: f64 = text
+                    .lines()
+                    .filter(|l| l.starts_with(metric))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                    .sum();
+                assert!(sent > 0.0, "{} emitted no {metric}", form.name);
+            }
+            if form.echoes {
+                let (rate, cpu) = websocket_echo(&envoy, seconds);
+                eprintln!(
+                    "round {round}/{rounds} {:<32} {:<20} {:>7.0} msg/s  Envoy CPU {:>5.1} us/msg",
+                    form.name, "websocket echo", rate, cpu
+                );
+                echoes.entry(form.id).or_default().push((rate, cpu));
+            }
+        }
+    }
+    let summary = |id: FormId, route: Route| -> Option<Summary> {
+        let ms = runs.get(&(id, route))?;
+        Some(Summary {
+            rps: median(ms.iter().map(|m| m.requests_per_second).collect()),
+            p50: median(ms.iter().map(|m| m.p50_us).collect()),
+            p99: median(ms.iter().map(|m| m.p99_us).collect()),
+            cpu: median(ms.iter().map(|m| m.envoy_cpu_us_per_request).collect()),
+        })
+    };
+
+    println!(
+        "\nEnvoy 1.40, 1 worker on CPU {ENVOY_CPU}; wrk -t1 -c{connections} -d{seconds}s on CPU {LOAD_CPU}; median of {rounds} rounds\n"
+    );
+    println!(
+        "| route | form | requests/s | vs no filter | p50 | p99 | Envoy CPU per request | added vs no filter |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for route in [Route::Direct, Route::Proxied, Route::Templated] {
+        let base = summary(
+            FormId::NoFilter,
+            if route == Route::Templated {
+                Route::Direct
+            } else {
+                route
+            },
+        );
+        for form in forms.iter().filter(|f| f.routes.contains(&route)) {
+            let s = summary(form.id, route).unwrap();
+            let (ratio, added) = match base {
+                Some(b) => (
+                    format!("{:.2}", s.rps / b.rps),
+                    format!("{:+.1} µs", s.cpu - b.cpu),
+                ),
+                None => ("".to_owned(), "".to_owned()),
+            };
+            println!(
+                "| {} | {} | {:.0} | {ratio} | {:.0} µs | {:.0} µs | {:.1} µs | {added} |",
+                route.name(),
+                form.name,
+                s.rps,
+                s.p50,
+                s.p99,
+                s.cpu,
+            );
+        }
+    }
+
+    let mut verdicts = Verdicts(Vec::new());
+    for route in [Route::Direct, Route::Proxied] {
+        let (Some(none), Some(empty), Some(this)) = (
+            summary(FormId::NoFilter, route),
+            summary(FormId::EmptyWasm, route),
+            summary(FormId::ThisFilter, route),
+        ) else {
+            continue;
+        };
+        let empty_added = empty.cpu - none.cpu;
+        let this_added = this.cpu - none.cpu;
+        verdicts.add(
+            this_added <= ADDED_CPU_VS_EMPTY_TARGET * empty_added,
+            &format!(
+                "{}: default filter's added CPU vs the empty wasm filter's",
+                route.name()
+            ),
+            format!(
+                "{this_added:.1} µs vs {empty_added:.1} µs: {:.2} ×",
+                this_added / empty_added
+            ),
+            format!("≤ {ADDED_CPU_VS_EMPTY_TARGET} ×"),
+        );
+        if route == Route::Direct {
+            let ratio = this.rps / none.rps;
+            verdicts.add(
+                ratio >= DIRECT_THROUGHPUT_TARGET,
+                "direct response: default filter's throughput vs no filter",
+                format!("{ratio:.3}"),
+                format!("≥ {DIRECT_THROUGHPUT_TARGET}"),
+            );
+            if let Some(metrics) = summary(FormId::NoTraceHeaders, route) {
+                let ratio = metrics.rps / none.rps;
+                verdicts.add(
+                    ratio >= DIRECT_THROUGHPUT_TARGET,
+                    "direct response: filter without trace headers (metrics only) throughput vs no filter",
+                    format!("{ratio:.3}"),
+                    format!("≥ {DIRECT_THROUGHPUT_TARGET}"),
+                );
+            }
+        }
+        if let Some(logger) = summary(FormId::StatsLogger, route) {
+            let own = this.cpu - empty.cpu;
+            let native = logger.cpu - none.cpu;
+            verdicts.add(
+                own <= native,
+                &format!(
+                    "{}: filter's own work (above the empty filter) vs Envoy's stats access logger (above no filter)",
+                    route.name()
+                ),
+                format!("{own:.1} µs vs {native:.1} µs"),
+                "≤".to_owned(),
+            );
+        }
+        if let (Some(spans), Some(tracer)) = (
+            summary(FormId::ThisFilterSpans, route),
+            summary(FormId::EnvoyTracer, route),
+        ) {
+            let ours = spans.cpu - none.cpu;
+            let theirs = tracer.cpu - none.cpu;
+            verdicts.add(
+                ours < theirs,
+                &format!(
+                    "{}: filter with 100% spans exported vs Envoy's OpenTelemetry tracer, added CPU",
+                    route.name()
+                ),
+                format!("{ours:.1} µs vs {theirs:.1} µs"),
+                "<".to_owned(),
+            );
+        }
+    }
+    let none_direct = summary(FormId::NoFilter, Route::Direct);
+    let scale_cost = |id: FormId| {
+        let s = summary(id, Route::Templated)?;
+        Some(s.cpu - none_direct?.cpu)
+    };
+    for (goal, small, large) in [
+        (
+            "1,000 route templates vs 10: filter's added CPU",
+            FormId::Templates10,
+            FormId::Templates1000,
+        ),
+        (
+            "10,000 live series vs 10: filter's added CPU",
+            FormId::Templates1000,
+            FormId::Series10000,
+        ),
+    ] {
+        if let (Some(small), Some(large)) = (scale_cost(small), scale_cost(large)) {
+            verdicts.add(
+                large <= small * (1.0 + SCALE_TOLERANCE),
+                goal,
+                format!(
+                    "{large:.1} µs vs {small:.1} µs: {:+.1}%",
+                    (large / small - 1.0) * 100.0
+                ),
+                format!("≤ +{:.0}%", SCALE_TOLERANCE * 100.0),
+            );
+        }
+    }
+
+    // Fixed-rate latency through nginx at 70% of the no-filter maximum.
+    let latency_forms = [FormId::NoFilter, FormId::EmptyWasm, FormId::ThisFilter];
+    let mut p99s: HashMap<FormId, Vec<(f64, f64)>> = HashMap::new();
+    let rate = summary(FormId::NoFilter, Route::Proxied).map(|s| s.rps * FIXED_RATE_SHARE);
+    if let Some(rate) = rate {
+        for round in 1..=rounds {
+            for form in forms.iter().filter(|f| latency_forms.contains(&f.id)) {
+                let (config, ports) = config(form.id, nginx.port, chat_port);
+                let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
+                let (p99, achieved) =
+                    fixed_rate_p99_us(&oha, &envoy, Route::Proxied, rate, seconds);
+                eprintln!(
+                    "round {round}/{rounds} {:<32} {:.0} req/s offered, {achieved:.0} sent: p99 {p99:.0} us",
+                    form.name, rate
+                );
+                p99s.entry(form.id).or_default().push((p99, achieved));
+            }
+        }
+        println!(
+            "\nFixed rate through nginx: {rate:.0} requests/s offered ({:.0}% of no filter's maximum), oha -c32 with latency correction, median of {rounds} rounds\n",
+            FIXED_RATE_SHARE * 100.0
+        );
+        println!("| form | requests/s achieved | p99 | added vs no filter |");
+        println!("|---|---|---|---|");
+        let p99_of = |id: FormId| p99s.get(&id).map(|runs| median_pair(runs));
+        let base = p99_of(FormId::NoFilter).map(|(p99, _)| p99);
+        for form in forms.iter().filter(|f| p99s.contains_key(&f.id)) {
+            let (p99, achieved) = p99_of(form.id).unwrap();
+            let added = base
+                .map(|b| format!("{:+.0} µs", p99 - b))
+                .unwrap_or_default();
+            println!("| {} | {achieved:.0} | {p99:.0} µs | {added} |", form.name);
+        }
+        if let (Some(base), Some((this, achieved))) = (base, p99_of(FormId::ThisFilter)) {
+            let added = this - base;
+            verdicts.add(
+                added <= P99_ADDED_TARGET_US && achieved >= rate * 0.98,
+                &format!(
+                    "p99 latency added at {:.0}% of the no-filter maximum rate, proxied",
+                    FIXED_RATE_SHARE * 100.0
+                ),
+                format!("{added:+.0} µs ({achieved:.0} of {rate:.0} requests/s sent)"),
+                format!("≤ {P99_ADDED_TARGET_US:.0} µs, at the offered rate"),
+            );
+        }
+    }
+
+    if !echoes.is_empty() {
+        println!(
+            "\nWebSocket echo, {WEBSOCKET_CONNECTIONS} connections, 32-byte binary messages, median of {rounds} rounds\n"
+        );
+        println!("| form | messages/s (round trips) | vs no filter | Envoy CPU per message |");
+        println!("|---|---|---|---|");
+        let echo = |id: FormId| echoes.get(&id).map(|runs| median_pair(runs));
+        let base = echo(FormId::NoFilter);
+        for form in forms.iter().filter(|f| echoes.contains_key(&f.id)) {
+            let (rate, cpu) = echo(form.id).unwrap();
+            let ratio = base
+                .map(|b| format!("{:.2}", rate / b.0))
+                .unwrap_or_default();
+            println!("| {} | {rate:.0} | {ratio} | {cpu:.1} µs |", form.name);
+        }
+        if let (Some(base), Some(this)) = (base, echo(FormId::ThisFilter)) {
+            let ratio = this.0 / base.0;
+            verdicts.add(
+                ratio >= WEBSOCKET_TARGET,
+                "WebSocket echo rate vs no filter",
+                format!("{ratio:.3}"),
+                format!("≥ {WEBSOCKET_TARGET}"),
+            );
+        }
+    }
+
+    if memory_requests > 0 && forms.iter().any(|f| f.id == FormId::ThisFilter) {
+        let dir = scratch_dir("memory");
+        let run = memory_run(nginx.port, chat_port, memory_requests, connections, &dir);
+        let (_, vm_start, rss_start) = run.samples[0];
+        let (_, vm_end, rss_end) = *run.samples.last().unwrap();
+        println!(
+            "\nMemory: {} requests over {MEMORY_PATHS} distinct paths in {:.0} s, after {MEMORY_WARMUP_REQUESTS} warm-up requests\n",
+            run.requests, run.seconds
+        );
+        println!("| requests | VM linear memory | Envoy RSS |");
+        println!("|---|---|---|");
+        for (requests, vm, rss) in &run.samples {
+            println!(
+                "| {requests} | {:.0} KiB | {:.1} MiB |",
+                vm / 1024.0,
+                rss / 1048576.0
+            );
+        }
+        let vm_drift = vm_end / vm_start - 1.0;
+        let rss_drift = rss_end / rss_start - 1.0;
+        verdicts.add(
+            vm_drift.abs() < MEMORY_DRIFT_TARGET,
+            "VM memory drift over the memory run (one worker)",
+            format!(
+                "{:.0} → {:.0} KiB: {:+.2}%",
+                vm_start / 1024.0,
+                vm_end / 1024.0,
+                vm_drift * 100.0
+            ),
+            format!("< {:.0}%", MEMORY_DRIFT_TARGET * 100.0),
+        );
+        verdicts.add(
+            rss_drift.abs() < MEMORY_DRIFT_TARGET,
+            "Envoy RSS drift over the memory run",
+            format!(
+                "{:.1} → {:.1} MiB: {:+.2}%",
+                rss_start / 1048576.0,
+                rss_end / 1048576.0,
+                rss_drift * 100.0
+            ),
+            format!("< {:.0}%", MEMORY_DRIFT_TARGET * 100.0),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    let size = std::fs::metadata(wasm_path()).unwrap().len();
+    verdicts.add(
+        size <= WASM_SIZE_TARGET,
+        "`.wasm` size",
+        format!("{size} bytes ({:.0} KiB)", size as f64 / 1024.0),
+        format!("≤ {} KiB", WASM_SIZE_TARGET / 1024),
+    );
+    verdicts.print();
+}
