@@ -243,11 +243,9 @@ fn a_stream_from_byte_0_is_a_session_counted_as_forwarded() {
     assert_eq!(host.counter("stream_bytes_total"), Some(100));
 }
 
-#[test]
-fn a_websocket_upgrade_opens_a_connection_whose_frames_count_until_it_ends() {
-    let mut host = MemoryHost::default();
-    let worker = worker(&mut host, "{}");
-    let mut exchange = Exchange::new(11);
+/// A WebSocket upgrade of the chat server's `/ws`, its request headers seen.
+fn upgrade_request(worker: &Worker, host: &mut MemoryHost, context_id: u32) -> Exchange {
+    let mut exchange = Exchange::new(context_id);
     host.request = request(
         &[
             (":method", "GET"),
@@ -256,7 +254,15 @@ fn a_websocket_upgrade_opens_a_connection_whose_frames_count_until_it_ends() {
         ],
         0,
     );
-    exchange.request_headers(&worker, &mut host);
+    exchange.request_headers(worker, host);
+    exchange
+}
+
+#[test]
+fn a_websocket_upgrade_opens_a_connection_whose_frames_count_until_it_ends() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, "{}");
+    let mut exchange = upgrade_request(&worker, &mut host, 11);
     respond(&mut host, "101", 0);
     exchange.response_headers(&worker, &mut host);
     let chat = [("service", "chat")];
@@ -306,16 +312,7 @@ fn a_websocket_upgrade_opens_a_connection_whose_frames_count_until_it_ends() {
 fn an_upgrade_whose_upstream_failed_is_counted_with_no_response() {
     let mut host = MemoryHost::default();
     let worker = worker(&mut host, "{}");
-    let mut exchange = Exchange::new(12);
-    host.request = request(
-        &[
-            (":method", "GET"),
-            (":path", "/ws"),
-            ("upgrade", "websocket"),
-        ],
-        0,
-    );
-    exchange.request_headers(&worker, &mut host);
+    let mut exchange = upgrade_request(&worker, &mut host, 12);
     exchange.end(&worker, &mut host);
     worker.flush(&mut host);
     assert_eq!(
