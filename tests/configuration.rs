@@ -129,3 +129,36 @@ fn the_readme_configuration_example_loads() {
     let loaded = veza_observability::config::load(Some(example.as_bytes()));
     assert!(loaded.is_ok(), "{example}: {:?}", loaded.err());
 }
+
+/// The README's "Add it to your Envoy" filter entry, in place of the shipped gateway's, is a
+/// config Envoy takes and the filter configures from.
+#[test]
+fn the_readme_filter_entry_validates() {
+    let readme = std::fs::read_to_string(format!("{REPO}/README.md")).unwrap();
+    let section = &readme[readme.find("\n## Add it to your Envoy\n").unwrap()..];
+    let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let snippet = &section[start..start + section[start..].find("```").unwrap()];
+    let snippet = snippet.replace(
+        "/etc/envoy/veza_observability.wasm",
+        &wasm_path().display().to_string(),
+    );
+    // The README's block is indented for its list item; the gateway's filters sit at 10.
+    let indent = snippet.len() - snippet.trim_start().len();
+    let entry: String = snippet
+        .lines()
+        .map(|line| format!("{}{}\n", " ".repeat(10), line.get(indent..).unwrap_or("")))
+        .collect();
+    let shipped = GatewayConfig::shipped("envoy/envoy.yaml").text;
+    let from = shipped.find("          http_filters:\n").unwrap();
+    let router = "\"@type\": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\n";
+    let to = shipped.find(router).unwrap() + router.len();
+    let config = GatewayConfig {
+        text: format!("{}{entry}{}", &shipped[..from], &shipped[to..]),
+    };
+    let (ok, output) = validate(&config);
+    assert!(ok, "the README's entry does not validate:\n{output}");
+    assert!(
+        output.contains("veza-observability: configured"),
+        "the filter did not configure:\n{output}"
+    );
+}
