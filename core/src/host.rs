@@ -151,8 +151,6 @@ pub mod memory {
         pub properties: Vec<(Property, Vec<u8>)>,
         /// The local reply sent, if any.
         pub reply: Option<(u32, String)>,
-        /// Every read of a header map, property or the clock: the hostcalls a request costs.
-        pub reads: u32,
     }
 
     impl MemoryRequest {
@@ -166,22 +164,31 @@ pub mod memory {
             }
         }
 
-        fn map(&mut self, map: HeaderMap) -> &mut Vec<(String, Vec<u8>)> {
+        fn map(&self, map: HeaderMap) -> &Vec<(String, Vec<u8>)> {
+            match map {
+                HeaderMap::Request => &self.request_headers,
+                HeaderMap::Response => &self.response_headers,
+            }
+        }
+
+        fn map_mut(&mut self, map: HeaderMap) -> &mut Vec<(String, Vec<u8>)> {
             match map {
                 HeaderMap::Request => &mut self.request_headers,
                 HeaderMap::Response => &mut self.response_headers,
             }
         }
 
+        fn find(&self, map: HeaderMap, name: &str) -> Option<&[u8]> {
+            self.map(map)
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_slice())
+        }
+
         /// A header's value as text, for assertions.
         pub fn value(&self, map: HeaderMap, name: &str) -> Option<String> {
-            let map = match map {
-                HeaderMap::Request => &self.request_headers,
-                HeaderMap::Response => &self.response_headers,
-            };
-            map.iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            self.find(map, name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
         }
     }
 
@@ -197,6 +204,35 @@ pub mod memory {
         /// The value of a counter by its full encoded name, if defined.
         pub fn counter(&self, name: &str) -> Option<u64> {
             self.values.get(name).copied()
+        }
+
+        /// The value of the one series of `metric` whose labels include every one of
+        /// `labels` (decoded from the name, as Envoy's `stats_tags` do); `None` when there is
+        /// none. Labels that match several series are a mistake in the test.
+        pub fn series(&self, metric: &str, labels: &[(&str, &str)]) -> Option<u64> {
+            let mut found = self.values.iter().filter(|(name, _)| {
+                name.strip_suffix(metric).is_some_and(|prefix| {
+                    (prefix.is_empty() || prefix.ends_with(";.;"))
+                        && labels
+                            .iter()
+                            .all(|(k, v)| prefix.contains(&format!("{k}=.={v};.;")))
+                })
+            });
+            let first = found.next().map(|(_, value)| *value);
+            assert!(
+                found.next().is_none(),
+                "{metric} {labels:?} names several series"
+            );
+            first
+        }
+
+        /// The filter's failed hostcalls, over every operation.
+        pub fn errors(&self) -> u64 {
+            self.values
+                .iter()
+                .filter(|(name, _)| name.ends_with("veza_observability_errors_total"))
+                .map(|(_, value)| value)
+                .sum()
         }
 
         /// Every defined counter name with its value, sorted.
@@ -277,12 +313,10 @@ pub mod memory {
 
     impl Request for MemoryHost {
         fn now_nanos(&mut self) -> Result<u64, HostError> {
-            self.request.reads += 1;
             Ok(self.request.now_nanos)
         }
 
         fn request_headers(&mut self) -> Result<Vec<u8>, HostError> {
-            self.request.reads += 1;
             let pairs: Vec<(&str, &[u8])> = self
                 .request
                 .request_headers
@@ -293,13 +327,7 @@ pub mod memory {
         }
 
         fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
-            self.request.reads += 1;
-            Ok(self
-                .request
-                .map(map)
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone()))
+            Ok(self.request.find(map, name).map(<[u8]>::to_vec))
         }
 
         fn set_header(
@@ -308,19 +336,18 @@ pub mod memory {
             name: &str,
             value: &[u8],
         ) -> Result<(), HostError> {
-            let map = self.request.map(map);
+            let map = self.request.map_mut(map);
             map.retain(|(k, _)| k != name);
             map.push((name.to_owned(), value.to_vec()));
             Ok(())
         }
 
         fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError> {
-            self.request.map(map).retain(|(k, _)| k != name);
+            self.request.map_mut(map).retain(|(k, _)| k != name);
             Ok(())
         }
 
         fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError> {
-            self.request.reads += 1;
             Ok(self
                 .request
                 .properties

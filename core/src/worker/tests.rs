@@ -1,5 +1,5 @@
 use super::*;
-use crate::host::memory::MemoryHost;
+use crate::host::memory::{MemoryHost, MemoryRequest};
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -54,10 +54,7 @@ fn ticks_flush_on_the_interval_and_export_spans_to_the_collector() {
     )
     .unwrap();
     let mut exchange = crate::exchange::Exchange::new(1);
-    host.request.request_headers = vec![
-        (":method".to_owned(), b"GET".to_vec()),
-        (":path".to_owned(), b"/api/v1/tracks".to_vec()),
-    ];
+    host.request = MemoryRequest::with_headers(&[(":method", "GET"), (":path", "/api/v1/tracks")]);
     exchange.request_headers(&worker, &mut host);
     exchange.end(&worker, &mut host);
     // Counted in the worker, not yet handed to the host.
@@ -92,10 +89,7 @@ fn a_check_on_an_unknown_cluster_fails_the_round_at_once() {
     )
     .unwrap();
     let mut probe = crate::exchange::Exchange::new(4);
-    host.request.request_headers = vec![
-        (":method".to_owned(), b"GET".to_vec()),
-        (":path".to_owned(), b"/ready".to_vec()),
-    ];
+    host.request = MemoryRequest::with_headers(&[(":method", "GET"), (":path", "/ready")]);
     probe.request_headers(&worker, &mut host);
     worker.tick(&mut host, SECOND);
     assert!(host.calls.is_empty());
@@ -130,10 +124,7 @@ fn a_call_answer_the_host_failed_to_read_is_counted_and_judged_without_it() {
     )
     .unwrap();
     let mut probe = crate::exchange::Exchange::new(2);
-    host.request.request_headers = vec![
-        (":method".to_owned(), b"GET".to_vec()),
-        (":path".to_owned(), b"/ready".to_vec()),
-    ];
+    host.request = MemoryRequest::with_headers(&[(":method", "GET"), (":path", "/ready")]);
     probe.request_headers(&worker, &mut host);
     worker.tick(&mut host, SECOND);
     worker.call_response(
@@ -144,10 +135,11 @@ fn a_call_answer_the_host_failed_to_read_is_counted_and_judged_without_it() {
         SECOND,
     );
     worker.flush(&mut host);
-    let errors = |operation: &str| {
-        host.counter(&format!(
-            "operation=.={operation};.;veza_observability_errors_total"
-        ))
+    let errors = |operation| {
+        host.series(
+            "veza_observability_errors_total",
+            &[("operation", operation)],
+        )
     };
     assert_eq!(
         (errors("get_header"), errors("get_buffer")),

@@ -28,9 +28,10 @@ fn counters_aggregate_until_flush() {
 }
 
 fn errors(host: &MemoryHost, operation: &str) -> Option<u64> {
-    host.counter(&format!(
-        "operation=.={operation};.;veza_observability_errors_total"
-    ))
+    host.series(
+        "veza_observability_errors_total",
+        &[("operation", operation)],
+    )
 }
 
 #[test]
