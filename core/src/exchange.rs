@@ -331,6 +331,9 @@ impl Exchange {
                     direction,
                     chunk,
                 );
+                if let Some(err) = chunk.failure() {
+                    registry.host_error(Operation::GetBuffer, err, "a WebSocket body chunk");
+                }
             }
             Some(Connection::Stream(session)) if direction == Direction::Downstream => {
                 // A failed clock read only delays the bitrate to the next chunk.

@@ -7,6 +7,7 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType};
 
 use crate::exchange::{Exchange, Next};
+use crate::host::HostError;
 use crate::websocket::frames::{ByteSource, Direction};
 use crate::worker::Worker;
 
@@ -88,6 +89,7 @@ struct EnvoyBody {
     size: usize,
     /// The whole chunk (small chunks), or the last range read (large ones).
     bytes: Option<Vec<u8>>,
+    failure: Option<HostError>,
 }
 
 impl EnvoyBody {
@@ -96,6 +98,20 @@ impl EnvoyBody {
             buffer,
             size,
             bytes: None,
+            failure: None,
+        }
+    }
+}
+
+impl EnvoyBody {
+    /// The bytes read, or none, remembering the first failure for the core to count.
+    fn keep(&mut self, read: Result<Option<Vec<u8>>, HostError>) -> Vec<u8> {
+        match read {
+            Ok(bytes) => bytes.unwrap_or_default(),
+            Err(err) => {
+                self.failure.get_or_insert(err);
+                Vec::new()
+            }
         }
     }
 }
@@ -107,14 +123,20 @@ impl ByteSource for EnvoyBody {
 
     fn read(&mut self, offset: usize, len: usize) -> &[u8] {
         if self.size <= WHOLE_CHUNK_LIMIT {
-            let (buffer, size) = (self.buffer, self.size);
-            let whole = self.bytes.get_or_insert_with(|| {
-                abi::buffer(buffer, size).ok().flatten().unwrap_or_default()
-            });
+            if self.bytes.is_none() {
+                let whole = abi::buffer(self.buffer, self.size);
+                self.bytes = Some(self.keep(whole));
+            }
+            let whole = self.bytes.as_deref().unwrap_or_default();
             let end = offset.saturating_add(len).min(whole.len());
             return whole.get(offset..end).unwrap_or_default();
         }
-        let range = abi::buffer_at(self.buffer, offset, len).ok().flatten();
-        self.bytes.insert(range.unwrap_or_default())
+        let range = abi::buffer_at(self.buffer, offset, len);
+        let range = self.keep(range);
+        self.bytes.insert(range)
+    }
+
+    fn failure(&self) -> Option<HostError> {
+        self.failure
     }
 }

@@ -300,3 +300,39 @@ fn an_upgrade_whose_upstream_failed_is_counted_with_no_response() {
         Some(1)
     );
 }
+
+/// A body chunk whose every read the host refused.
+struct Unreadable;
+
+impl ByteSource for Unreadable {
+    fn size(&self) -> usize {
+        100
+    }
+
+    fn read(&mut self, _offset: usize, _len: usize) -> &[u8] {
+        &[]
+    }
+
+    fn failure(&self) -> Option<crate::host::HostError> {
+        Some(crate::host::HostError(10))
+    }
+}
+
+#[test]
+fn a_websocket_chunk_the_host_failed_to_read_is_counted_once() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, "{}");
+    let mut exchange = upgrade_request(&worker, &mut host, 13);
+    respond(&mut host, "101", 0);
+    exchange.response_headers(&worker, &mut host);
+    exchange.body(&worker, &mut host, Direction::Upstream, &mut Unreadable);
+    worker.flush(&mut host);
+    assert_eq!(
+        host.series(
+            "veza_observability_errors_total",
+            &[("operation", "get_buffer")]
+        ),
+        Some(1)
+    );
+    assert_eq!(host.errors(), 1);
+}

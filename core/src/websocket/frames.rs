@@ -65,6 +65,11 @@ pub trait ByteSource {
     /// Up to `len` bytes at `offset` (fewer only at the chunk's end), borrowed: reading a
     /// frame header allocates nothing.
     fn read(&mut self, offset: usize, len: usize) -> &[u8];
+    /// The first failure of the host's reads of this chunk (those reads gave nothing), for
+    /// the caller to count once.
+    fn failure(&self) -> Option<crate::host::HostError> {
+        None
+    }
 }
 
 impl ByteSource for &[u8] {
