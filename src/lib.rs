@@ -4,6 +4,8 @@
 
 pub use veza_observability_core::*;
 
+pub mod stats_tags;
+
 // Not in native builds: the hostcalls exist only inside Envoy's VM.
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod filter;

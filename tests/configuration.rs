@@ -43,7 +43,7 @@ fn every_shipped_envoy_config_validates() {
 /// inside the metric name.
 #[test]
 fn every_shipped_envoy_config_extracts_every_label() {
-    use veza_observability::metrics::names::{stats_tag_regex, LABEL_KEYS};
+    use veza_observability::stats_tags::{stats_tag_regex, LABEL_KEYS};
     for relative in GatewayConfig::all_shipped() {
         let text = std::fs::read_to_string(format!("{REPO}/{relative}")).unwrap();
         for key in LABEL_KEYS {

@@ -195,7 +195,7 @@ fn the_stats_tags_they_add_are_the_gateways() {
         &yaml_documents(&Path::new(REPO).join("envoy/envoy.yaml"))[0]["stats_config"]["stats_tags"];
     assert_eq!(
         gateway.as_array().unwrap().len(),
-        veza_observability::metrics::names::LABEL_KEYS.len()
+        veza_observability::stats_tags::LABEL_KEYS.len()
     );
     let mut checked = 0;
     for (path, resource) in manifests() {

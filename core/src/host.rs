@@ -36,12 +36,16 @@ pub enum CasOutcome {
     Mismatch,
 }
 
+/// A series' labels: keys in the order its family declares them
+/// ([`crate::metrics::names::FAMILIES`]), with their values.
+pub type Labels<'a> = [(&'a str, &'a str)];
+
 pub trait Host {
-    /// Defines (or looks up by name) a counter. Envoy returns a new id on every call, so
-    /// callers cache the id.
-    fn define_counter(&mut self, name: &str) -> Result<MetricId, HostError>;
+    /// Defines (or looks up) one series of a counter family. Envoy returns a new id on every
+    /// call, so callers cache the id.
+    fn define_counter(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError>;
     fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError>;
-    fn define_gauge(&mut self, name: &str) -> Result<MetricId, HostError>;
+    fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError>;
     fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError>;
     /// Adds to a gauge (negative subtracts): increments from every worker add up.
     fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError>;
@@ -125,8 +129,9 @@ pub mod memory {
 
     #[derive(Default)]
     pub struct MemoryHost {
+        /// Series by id, in the Prometheus text form `name{key="value",…}`.
         names: Vec<String>,
-        values: HashMap<String, u64>,
+        values: HashMap<String, Series>,
         shared: HashMap<String, (Vec<u8>, u32)>,
         pub hostcalls: u64,
         pub fail_define: bool,
@@ -192,6 +197,33 @@ pub mod memory {
         }
     }
 
+    /// One series as a host with real labels holds it.
+    #[derive(Debug, Clone)]
+    struct Series {
+        name: String,
+        labels: Vec<(String, String)>,
+        value: u64,
+    }
+
+    /// The Prometheus text form of a series, its key here.
+    fn text_form(name: &str, labels: &Labels<'_>) -> String {
+        if labels.is_empty() {
+            return name.to_owned();
+        }
+        let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+        format!("{name}{{{}}}", pairs.join(","))
+    }
+
+    /// The label keys `name` must be defined with: its family's, or none for a business
+    /// counter. A series outside the declared families is a bug in the core.
+    fn check_declared(name: &str, labels: &Labels<'_>) {
+        let keys: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
+        let declared = crate::metrics::names::declared([name]);
+        let family = declared.iter().find(|d| d.name == name);
+        let expected = family.map(|d| d.labels.clone()).unwrap_or_default();
+        assert_eq!(keys, expected, "{name} defined with undeclared labels");
+    }
+
     /// One outgoing call: cluster, headers, body.
     #[derive(Debug, Clone)]
     pub struct Call {
@@ -201,24 +233,23 @@ pub mod memory {
     }
 
     impl MemoryHost {
-        /// The value of a counter by its full encoded name, if defined.
-        pub fn counter(&self, name: &str) -> Option<u64> {
-            self.values.get(name).copied()
+        /// The value of a series by its Prometheus text form (`name{key="value",…}`, keys
+        /// in their family's order), if defined.
+        pub fn counter(&self, text: &str) -> Option<u64> {
+            self.values.get(text).map(|series| series.value)
         }
 
         /// The value of the one series of `metric` whose labels include every one of
-        /// `labels` (decoded from the name, as Envoy's `stats_tags` do); `None` when there is
-        /// none. Labels that match several series are a mistake in the test.
+        /// `labels`; `None` when there is none. Labels that match several series are a
+        /// mistake in the test.
         pub fn series(&self, metric: &str, labels: &[(&str, &str)]) -> Option<u64> {
-            let mut found = self.values.iter().filter(|(name, _)| {
-                name.strip_suffix(metric).is_some_and(|prefix| {
-                    (prefix.is_empty() || prefix.ends_with(";.;"))
-                        && labels
-                            .iter()
-                            .all(|(k, v)| prefix.contains(&format!("{k}=.={v};.;")))
-                })
+            let mut found = self.values.values().filter(|series| {
+                series.name == metric
+                    && labels
+                        .iter()
+                        .all(|(k, v)| series.labels.iter().any(|(sk, sv)| sk == k && sv == v))
             });
-            let first = found.next().map(|(_, value)| *value);
+            let first = found.next().map(|series| series.value);
             assert!(
                 found.next().is_none(),
                 "{metric} {labels:?} names several series"
@@ -226,31 +257,56 @@ pub mod memory {
             first
         }
 
+        fn value_mut(&mut self, id: MetricId) -> Result<&mut u64, HostError> {
+            let text = self.names.get(id as usize).ok_or(HostError(1))?;
+            self.values
+                .get_mut(text)
+                .map(|series| &mut series.value)
+                .ok_or(HostError(1))
+        }
+
         /// The filter's failed hostcalls, over every operation.
         pub fn errors(&self) -> u64 {
             self.values
-                .iter()
-                .filter(|(name, _)| name.ends_with("veza_observability_errors_total"))
-                .map(|(_, value)| value)
+                .values()
+                .filter(|series| series.name == crate::metrics::names::FILTER_ERRORS_TOTAL)
+                .map(|series| series.value)
                 .sum()
         }
 
-        /// Every defined counter name with its value, sorted.
+        /// Every defined series in its text form with its value, sorted.
         pub fn counters(&self) -> Vec<(String, u64)> {
-            let mut all: Vec<_> = self.values.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            let mut all: Vec<_> = self
+                .values
+                .iter()
+                .map(|(k, series)| (k.clone(), series.value))
+                .collect();
             all.sort();
             all
         }
     }
 
     impl Host for MemoryHost {
-        fn define_counter(&mut self, name: &str) -> Result<MetricId, HostError> {
+        fn define_counter(
+            &mut self,
+            name: &str,
+            labels: &Labels<'_>,
+        ) -> Result<MetricId, HostError> {
             self.hostcalls += 1;
+            check_declared(name, labels);
             if self.fail_define {
                 return Err(HostError(2));
             }
-            self.values.entry(name.to_owned()).or_insert(0);
-            self.names.push(name.to_owned());
+            let text = text_form(name, labels);
+            self.values.entry(text.clone()).or_insert_with(|| Series {
+                name: name.to_owned(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                value: 0,
+            });
+            self.names.push(text);
             Ok(self.names.len() as MetricId - 1)
         }
 
@@ -263,29 +319,27 @@ pub mod memory {
             if delta == 0 {
                 return Err(HostError(2));
             }
-            let name = self.names.get(id as usize).ok_or(HostError(1))?;
-            if self.refuse_counter.as_ref() == Some(name) {
+            let text = self.names.get(id as usize).ok_or(HostError(1))?;
+            if self.refuse_counter.as_ref() == Some(text) {
                 return Err(HostError(10));
             }
-            *self.values.entry(name.clone()).or_insert(0) += delta;
+            *self.value_mut(id)? += delta;
             Ok(())
         }
 
-        fn define_gauge(&mut self, name: &str) -> Result<MetricId, HostError> {
-            self.define_counter(name)
+        fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+            self.define_counter(name, labels)
         }
 
         fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
             self.hostcalls += 1;
-            let name = self.names.get(id as usize).ok_or(HostError(1))?;
-            self.values.insert(name.clone(), value);
+            *self.value_mut(id)? = value;
             Ok(())
         }
 
         fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {
             self.hostcalls += 1;
-            let name = self.names.get(id as usize).ok_or(HostError(1))?;
-            let value = self.values.entry(name.clone()).or_insert(0);
+            let value = self.value_mut(id)?;
             *value = value.saturating_add_signed(delta);
             Ok(())
         }

@@ -13,7 +13,7 @@ use crate::config::{self, Settings};
 use crate::exchange::{Exchange, Next};
 use crate::header_map;
 use crate::host::memory::MemoryHost;
-use crate::host::{CasOutcome, HeaderMap, Host, HostError, MetricId, Property, Request};
+use crate::host::{CasOutcome, HeaderMap, Host, HostError, Labels, MetricId, Property, Request};
 use crate::labels::Method;
 use crate::metrics::http::{HttpMetrics, RequestRecord};
 use crate::metrics::registry::Registry;
@@ -69,7 +69,7 @@ fn make_series(
     let live = |host: &MemoryHost| {
         host.counters()
             .iter()
-            .filter(|(name, _)| name.ends_with("http_requests_total"))
+            .filter(|(name, _)| name.starts_with("http_requests_total{"))
             .count()
     };
     let mut n = 0;
@@ -106,14 +106,14 @@ struct ProfileHost {
 }
 
 impl Host for ProfileHost {
-    fn define_counter(&mut self, name: &str) -> Result<MetricId, HostError> {
-        self.memory.define_counter(name)
+    fn define_counter(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+        self.memory.define_counter(name, labels)
     }
     fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError> {
         self.memory.increment_counter(id, delta)
     }
-    fn define_gauge(&mut self, name: &str) -> Result<MetricId, HostError> {
-        self.memory.define_gauge(name)
+    fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+        self.memory.define_gauge(name, labels)
     }
     fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
         self.memory.set_gauge(id, value)
@@ -201,7 +201,7 @@ fn profile_request_path() {
         .memory
         .counters()
         .iter()
-        .filter(|(name, _)| name.ends_with("http_requests_total"))
+        .filter(|(name, _)| name.starts_with("http_requests_total{"))
         .count();
     assert!(
         series >= live_series,
@@ -222,7 +222,9 @@ fn profile_request_path() {
         .memory
         .counters()
         .iter()
-        .filter(|(name, _)| name.ends_with("http_requests_total") && name.contains("status=.=200;"))
+        .filter(|(name, _)| {
+            name.starts_with("http_requests_total{") && name.contains(r#"status="200""#)
+        })
         .map(|(_, value)| value)
         .sum();
     assert!(
@@ -269,14 +271,14 @@ fn profile_websocket_round_trips() {
     }
     registry.flush(&mut host);
     let binary = |direction: Direction| {
-        host.counter(&names::encode(
+        host.series(
             names::WEBSOCKET_MESSAGES_TOTAL,
             &[
                 (names::LABEL_SERVICE, "chat"),
                 (names::LABEL_DIRECTION, direction.label()),
                 (names::LABEL_MESSAGE_TYPE, "binary"),
             ],
-        ))
+        )
     };
     let expected = Some(round_trips as u64);
     assert_eq!(binary(Direction::Upstream), expected);

@@ -88,16 +88,17 @@ impl Worker {
             .checks
             .iter()
             .map(|check| {
-                let up = registry.define_gauge(host, &health::dependency_up_name(check));
+                let labels = [(names::LABEL_DEPENDENCY, check.name.as_str())];
+                let up = registry.define_gauge(host, names::DEPENDENCY_UP, &labels);
                 let duration = registry.define_histogram(
                     host,
                     names::DEPENDENCY_CHECK_DURATION_SECONDS,
-                    &health::dependency_duration_labels(check),
+                    &labels,
                 );
                 (up, duration)
             })
             .collect();
-        let memory = registry.define_gauge(host, names::VM_MEMORY_BYTES);
+        let memory = registry.define_gauge(host, names::VM_MEMORY_BYTES, &[]);
         let started_nanos = first_start(host, now);
         Ok(Worker {
             settings,

@@ -10,8 +10,9 @@ use std::ptr::null_mut;
 use proxy_wasm::types::{BufferType, MapType, MetricType};
 
 use crate::host::{
-    CallRefused, Calls, CasOutcome, HeaderMap, Host, HostError, MetricId, Property, Request,
+    CallRefused, Calls, CasOutcome, HeaderMap, Host, HostError, Labels, MetricId, Property, Request,
 };
+use crate::stats_tags;
 
 #[link(wasm_import_module = "env")]
 extern "C" {
@@ -266,7 +267,8 @@ pub fn set_tick_period_ms(period: u32) -> Result<(), HostError> {
 pub struct EnvoyHost;
 
 impl Host for EnvoyHost {
-    fn define_counter(&mut self, name: &str) -> Result<MetricId, HostError> {
+    fn define_counter(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+        let name = stats_tags::encode(name, labels);
         let mut id = 0;
         // SAFETY: pointers are valid for the call.
         check(unsafe {
@@ -281,7 +283,8 @@ impl Host for EnvoyHost {
         check(unsafe { proxy_increment_metric(id, delta) })
     }
 
-    fn define_gauge(&mut self, name: &str) -> Result<MetricId, HostError> {
+    fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+        let name = stats_tags::encode(name, labels);
         let mut id = 0;
         // SAFETY: pointers are valid for the call.
         check(unsafe {

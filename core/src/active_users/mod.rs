@@ -53,7 +53,7 @@ impl ActiveUsers {
             slot: 0,
             local: Sketch::default(),
             dirty: false,
-            gauge: registry.define_gauge(host, names::ACTIVE_USERS_TOTAL),
+            gauge: registry.define_gauge(host, names::ACTIVE_USERS_TOTAL, &[]),
             last_estimate_nanos: None,
         }
     }

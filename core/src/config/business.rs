@@ -323,7 +323,7 @@ fn check_counter_name(name: &str) -> Result<(), String> {
             "{name:?} must be a Prometheus metric name: a letter or '_', then letters, digits or '_' (at most {MAX_COUNTER_NAME_LEN})"
         ));
     }
-    if names::BUILT_IN.contains(&name) {
+    if names::is_built_in(name) {
         return Err(format!("{name:?} is a metric the filter already emits"));
     }
     Ok(())

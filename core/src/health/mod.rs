@@ -12,8 +12,6 @@
 pub mod check;
 pub mod config;
 
-use crate::metrics::names;
-
 pub use check::{CallResult, Failure, Outcome};
 pub use config::{Check, HealthSettings};
 
@@ -386,20 +384,6 @@ pub fn go_duration(nanos: u64) -> String {
         text.push_str(&format!("{seconds}.{}s", fraction.trim_end_matches('0')));
     }
     text
-}
-
-/// Metric names of the health checks (labels: `dependency`).
-pub fn dependency_up_name(check: &Check) -> String {
-    names::encode(
-        names::DEPENDENCY_UP,
-        &[(names::LABEL_DEPENDENCY, &check.name)],
-    )
-}
-
-pub fn dependency_duration_labels(check: &Check) -> String {
-    let mut labels = String::new();
-    names::push_label(&mut labels, names::LABEL_DEPENDENCY, &check.name);
-    labels
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ impl BusinessMetrics {
         let names = settings.counters();
         let counters = names
             .iter()
-            .map(|name| registry.define_counter(host, name))
+            .map(|name| registry.define_counter(host, name, &[]))
             .collect();
         let counter_of_rule = settings
             .rules

@@ -155,15 +155,15 @@ impl ConnectionMetrics {
             .upgrades
             .entry((service, endpoint, status))
             .or_insert_with(|| {
-                let name = names::encode(
+                registry.define_counter(
+                    host,
                     names::WEBSOCKET_UPGRADES_TOTAL,
                     &[
                         (names::LABEL_SERVICE, service_label_of(settings, service)),
                         (names::LABEL_ENDPOINT, endpoint_label_of(settings, endpoint)),
                         (names::LABEL_STATUS, &status.label()),
                     ],
-                );
-                registry.define_counter(host, &name)
+                )
             });
         if let Some(handle) = handle {
             registry.add(handle, 1);
@@ -192,25 +192,19 @@ impl ConnectionMetrics {
                        extra: &[(&str, &str)]| {
                 let mut labels = vec![(names::LABEL_SERVICE, label)];
                 labels.extend_from_slice(extra);
-                registry.define_counter(host, &names::encode(name, &labels))
+                registry.define_counter(host, name, &labels)
             };
             let mut metrics = ServiceMetrics {
                 active: registry.define_gauge(
                     host,
-                    &names::encode(
-                        names::WEBSOCKET_CONNECTIONS_ACTIVE,
-                        &[(names::LABEL_SERVICE, label)],
-                    ),
+                    names::WEBSOCKET_CONNECTIONS_ACTIVE,
+                    &[(names::LABEL_SERVICE, label)],
                 ),
-                duration: {
-                    let mut labels = String::new();
-                    names::push_label(&mut labels, names::LABEL_SERVICE, label);
-                    registry.define_histogram(
-                        host,
-                        names::WEBSOCKET_CONNECTION_DURATION_SECONDS,
-                        &labels,
-                    )
-                },
+                duration: registry.define_histogram(
+                    host,
+                    names::WEBSOCKET_CONNECTION_DURATION_SECONDS,
+                    &[(names::LABEL_SERVICE, label)],
+                ),
                 protocol_errors: one(registry, host, names::WEBSOCKET_PROTOCOL_ERRORS_TOTAL, &[]),
                 ..ServiceMetrics::default()
             };
@@ -495,7 +489,8 @@ fn define_chat(settings: &Settings, registry: &mut Registry, host: &mut dyn Host
     let event = |registry: &mut Registry, host: &mut dyn Host, event_type: &str| {
         registry.define_counter(
             host,
-            &names::encode(names::CHAT_EVENTS_TOTAL, &[(names::LABEL_TYPE, event_type)]),
+            names::CHAT_EVENTS_TOTAL,
+            &[(names::LABEL_TYPE, event_type)],
         )
     };
     ChatMetrics {
@@ -506,8 +501,8 @@ fn define_chat(settings: &Settings, registry: &mut Registry, host: &mut dyn Host
             .map(|t| event(registry, host, t))
             .collect(),
         other: event(registry, host, names::OTHER),
-        sent: registry.define_counter(host, names::CHAT_MESSAGES_SENT_TOTAL),
-        rooms_active: registry.define_gauge(host, names::CHAT_ROOMS_ACTIVE),
+        sent: registry.define_counter(host, names::CHAT_MESSAGES_SENT_TOTAL, &[]),
+        rooms_active: registry.define_gauge(host, names::CHAT_ROOMS_ACTIVE, &[]),
     }
 }
 

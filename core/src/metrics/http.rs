@@ -126,11 +126,10 @@ impl HttpMetrics {
         labels: LabelSet,
     ) -> Option<Series> {
         let key = labels.key();
-        let name = self.counter_name(settings, labels);
-        let admitted =
-            !self.refused.contains_key(&key) && self.admit(settings, registry, host, &name);
-        let (labels, name) = if admitted {
-            (labels, name)
+        let admitted = !self.refused.contains_key(&key)
+            && self.admit(settings, registry, host, &self.marker(settings, labels));
+        let labels = if admitted {
+            labels
         } else {
             if self.refused.len() < REFUSED_CACHE_LIMIT {
                 self.refused.insert(key, ());
@@ -139,9 +138,26 @@ impl HttpMetrics {
             if let Some(series) = self.series.get(&overflow.key()) {
                 return *series;
             }
-            (overflow, self.counter_name(settings, overflow))
+            overflow
         };
-        let series = registry.define_counter(host, &name).map(|requests| Series {
+        let status = labels.status.label();
+        let requests = registry.define_counter(
+            host,
+            names::HTTP_REQUESTS_TOTAL,
+            &[
+                (names::LABEL_METHOD, labels.method.as_str()),
+                (
+                    names::LABEL_ENDPOINT,
+                    self.endpoint_label(settings, labels.endpoint),
+                ),
+                (names::LABEL_STATUS, &status),
+                (
+                    names::LABEL_SERVICE,
+                    service_label(settings, labels.service),
+                ),
+            ],
+        );
+        let series = requests.map(|requests| Series {
             requests,
             duration: self.histogram(settings, registry, host, labels),
         });
@@ -161,20 +177,21 @@ impl HttpMetrics {
         if let Some(handle) = self.histograms.get(&key) {
             return *handle;
         }
-        let mut encoded = String::new();
-        names::push_label(&mut encoded, names::LABEL_METHOD, labels.method.as_str());
-        names::push_label(
-            &mut encoded,
-            names::LABEL_ENDPOINT,
-            self.endpoint_label(settings, labels.endpoint),
+        let handle = registry.define_histogram(
+            host,
+            names::HTTP_REQUEST_DURATION_SECONDS,
+            &[
+                (names::LABEL_METHOD, labels.method.as_str()),
+                (
+                    names::LABEL_ENDPOINT,
+                    self.endpoint_label(settings, labels.endpoint),
+                ),
+                (
+                    names::LABEL_SERVICE,
+                    service_label(settings, labels.service),
+                ),
+            ],
         );
-        names::push_label(
-            &mut encoded,
-            names::LABEL_SERVICE,
-            service_label(settings, labels.service),
-        );
-        let handle =
-            registry.define_histogram(host, names::HTTP_REQUEST_DURATION_SECONDS, &encoded);
         self.histograms.insert(key, handle);
         handle
     }
@@ -194,23 +211,19 @@ impl HttpMetrics {
         admitted
     }
 
-    fn counter_name(&self, settings: &Settings, labels: LabelSet) -> String {
-        let status = labels.status.label();
-        names::encode(
-            names::HTTP_REQUESTS_TOTAL,
-            &[
-                (names::LABEL_METHOD, labels.method.as_str()),
-                (
-                    names::LABEL_ENDPOINT,
-                    self.endpoint_label(settings, labels.endpoint),
-                ),
-                (names::LABEL_STATUS, &status),
-                (
-                    names::LABEL_SERVICE,
-                    service_label(settings, labels.service),
-                ),
-            ],
-        )
+    /// The label set's key in the gateway-wide budget: its four label values, each after its
+    /// length, so no two sets share a key whatever their values hold.
+    fn marker(&self, settings: &Settings, labels: LabelSet) -> String {
+        let mut marker = String::new();
+        for value in [
+            labels.method.as_str(),
+            self.endpoint_label(settings, labels.endpoint),
+            &labels.status.label(),
+            service_label(settings, labels.service),
+        ] {
+            marker.push_str(&format!("{}:{value}", value.len()));
+        }
+        marker
     }
 
     fn endpoint_label<'s>(&'s self, settings: &'s Settings, endpoint: u32) -> &'s str {

@@ -1,10 +1,8 @@
-//! Every metric name and label key the filter emits, and how labels are encoded.
+//! Every metric family the filter emits: names, kinds, label keys and help, declared once.
 //!
-//! The proxy-wasm ABI has no labels: a metric is one flat name, which Envoy stores as
-//! `wasmcustom.<name>`. Labels are encoded Istio-style, `key=.=value;.;` pairs followed by the
-//! metric name, and Envoy turns each pair back into a Prometheus label with one
-//! `stats_config.stats_tags` regex per key: [`stats_tag_regex`] gives them, and every Envoy
-//! config in this repository ships exactly those (a test checks it).
+//! Hosts get a series as a name and label pairs. How labels reach Prometheus is the host's
+//! business: the proxy-wasm glue encodes them into the name for `stats_tags` to extract, a
+//! host with real tags passes them as they are.
 
 /// Counter: every HTTP request through the gateway. Labels: method, endpoint, status, service.
 pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
@@ -68,36 +66,6 @@ pub const TRACE_SPANS_DROPPED_TOTAL: &str = "trace_spans_dropped_total";
 /// Counter: export calls that did not succeed (each retry counts).
 pub const TRACE_EXPORT_FAILURES_TOTAL: &str = "trace_export_failures_total";
 
-/// Names the filter emits itself; business rules may not reuse them.
-pub const BUILT_IN: [&str; 25] = [
-    VM_MEMORY_BYTES,
-    TRACE_SPANS_EXPORTED_TOTAL,
-    TRACE_SPANS_DROPPED_TOTAL,
-    TRACE_EXPORT_FAILURES_TOTAL,
-    HTTP_REQUESTS_TOTAL,
-    HTTP_REQUEST_DURATION_SECONDS,
-    DEPENDENCY_UP,
-    DEPENDENCY_CHECK_DURATION_SECONDS,
-    WEBSOCKET_UPGRADES_TOTAL,
-    WEBSOCKET_CONNECTIONS_ACTIVE,
-    WEBSOCKET_CONNECTION_DURATION_SECONDS,
-    WEBSOCKET_MESSAGES_TOTAL,
-    WEBSOCKET_BYTES_TOTAL,
-    WEBSOCKET_PROTOCOL_ERRORS_TOTAL,
-    CHAT_EVENTS_TOTAL,
-    CHAT_MESSAGES_SENT_TOTAL,
-    CHAT_ROOMS_ACTIVE,
-    STREAMS_STARTED_TOTAL,
-    STREAM_SESSIONS_ACTIVE,
-    STREAM_DURATION_SECONDS,
-    STREAM_BYTES_TOTAL,
-    STREAM_BITRATE_BPS,
-    FILTER_ERRORS_TOTAL,
-    ACTIVE_USERS_TOTAL,
-    // Histogram series names a rule could collide with.
-    "http_request_duration_seconds_bucket",
-];
-
 pub const LABEL_METHOD: &str = "method";
 pub const LABEL_ENDPOINT: &str = "endpoint";
 pub const LABEL_STATUS: &str = "status";
@@ -111,58 +79,132 @@ pub const LABEL_TYPE: &str = "type";
 pub const LABEL_STREAM_ID: &str = "stream_id";
 pub const LABEL_REASON: &str = "reason";
 
-/// Every label key, in the order the stats_tags are listed in the Envoy configs.
-pub const LABEL_KEYS: [&str; 12] = [
-    LABEL_METHOD,
-    LABEL_ENDPOINT,
-    LABEL_STATUS,
-    LABEL_SERVICE,
-    LABEL_LE,
-    LABEL_OPERATION,
-    LABEL_DEPENDENCY,
-    LABEL_DIRECTION,
-    LABEL_MESSAGE_TYPE,
-    LABEL_TYPE,
-    LABEL_STREAM_ID,
-    LABEL_REASON,
-];
-
 /// The endpoint and service label for anything no route or prefix claims, and for overflow.
 pub const OTHER: &str = "other";
 
-const PAIR_SEPARATOR: &str = "=.=";
-const PAIR_TERMINATOR: &str = ";.;";
-
-/// The `stats_tags` regex that extracts label `key` (first group removed, second the value).
-/// It is anchored on the separator before the key (`wasmcustom.` or `;.;`), so a key that
-/// ends another (`type`, `message_type`) never matches inside it.
-pub fn stats_tag_regex(key: &str) -> String {
-    format!(r"[.;]({key}=\.=(.*?);\.;)")
+/// What a family is in Prometheus terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// Built from counters: `_bucket` (with `le`), `_count` and `_sum` (see the registry).
+    Histogram,
 }
 
-/// Appends one encoded `key=.=value;.;` pair.
-pub fn push_label(encoded: &mut String, key: &str, value: &str) {
-    encoded.push_str(key);
-    encoded.push_str(PAIR_SEPARATOR);
-    encoded.push_str(value);
-    encoded.push_str(PAIR_TERMINATOR);
+/// One metric family: its name, kind, label keys in the order the filter sets them, and its
+/// `# HELP` text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
 }
 
-/// The full metric name: encoded labels, then the name (last, so Envoy's suffix-based default
-/// tag regexes never see a label value).
-pub fn encode(name: &str, labels: &[(&str, &str)]) -> String {
-    let mut encoded = String::with_capacity(
-        name.len()
-            + labels
-                .iter()
-                .map(|(k, v)| k.len() + v.len() + 6)
-                .sum::<usize>(),
-    );
-    for (key, value) in labels {
-        push_label(&mut encoded, key, value);
+const fn family(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Family {
+    Family {
+        name,
+        kind,
+        labels,
+        help,
     }
-    encoded.push_str(name);
-    encoded
+}
+
+use Kind::{Counter, Gauge, Histogram};
+
+/// Every family the filter emits besides the configured business counters (which have no
+/// labels), declared once: a host that needs its metrics up front (Envoy's dynamic modules)
+/// defines these, and the in-memory test host refuses any series that is not one of them.
+#[rustfmt::skip]
+pub const FAMILIES: [Family; 24] = [
+    family(HTTP_REQUESTS_TOTAL, Counter, &[LABEL_METHOD, LABEL_ENDPOINT, LABEL_STATUS, LABEL_SERVICE], "HTTP requests through the gateway."),
+    family(HTTP_REQUEST_DURATION_SECONDS, Histogram, &[LABEL_METHOD, LABEL_ENDPOINT, LABEL_SERVICE], "HTTP request duration at the gateway, first request byte to last response byte."),
+    family(DEPENDENCY_UP, Gauge, &[LABEL_DEPENDENCY], "1 when the dependency's last check passed, else 0."),
+    family(DEPENDENCY_CHECK_DURATION_SECONDS, Histogram, &[LABEL_DEPENDENCY], "Duration of each dependency check."),
+    family(WEBSOCKET_UPGRADES_TOTAL, Counter, &[LABEL_SERVICE, LABEL_ENDPOINT, LABEL_STATUS], "WebSocket upgrade attempts by outcome."),
+    family(WEBSOCKET_CONNECTIONS_ACTIVE, Gauge, &[LABEL_SERVICE], "Open WebSocket connections."),
+    family(WEBSOCKET_CONNECTION_DURATION_SECONDS, Histogram, &[LABEL_SERVICE], "WebSocket connection lifetimes."),
+    family(WEBSOCKET_MESSAGES_TOTAL, Counter, &[LABEL_SERVICE, LABEL_DIRECTION, LABEL_MESSAGE_TYPE], "Whole WebSocket messages."),
+    family(WEBSOCKET_BYTES_TOTAL, Counter, &[LABEL_SERVICE, LABEL_DIRECTION], "Bytes through upgraded connections."),
+    family(WEBSOCKET_PROTOCOL_ERRORS_TOTAL, Counter, &[LABEL_SERVICE], "WebSocket connections whose frames stopped making sense."),
+    family(CHAT_EVENTS_TOTAL, Counter, &[LABEL_TYPE], "Chat client messages by type."),
+    family(CHAT_MESSAGES_SENT_TOTAL, Counter, &[], "Chat messages sent."),
+    family(CHAT_ROOMS_ACTIVE, Gauge, &[], "Distinct conversations joined through the gateway."),
+    family(STREAMS_STARTED_TOTAL, Counter, &[], "Listening sessions started."),
+    family(STREAM_SESSIONS_ACTIVE, Gauge, &[], "Stream responses being forwarded."),
+    family(STREAM_DURATION_SECONDS, Histogram, &[], "Stream response durations."),
+    family(STREAM_BYTES_TOTAL, Counter, &[], "Stream response body bytes forwarded."),
+    family(STREAM_BITRATE_BPS, Gauge, &[LABEL_STREAM_ID], "Bits per second forwarded over the last second, per stream."),
+    family(FILTER_ERRORS_TOTAL, Counter, &[LABEL_OPERATION], "Host calls that failed inside the filter."),
+    family(ACTIVE_USERS_TOTAL, Gauge, &[], "Distinct users seen in the sliding window (an estimate)."),
+    family(VM_MEMORY_BYTES, Gauge, &[], "Memory of the filter instance that flushed last."),
+    family(TRACE_SPANS_EXPORTED_TOTAL, Counter, &[], "Spans the collector accepted."),
+    family(TRACE_SPANS_DROPPED_TOTAL, Counter, &[LABEL_REASON], "Spans dropped, never sent or never accepted."),
+    family(TRACE_EXPORT_FAILURES_TOTAL, Counter, &[], "Span export calls that did not succeed."),
+];
+
+/// The suffixes of a histogram's counter series; `_bucket` carries `le` after its labels.
+pub const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_count", "_sum"];
+
+/// One series name a host defines (a histogram is three), with its label keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Declared {
+    pub name: String,
+    /// A gauge; otherwise a counter.
+    pub gauge: bool,
+    pub labels: Vec<&'static str>,
+}
+
+/// Every series name the host will be asked to define, with its label keys, built-in
+/// families first, then the business counters: what a host that fixes its metrics when the
+/// configuration loads defines.
+pub fn declared<'a>(business: impl IntoIterator<Item = &'a str>) -> Vec<Declared> {
+    let mut all = Vec::new();
+    for family in FAMILIES {
+        match family.kind {
+            Kind::Counter | Kind::Gauge => all.push(Declared {
+                name: family.name.to_owned(),
+                gauge: family.kind == Kind::Gauge,
+                labels: family.labels.to_vec(),
+            }),
+            Kind::Histogram => {
+                for suffix in HISTOGRAM_SUFFIXES {
+                    let mut labels = family.labels.to_vec();
+                    if suffix == "_bucket" {
+                        labels.push(LABEL_LE);
+                    }
+                    all.push(Declared {
+                        name: format!("{}{suffix}", family.name),
+                        gauge: false,
+                        labels,
+                    });
+                }
+            }
+        }
+    }
+    all.extend(business.into_iter().map(|name| Declared {
+        name: name.to_owned(),
+        gauge: false,
+        labels: Vec::new(),
+    }));
+    all
+}
+
+/// Whether `name` is a family the filter emits, or one of a histogram's series: a business
+/// rule may not reuse it.
+pub fn is_built_in(name: &str) -> bool {
+    FAMILIES.iter().any(|family| {
+        family.name == name
+            || (family.kind == Kind::Histogram
+                && HISTOGRAM_SUFFIXES
+                    .iter()
+                    .any(|suffix| name.strip_prefix(family.name) == Some(suffix)))
+    })
 }
 
 #[cfg(test)]
@@ -170,15 +212,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn encoding_matches_the_stats_tag_regexes() {
-        let name = encode(
-            HTTP_REQUESTS_TOTAL,
-            &[("method", "GET"), ("endpoint", "/api/v1/tracks/:id")],
-        );
+    fn families_are_declared_once() {
+        let all = declared(["user_logins_total"]);
+        for (i, one) in all.iter().enumerate() {
+            assert!(
+                !all.iter().skip(i + 1).any(|other| other.name == one.name),
+                "{}",
+                one.name
+            );
+        }
+        assert_eq!(all.len(), 24 + 4 * 2 + 1);
+        let bucket = all
+            .iter()
+            .find(|d| d.name == "http_request_duration_seconds_bucket");
         assert_eq!(
-            name,
-            "method=.=GET;.;endpoint=.=/api/v1/tracks/:id;.;http_requests_total"
+            bucket.map(|d| d.labels.clone()),
+            Some(vec!["method", "endpoint", "service", "le"])
         );
-        assert_eq!(stats_tag_regex("method"), r"[.;](method=\.=(.*?);\.;)");
+    }
+
+    #[test]
+    fn histogram_series_are_built_in() {
+        assert!(is_built_in("stream_duration_seconds_sum"));
+        assert!(is_built_in("http_requests_total"));
+        assert!(!is_built_in("http_requests_total_sum"));
+        assert!(!is_built_in("user_logins_total"));
     }
 }

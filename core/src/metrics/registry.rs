@@ -12,7 +12,7 @@
 //! so the exposed `_sum` is never more than half a second away from the true sum, per series and
 //! per worker VM, however many requests it has seen.
 
-use crate::host::{Host, HostError, MetricId};
+use crate::host::{Host, HostError, Labels, MetricId};
 
 use super::names;
 
@@ -113,11 +113,11 @@ impl Registry {
     pub fn new(host: &mut dyn Host) -> Registry {
         let mut registry = Registry::default();
         for operation in Operation::ALL {
-            let name = names::encode(
+            let handle = registry.define_counter(
+                host,
                 names::FILTER_ERRORS_TOTAL,
                 &[(names::LABEL_OPERATION, operation.label())],
             );
-            let handle = registry.define_counter(host, &name);
             if let Some(slot) = registry.error_counters.get_mut(operation as usize) {
                 *slot = handle;
             }
@@ -125,9 +125,14 @@ impl Registry {
         registry
     }
 
-    /// Defines a counter by its full encoded name. `None` if the host refused (logged, counted).
-    pub fn define_counter(&mut self, host: &mut dyn Host, name: &str) -> Option<CounterHandle> {
-        let id = match host.define_counter(name) {
+    /// Defines one series of a counter family. `None` if the host refused (logged, counted).
+    pub fn define_counter(
+        &mut self,
+        host: &mut dyn Host,
+        name: &str,
+        labels: &Labels<'_>,
+    ) -> Option<CounterHandle> {
+        let id = match host.define_counter(name, labels) {
             Ok(id) => id,
             Err(err) => {
                 self.host_error(Operation::DefineMetric, err, name);
@@ -139,8 +144,13 @@ impl Registry {
         Some(handle)
     }
 
-    pub fn define_gauge(&mut self, host: &mut dyn Host, name: &str) -> Option<GaugeHandle> {
-        match host.define_gauge(name) {
+    pub fn define_gauge(
+        &mut self,
+        host: &mut dyn Host,
+        name: &str,
+        labels: &Labels<'_>,
+    ) -> Option<GaugeHandle> {
+        match host.define_gauge(name, labels) {
             Ok(id) => Some(GaugeHandle(id)),
             Err(err) => {
                 self.host_error(Operation::DefineMetric, err, name);
@@ -161,23 +171,24 @@ impl Registry {
         }
     }
 
-    /// Defines the counters of one histogram series. `labels` are the encoded label pairs
-    /// (see [`names::push_label`]) without `le`.
+    /// Defines the counters of one histogram series; `labels` without `le`.
     pub fn define_histogram(
         &mut self,
         host: &mut dyn Host,
         name: &str,
-        labels: &str,
+        labels: &Labels<'_>,
     ) -> Option<HistogramHandle> {
         let mut define = |suffix: &str, le: Option<&str>| -> Option<MetricId> {
-            let mut full = String::with_capacity(labels.len() + name.len() + 32);
-            full.push_str(labels);
-            if let Some(le) = le {
-                names::push_label(&mut full, names::LABEL_LE, le);
-            }
-            full.push_str(name);
-            full.push_str(suffix);
-            match host.define_counter(&full) {
+            let full = format!("{name}{suffix}");
+            let result = match le {
+                Some(le) => {
+                    let mut with_le = labels.to_vec();
+                    with_le.push((names::LABEL_LE, le));
+                    host.define_counter(&full, &with_le)
+                }
+                None => host.define_counter(&full, labels),
+            };
+            match result {
                 Ok(id) => Some(id),
                 Err(err) => {
                     self.host_error(Operation::DefineMetric, err, &full);

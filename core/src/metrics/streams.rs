@@ -115,10 +115,10 @@ impl StreamMetrics {
 
     fn handles(&mut self, registry: &mut Registry, host: &mut dyn Host) -> &Handles {
         self.handles.get_or_insert_with(|| Handles {
-            started: registry.define_counter(host, names::STREAMS_STARTED_TOTAL),
-            active: registry.define_gauge(host, names::STREAM_SESSIONS_ACTIVE),
-            duration: registry.define_histogram(host, names::STREAM_DURATION_SECONDS, ""),
-            bytes: registry.define_counter(host, names::STREAM_BYTES_TOTAL),
+            started: registry.define_counter(host, names::STREAMS_STARTED_TOTAL, &[]),
+            active: registry.define_gauge(host, names::STREAM_SESSIONS_ACTIVE, &[]),
+            duration: registry.define_histogram(host, names::STREAM_DURATION_SECONDS, &[]),
+            bytes: registry.define_counter(host, names::STREAM_BYTES_TOTAL, &[]),
         })
     }
 
@@ -226,10 +226,8 @@ impl StreamMetrics {
         let label = if admitted { stream_id } else { names::OTHER };
         let gauge = registry.define_gauge(
             host,
-            &names::encode(
-                names::STREAM_BITRATE_BPS,
-                &[(names::LABEL_STREAM_ID, label)],
-            ),
+            names::STREAM_BITRATE_BPS,
+            &[(names::LABEL_STREAM_ID, label)],
         );
         // Refused ids share `other`; remember only the admitted ones (bounded by the cap).
         if admitted || self.bitrates.len() < settings.streams.max_stream_ids as usize {
@@ -287,15 +285,15 @@ mod tests {
             registry.add_gauge(&mut host, gauge, 1000);
         }
         assert_eq!(
-            host.counter("stream_id=.=a.mp3;.;stream_bitrate_bps"),
+            host.counter(r#"stream_bitrate_bps{stream_id="a.mp3"}"#),
             Some(2000)
         );
         assert_eq!(
-            host.counter("stream_id=.=b.mp3;.;stream_bitrate_bps"),
+            host.counter(r#"stream_bitrate_bps{stream_id="b.mp3"}"#),
             Some(1000)
         );
         assert_eq!(
-            host.counter("stream_id=.=other;.;stream_bitrate_bps"),
+            host.counter(r#"stream_bitrate_bps{stream_id="other"}"#),
             Some(1000)
         );
     }
@@ -307,7 +305,7 @@ mod tests {
         let mut registry = Registry::new(&mut host);
         let mut metrics = StreamMetrics::new(&mut host);
         let second = BITRATE_WINDOW_NANOS;
-        let gauge = |host: &MemoryHost| host.counter("stream_id=.=a.mp3;.;stream_bitrate_bps");
+        let gauge = |host: &MemoryHost| host.counter(r#"stream_bitrate_bps{stream_id="a.mp3"}"#);
         assert!(metrics
             .opened(
                 &settings,

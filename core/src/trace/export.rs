@@ -106,11 +106,11 @@ impl Exporter {
         now: u64,
     ) -> Exporter {
         let dropped = DropReason::ALL.map(|reason| {
-            let name = names::encode(
+            registry.define_counter(
+                host,
                 names::TRACE_SPANS_DROPPED_TOTAL,
                 &[(names::LABEL_REASON, reason.label())],
-            );
-            registry.define_counter(host, &name)
+            )
         });
         Exporter {
             settings,
@@ -118,8 +118,8 @@ impl Exporter {
             in_flight: None,
             retry: None,
             last_send_nanos: now,
-            exported: registry.define_counter(host, names::TRACE_SPANS_EXPORTED_TOTAL),
-            failures: registry.define_counter(host, names::TRACE_EXPORT_FAILURES_TOTAL),
+            exported: registry.define_counter(host, names::TRACE_SPANS_EXPORTED_TOTAL, &[]),
+            failures: registry.define_counter(host, names::TRACE_EXPORT_FAILURES_TOTAL, &[]),
             dropped,
         }
     }

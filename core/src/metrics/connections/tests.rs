@@ -78,14 +78,14 @@ fn chat_events_rooms_and_messages() {
     metrics.room(&settings, &mut registry, &mut host, "c2", -1);
     assert_eq!(host.counter("chat_rooms_active"), Some(0));
     registry.flush(&mut host);
-    let event = |t: &str| host.counter(&format!("type=.={t};.;chat_events_total"));
+    let event = |t: &str| host.counter(&format!(r#"chat_events_total{{type="{t}"}}"#));
     assert_eq!(event("JoinConversation"), Some(1));
     assert_eq!(event("SendMessage"), Some(1));
     assert_eq!(event("LeaveConversation"), Some(1));
     assert_eq!(event("other"), Some(2));
     assert_eq!(host.counter("chat_messages_sent_total"), Some(1));
     assert_eq!(
-        host.counter("service=.=chat;.;direction=.=client_to_server;.;message_type=.=text;.;websocket_messages_total"),
+        host.counter(r#"websocket_messages_total{service="chat",direction="client_to_server",message_type="text"}"#),
         Some(5)
     );
 }
@@ -198,24 +198,43 @@ fn a_connections_chunks_count_its_messages_rooms_bytes_and_first_protocol_error(
         ..
     } = socket;
     assert_eq!(
-        host.counter("service=.=chat;.;websocket_connections_active"),
+        host.counter(r#"websocket_connections_active{service="chat"}"#),
         Some(0)
     );
     registry.flush(&mut host);
-    let counter = |name: &str| host.counter(&format!("service=.=chat;.;{name}"));
+    let counter = |name: &str, labels: &[(&str, &str)]| {
+        let mut all = vec![("service", "chat")];
+        all.extend_from_slice(labels);
+        host.series(name, &all)
+    };
     assert_eq!(
-        counter("direction=.=client_to_server;.;message_type=.=text;.;websocket_messages_total"),
+        counter(
+            "websocket_messages_total",
+            &[("direction", "client_to_server"), ("message_type", "text")]
+        ),
         Some(42)
     );
     assert_eq!(
-        counter("direction=.=server_to_client;.;message_type=.=binary;.;websocket_messages_total"),
+        counter(
+            "websocket_messages_total",
+            &[
+                ("direction", "server_to_client"),
+                ("message_type", "binary")
+            ]
+        ),
         Some(1)
     );
     assert_eq!(
-        counter("direction=.=client_to_server;.;message_type=.=binary;.;websocket_messages_total"),
+        counter(
+            "websocket_messages_total",
+            &[
+                ("direction", "client_to_server"),
+                ("message_type", "binary")
+            ]
+        ),
         Some(0)
     );
-    assert_eq!(counter("websocket_protocol_errors_total"), Some(1));
+    assert_eq!(counter("websocket_protocol_errors_total", &[]), Some(1));
     assert_eq!(
         host.errors(),
         0,
@@ -223,11 +242,17 @@ fn a_connections_chunks_count_its_messages_rooms_bytes_and_first_protocol_error(
     );
     let client_bytes = joins.len() + leaves.len() + unmasked.len() + late.len();
     assert_eq!(
-        counter("direction=.=client_to_server;.;websocket_bytes_total"),
+        counter(
+            "websocket_bytes_total",
+            &[("direction", "client_to_server")]
+        ),
         Some(client_bytes as u64)
     );
     assert_eq!(
-        counter("direction=.=server_to_client;.;websocket_bytes_total"),
+        counter(
+            "websocket_bytes_total",
+            &[("direction", "server_to_client")]
+        ),
         Some(reply.len() as u64)
     );
 }

@@ -62,13 +62,13 @@ impl Fixture {
 
     fn requests(&self, method: &str, endpoint: &str, status: &str, service: &str) -> Option<u64> {
         self.host.counter(&format!(
-            "method=.={method};.;endpoint=.={endpoint};.;status=.={status};.;service=.={service};.;http_requests_total"
+            r#"http_requests_total{{method="{method}",endpoint="{endpoint}",status="{status}",service="{service}"}}"#
         ))
     }
 
     fn duration(&self, method: &str, endpoint: &str, service: &str, suffix: &str) -> Option<u64> {
         self.host.counter(&format!(
-            "method=.={method};.;endpoint=.={endpoint};.;service=.={service};.;http_request_duration_seconds{suffix}"
+            r#"http_request_duration_seconds{suffix}{{method="{method}",endpoint="{endpoint}",service="{service}"}}"#
         ))
     }
 
@@ -76,7 +76,7 @@ impl Fixture {
         self.host
             .counters()
             .iter()
-            .filter(|(name, _)| name.ends_with(";http_requests_total"))
+            .filter(|(name, _)| name.starts_with("http_requests_total{"))
             .count()
     }
 }
@@ -117,7 +117,7 @@ fn labels_follow_the_seed() {
         Some(3)
     );
     assert_eq!(
-        f.host.counter("method=.=GET;.;endpoint=.=/api/v1/tracks/:id;.;service=.=backend-api;.;le=.=0.005;.;http_request_duration_seconds_bucket"),
+        f.host.counter(r#"http_request_duration_seconds_bucket{method="GET",endpoint="/api/v1/tracks/:id",service="backend-api",le="0.005"}"#),
         Some(2)
     );
     assert!(
@@ -252,7 +252,7 @@ fn ten_thousand_raw_paths_stay_bounded() {
         .host
         .counters()
         .iter()
-        .filter(|(name, _)| name.ends_with(";http_requests_total"))
+        .filter(|(name, _)| name.starts_with("http_requests_total{"))
         .map(|(_, value)| value)
         .sum();
     assert_eq!(total, 20_000);

@@ -1,19 +1,21 @@
 use super::*;
 use crate::host::memory::MemoryHost;
 
+const HISTOGRAM: &str = names::WEBSOCKET_CONNECTION_DURATION_SECONDS;
+
 fn bucket_name(le: &str, suffix: &str) -> String {
-    let mut name = String::from("service=.=api;.;");
-    if !le.is_empty() {
-        names::push_label(&mut name, "le", le);
+    if le.is_empty() {
+        format!(r#"{HISTOGRAM}{suffix}{{service="api"}}"#)
+    } else {
+        format!(r#"{HISTOGRAM}{suffix}{{service="api",le="{le}"}}"#)
     }
-    name + "d_seconds" + suffix
 }
 
 #[test]
 fn counters_aggregate_until_flush() {
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
-    let c = registry.define_counter(&mut host, "c").unwrap();
+    let c = registry.define_counter(&mut host, "c", &[]).unwrap();
     let calls = host.hostcalls;
     for _ in 0..1000 {
         registry.add(c, 1);
@@ -40,7 +42,7 @@ fn adding_zero_sends_nothing_to_the_host() {
     // bytes, and that must not reach the host nor count as a failure.
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
-    let c = registry.define_counter(&mut host, "c").unwrap();
+    let c = registry.define_counter(&mut host, "c", &[]).unwrap();
     let calls = host.hostcalls;
     registry.add(c, 0);
     registry.add(c, 0);
@@ -59,7 +61,7 @@ fn adding_zero_sends_nothing_to_the_host() {
 fn a_failed_flush_is_counted_in_that_same_flush() {
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
-    let c = registry.define_counter(&mut host, "c").unwrap();
+    let c = registry.define_counter(&mut host, "c", &[]).unwrap();
     host.refuse_counter = Some("c".to_owned());
     registry.add(c, 1);
     registry.flush(&mut host);
@@ -77,7 +79,7 @@ fn a_failed_flush_is_counted_in_that_same_flush() {
 #[test]
 fn the_memory_host_refuses_a_zero_counter_increment_as_envoy_does() {
     let mut host = MemoryHost::default();
-    let id = host.define_counter("c").unwrap();
+    let id = host.define_counter("c", &[]).unwrap();
     assert_eq!(host.increment_counter(id, 0), Err(HostError(2)));
     assert_eq!(host.increment_counter(id, 1), Ok(()));
 }
@@ -87,7 +89,7 @@ fn histogram_buckets_are_cumulative_and_in_seconds() {
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
     let h = registry
-        .define_histogram(&mut host, "d_seconds", "service=.=api;.;")
+        .define_histogram(&mut host, HISTOGRAM, &[("service", "api")])
         .unwrap();
     // 3 ms, exactly 5 ms (le is inclusive), 200 ms, 1.5 s, 30 s.
     for nanos in [
@@ -119,7 +121,7 @@ fn sum_carries_fractions_across_flushes() {
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
     let h = registry
-        .define_histogram(&mut host, "d_seconds", "service=.=api;.;")
+        .define_histogram(&mut host, HISTOGRAM, &[("service", "api")])
         .unwrap();
     // 1,000 flushes of one 210 ms request each: 210 s in all, never more than 0.5 s off.
     for i in 1..=1000u64 {
@@ -139,10 +141,13 @@ fn sum_carries_fractions_across_flushes() {
 fn host_failures_are_counted_and_never_fatal() {
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
-    let c = registry.define_counter(&mut host, "c").unwrap();
+    let c = registry.define_counter(&mut host, "c", &[]).unwrap();
     host.fail_define = true;
-    assert_eq!(registry.define_counter(&mut host, "d"), None);
-    assert_eq!(registry.define_histogram(&mut host, "h", ""), None);
+    assert_eq!(registry.define_counter(&mut host, "d", &[]), None);
+    assert_eq!(
+        registry.define_histogram(&mut host, names::STREAM_DURATION_SECONDS, &[]),
+        None
+    );
     host.fail_define = false;
     registry.add(c, 1);
     registry.flush(&mut host);

@@ -153,23 +153,23 @@ fn the_queue_is_bounded_and_every_failure_is_counted() {
     assert_eq!(
         counters(&host),
         [
+            ("trace_export_failures_total".to_owned(), 5),
             (
-                "reason=.=export_failed;.;trace_spans_dropped_total".to_owned(),
+                r#"trace_spans_dropped_total{reason="export_failed"}"#.to_owned(),
                 2
             ),
             (
-                "reason=.=queue_full;.;trace_spans_dropped_total".to_owned(),
+                r#"trace_spans_dropped_total{reason="queue_full"}"#.to_owned(),
                 2
             ),
             (
-                "reason=.=rejected;.;trace_spans_dropped_total".to_owned(),
+                r#"trace_spans_dropped_total{reason="rejected"}"#.to_owned(),
                 1
             ),
             (
-                "reason=.=retries_exhausted;.;trace_spans_dropped_total".to_owned(),
+                r#"trace_spans_dropped_total{reason="retries_exhausted"}"#.to_owned(),
                 2
             ),
-            ("trace_export_failures_total".to_owned(), 5),
         ]
     );
     assert_eq!(exporter.held(), 0);
