@@ -165,18 +165,18 @@ lint:
 	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability --features fault-injection -- -D warnings
 
 unit: build/.rust-target
-	$(CARGO) test --workspace --exclude veza-observability --lib
+	$(CARGO) test --lib
 	$(CARGO) test --target wasm32-wasip1 --lib -p veza-observability-core
 
 e2e: tools wasm wasm-faults
 	$(CARGO) build --quiet -p veza-standins
-	$(CARGO) test --test '*' -- --test-threads 2
+	$(CARGO) test -p veza-e2e --tests -- --test-threads 2
 
 # ---------------------------------------------------------------- bench
 
 bench: tools wasm build/.bench-packages build/tools/bin/oha
 	$(CARGO) build --target wasm32-wasip1 --release -p empty-filter -p probe-filter
-	$(CARGO) bench --bench gateway
+	$(CARGO) bench -p veza-bench --bench gateway
 
 # The filter's own work per request and per WebSocket round trip (core/src/request_profile.rs),
 # natively under callgrind: an instruction count is stable on a shared machine where times are

@@ -1,0 +1,1 @@
+//! Nothing to link: the benchmark is the `gateway` bench target.
