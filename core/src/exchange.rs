@@ -124,14 +124,19 @@ impl Exchange {
             }
         }
         let health = &settings.health;
-        let endpoint = if health.enabled {
-            Health::classify(health, method, path, authority.unwrap_or_default())
-        } else {
-            Endpoint::Other
-        };
         let method = Method::parse(method);
         self.method = Some(method);
-        let route = settings.routes.resolve(method, path);
+        let mut route = settings.routes.resolve(method, path);
+        let endpoint = Health::classify(
+            health,
+            &settings.routes,
+            route,
+            authority.unwrap_or_default(),
+        );
+        if endpoint == Endpoint::Other && health::is_gateway(&settings.routes, route) {
+            // `/live` for another authority goes on to the services: not the gateway's.
+            route = RouteMatch::NONE;
+        }
         self.route = Some(route);
         self.upgrade_pending = upgrade.is_some_and(|u| u.eq_ignore_ascii_case(b"websocket"));
         let stream = route

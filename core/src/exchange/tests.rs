@@ -118,6 +118,44 @@ fn live_is_answered_here_and_counted_under_the_gateway() {
 }
 
 #[test]
+fn live_for_another_authority_goes_on_and_is_not_the_gateways() {
+    let mut host = MemoryHost::default();
+    let worker = worker(
+        &mut host,
+        r#"{"health": {"authorities": ["gateway.veza.internal"]}}"#,
+    );
+    let mut exchange = Exchange::new(1);
+    host.request = request(
+        &[
+            (":method", "GET"),
+            (":path", "/live"),
+            (":authority", "api.veza.example"),
+        ],
+        0,
+    );
+    assert_eq!(exchange.request_headers(&worker, &mut host), Next::Continue);
+    assert_eq!(host.request.reply, None);
+    respond(&mut host, "404", 0);
+    exchange.end(&worker, &mut host);
+    worker.flush(&mut host);
+    assert_eq!(
+        host.series(
+            "http_requests_total",
+            &[
+                ("endpoint", "other"),
+                ("status", "404"),
+                ("service", "other")
+            ]
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        host.series("http_requests_total", &[("service", "gateway")]),
+        None
+    );
+}
+
+#[test]
 fn ready_waits_for_the_workers_round_and_is_answered_by_it() {
     let mut host = MemoryHost::default();
     let worker = worker(

@@ -173,10 +173,14 @@ pub fn compile(config: HealthConfig) -> Result<HealthSettings, ConfigError> {
         ("live_path", &config.live_path),
         ("ready_path", &config.ready_path),
     ] {
-        if !path.starts_with('/') || path.contains(['?', '#']) || !printable(path) {
+        // A literal path: `:` or `*` would start a route parameter in the route table.
+        let parameter = path.split('/').any(|s| s.starts_with([':', '*']));
+        if !path.starts_with('/') || path.contains(['?', '#']) || !printable(path) || parameter {
             return err(
                 field,
-                format!("{path:?} must be a path starting with '/', without query"),
+                format!(
+                    "{path:?} must be a literal path starting with '/', without query or ':'/'*' parameters"
+                ),
             );
         }
     }
@@ -361,7 +365,8 @@ mod tests {
     fn bad_health_configuration_names_the_field() {
         let cases = [
             (r#"{"health": {"cache_ms": 60001}}"#, "health.cache_ms: must be at most 60000 (got 60001)"),
-            (r#"{"health": {"live_path": "live"}}"#, "health.live_path: \"live\" must be a path"),
+            (r#"{"health": {"live_path": "live"}}"#, "health.live_path: \"live\" must be a literal path"),
+            (r#"{"health": {"live_path": "/health/:probe"}}"#, "health.live_path: \"/health/:probe\" must be a literal path"),
             (r#"{"health": {"ready_path": "/live"}}"#, "health.ready_path: \"/live\" is also the live_path"),
             (r#"{"health": {"checks": [{"name": "a", "cluster": "c", "timeout_ms": 0}]}}"#, "health.checks[0].timeout_ms: must be 1 to 60000 (got 0)"),
             (r#"{"health": {"checks": [{"name": "a", "cluster": "c", "expect": {"status": "2x"}}]}}"#, "health.checks[0].expect.status: \"2x\" must be a class"),

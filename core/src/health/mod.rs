@@ -15,6 +15,9 @@ pub mod config;
 pub use check::{CallResult, Failure, Outcome};
 pub use config::{Check, HealthSettings};
 
+use crate::config::GATEWAY_SERVICE;
+use crate::routes::{RouteMatch, RouteTable};
+
 /// Probes waiting for a round, per worker; past this, a probe gets 503 at once.
 pub const MAX_WAITERS: usize = 4096;
 
@@ -25,6 +28,11 @@ pub enum Endpoint {
     Ready,
     /// Anything else: the request goes on to the services.
     Other,
+}
+
+/// Whether a route match is one of the gateway's own endpoints.
+pub fn is_gateway(routes: &RouteTable, route: RouteMatch) -> bool {
+    route.service.and_then(|s| routes.service_name(s)) == Some(GATEWAY_SERVICE)
 }
 
 /// One finished round.
@@ -136,19 +144,23 @@ pub struct Finished<'a> {
 }
 
 impl Health {
+    /// Which of the gateway's own endpoints a request is, from its route match: `/live` and
+    /// `/ready` are routes of the `gateway` service in the route table (GET and HEAD, query
+    /// and one trailing slash ignored, as every route), so the request the filter answers is
+    /// exactly the one counted under `service="gateway"`.
     pub fn classify(
         settings: &HealthSettings,
-        method: &[u8],
-        path: &[u8],
+        routes: &RouteTable,
+        route: RouteMatch,
         authority: &[u8],
     ) -> Endpoint {
-        if !settings.enabled || !(method == b"GET" || method == b"HEAD") {
+        if !settings.enabled || !is_gateway(routes, route) {
             return Endpoint::Other;
         }
-        let path = crate::routes::strip_query(path);
-        let endpoint = if path == settings.live_path.as_bytes() {
+        let template = route.endpoint.and_then(|e| routes.template_text(e));
+        let endpoint = if template == Some(settings.live_path.as_str()) {
             Endpoint::Live
-        } else if path == settings.ready_path.as_bytes() {
+        } else if template == Some(settings.ready_path.as_str()) {
             Endpoint::Ready
         } else {
             return Endpoint::Other;
