@@ -86,7 +86,7 @@ build/.debian-packages:
 
 # Only what building needs: the Rust target and binaryen, never the test tools.
 wasm: build/.rust-target build/.build-packages
-	$(CARGO) build --target wasm32-wasip1 --release
+	$(CARGO) build --target wasm32-wasip1 --release -p veza-observability
 	@# Only when cargo rebuilt: the optimizer is slow, and running it twice changes the bytes.
 	@[ $(WASM) -nt $(CARGO_WASM) ] || { \
 	  wasm-opt -O3 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int \
@@ -98,7 +98,7 @@ wasm: build/.rust-target build/.build-packages
 # over it. Never shipped.
 FAULTS_WASM := build/fault-injection/veza_observability.wasm
 wasm-faults: build/.rust-target
-	$(CARGO) build --target wasm32-wasip1 --release --features fault-injection \
+	$(CARGO) build --target wasm32-wasip1 --release -p veza-observability --features fault-injection \
 	  --target-dir target/fault-injection
 	@mkdir -p $(dir $(FAULTS_WASM))
 	cp target/fault-injection/wasm32-wasip1/release/veza_observability.wasm $(FAULTS_WASM)
