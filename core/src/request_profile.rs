@@ -249,7 +249,7 @@ fn profile_websocket_round_trips() {
     let chat = settings.routes.service_id("chat");
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
-    let mut connections = ConnectionMetrics::new(&mut host);
+    let mut connections = ConnectionMetrics::new();
     let mut connection = WebSocketConnection::new(chat, true, 0);
     let payload = [7u8; 32];
     let client = frame(true, 0x2, &payload, Some([0x37, 0xfa, 0x21, 0x3d]));

@@ -66,15 +66,9 @@ pub struct Budget {
 }
 
 impl Budget {
-    pub fn new(
-        host: &mut dyn Host,
-        count_key: &'static str,
-        marker_prefix: &'static str,
-    ) -> Budget {
-        // Another worker may have started it: write only if absent.
-        if let Ok(None) = host.get_shared(count_key) {
-            let _ = host.set_shared(count_key, &0u32.to_le_bytes(), 0);
-        }
+    /// Nothing is written until the first admission: an absent count is 0, and a write of
+    /// 0 at start-up could undo another worker's first admission.
+    pub fn new(count_key: &'static str, marker_prefix: &'static str) -> Budget {
         Budget {
             count_key,
             marker_prefix,
@@ -152,8 +146,8 @@ mod tests {
     #[test]
     fn budgets_admit_each_name_once_up_to_the_cap_across_workers() {
         let mut host = MemoryHost::default();
-        let mut first = Budget::new(&mut host, "count", "name.");
-        let mut second = Budget::new(&mut host, "count", "name.");
+        let mut first = Budget::new("count", "name.");
+        let mut second = Budget::new("count", "name.");
         assert_eq!(first.admit(&mut host, "a", 2), (true, None));
         assert_eq!(
             second.admit(&mut host, "a", 2),

@@ -69,10 +69,10 @@ impl Worker {
     ) -> Result<Worker, ConfigError> {
         let settings = config::load(configuration)?;
         let mut registry = Registry::new(host);
-        let http = HttpMetrics::new(host);
-        let mut connections = ConnectionMetrics::new(host);
+        let http = HttpMetrics::new();
+        let mut connections = ConnectionMetrics::new();
         connections.define_chat_services(&settings, &mut registry, host);
-        let streams = StreamMetrics::new(host);
+        let streams = StreamMetrics::new();
         let business = BusinessMetrics::new(&settings.business, &mut registry, host);
         let exporter = settings
             .tracing

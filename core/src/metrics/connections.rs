@@ -113,13 +113,19 @@ pub struct ConnectionMetrics {
     rooms: Budget,
 }
 
+impl Default for ConnectionMetrics {
+    fn default() -> ConnectionMetrics {
+        ConnectionMetrics::new()
+    }
+}
+
 impl ConnectionMetrics {
-    pub fn new(host: &mut dyn Host) -> ConnectionMetrics {
+    pub fn new() -> ConnectionMetrics {
         ConnectionMetrics {
             services: Vec::new(),
             upgrades: HashMap::new(),
             chat: None,
-            rooms: Budget::new(host, keys::ROOM_COUNT, keys::ROOM_PREFIX),
+            rooms: Budget::new(keys::ROOM_COUNT, keys::ROOM_PREFIX),
         }
     }
 

@@ -63,10 +63,16 @@ pub struct HttpMetrics {
     budget: Budget,
 }
 
+impl Default for HttpMetrics {
+    fn default() -> HttpMetrics {
+        HttpMetrics::new()
+    }
+}
+
 impl HttpMetrics {
-    pub fn new(host: &mut dyn Host) -> HttpMetrics {
+    pub fn new() -> HttpMetrics {
         HttpMetrics {
-            budget: Budget::new(host, keys::SERIES_COUNT, keys::SERIES_PREFIX),
+            budget: Budget::new(keys::SERIES_COUNT, keys::SERIES_PREFIX),
             series: IntMap::default(),
             histograms: IntMap::default(),
             refused: IntMap::default(),

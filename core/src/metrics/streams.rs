@@ -104,12 +104,18 @@ pub struct StreamSession {
     window_bytes: u64,
 }
 
+impl Default for StreamMetrics {
+    fn default() -> StreamMetrics {
+        StreamMetrics::new()
+    }
+}
+
 impl StreamMetrics {
-    pub fn new(host: &mut dyn Host) -> StreamMetrics {
+    pub fn new() -> StreamMetrics {
         StreamMetrics {
             handles: None,
             bitrates: HashMap::new(),
-            stream_ids: Budget::new(host, keys::STREAM_ID_COUNT, keys::STREAM_ID_PREFIX),
+            stream_ids: Budget::new(keys::STREAM_ID_COUNT, keys::STREAM_ID_PREFIX),
         }
     }
 
@@ -272,7 +278,7 @@ mod tests {
         let settings = config::load(Some(br#"{"streams": {"max_stream_ids": 2}}"#)).unwrap();
         let mut host = MemoryHost::default();
         let mut registry = Registry::new(&mut host);
-        let mut metrics = StreamMetrics::new(&mut host);
+        let mut metrics = StreamMetrics::new();
         assert_eq!(
             stream_id(b"/stream/song.mp3?expires=1&sig=secret"),
             "song.mp3"
@@ -303,7 +309,7 @@ mod tests {
         let settings = config::load(None).unwrap();
         let mut host = MemoryHost::default();
         let mut registry = Registry::new(&mut host);
-        let mut metrics = StreamMetrics::new(&mut host);
+        let mut metrics = StreamMetrics::new();
         let second = BITRATE_WINDOW_NANOS;
         let gauge = |host: &MemoryHost| host.counter(r#"stream_bitrate_bps{stream_id="a.mp3"}"#);
         assert!(metrics

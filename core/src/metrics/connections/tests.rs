@@ -15,7 +15,7 @@ fn chat_events_rooms_and_messages() {
     let settings = config::load(None).unwrap();
     let mut host = MemoryHost::default();
     let mut registry = Registry::new(&mut host);
-    let mut metrics = ConnectionMetrics::new(&mut host);
+    let mut metrics = ConnectionMetrics::new();
     let chat = settings.routes.service_id("chat");
     let send = |metrics: &mut ConnectionMetrics,
                 registry: &mut Registry,
@@ -104,7 +104,7 @@ impl ChatSocket {
         let settings = config::load(None).unwrap();
         let mut host = MemoryHost::default();
         let mut registry = Registry::new(&mut host);
-        let mut metrics = ConnectionMetrics::new(&mut host);
+        let mut metrics = ConnectionMetrics::new();
         let chat = settings.routes.service_id("chat");
         metrics.opened(&settings, &mut registry, &mut host, chat);
         let connection = Some(WebSocketConnection::new(chat, true, 1_000_000_000));

@@ -25,7 +25,7 @@ impl Fixture {
     fn new(config_json: &str) -> Fixture {
         let mut host = MemoryHost::default();
         let registry = Registry::new(&mut host);
-        let metrics = HttpMetrics::new(&mut host);
+        let metrics = HttpMetrics::new();
         let settings = config::load(Some(config_json.as_bytes())).unwrap();
         Fixture {
             host,
@@ -37,10 +37,7 @@ impl Fixture {
 
     /// A second worker VM in the same Envoy: its own registry, the same host store.
     fn second_vm(&mut self) -> (Registry, HttpMetrics) {
-        (
-            Registry::new(&mut self.host),
-            HttpMetrics::new(&mut self.host),
-        )
+        (Registry::new(&mut self.host), HttpMetrics::new())
     }
 
     fn request(&mut self, method: &str, path: &str, status: u64, millis: u64) {
