@@ -74,11 +74,13 @@ build/.build-packages:
 
 # What the tests need: Prometheus and promtool; PostgreSQL, Redis and their exporters
 # (/ready's dependencies) and node_exporter (the monitoring stack); skopeo (reads the OCI
-# image as a registry client would); wrk (make bench); node (wasm unit tests).
+# image as a registry client would); wrk (make bench); node (wasm unit tests); Alertmanager
+# and amtool (the shipped alertmanager.yml, checked and run behind Prometheus).
 DEBIAN_PACKAGES := prometheus:prometheus promtool:prometheus wrk:wrk node:nodejs \
   redis-server:redis-server prometheus-postgres-exporter:prometheus-postgres-exporter \
   prometheus-redis-exporter:prometheus-redis-exporter \
-  prometheus-node-exporter:prometheus-node-exporter setpriv:util-linux skopeo:skopeo
+  prometheus-node-exporter:prometheus-node-exporter setpriv:util-linux skopeo:skopeo \
+  prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager
 build/.debian-packages:
 	$(call debian_install,$(DEBIAN_PACKAGES),$$(ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || echo postgresql))
 

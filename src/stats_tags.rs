@@ -8,7 +8,7 @@ use veza_observability_core::host::Labels;
 use veza_observability_core::metrics::names;
 
 /// Every label key, in the order the stats_tags are listed in the Envoy configs.
-pub const LABEL_KEYS: [&str; 12] = [
+pub const LABEL_KEYS: [&str; 13] = [
     names::LABEL_METHOD,
     names::LABEL_ENDPOINT,
     names::LABEL_STATUS,
@@ -21,6 +21,7 @@ pub const LABEL_KEYS: [&str; 12] = [
     names::LABEL_TYPE,
     names::LABEL_STREAM_ID,
     names::LABEL_REASON,
+    names::LABEL_REQUIRED,
 ];
 
 const PAIR_SEPARATOR: &str = "=.=";

@@ -108,7 +108,7 @@ fn each_failure_has_its_own_category_and_a_bounded_latency() {
         .add_cluster("refuses", nobody)
         .add_cluster("resets", resets.port)
         .plugin_configuration(
-            r#"{"health": {"cache_ms": 0, "checks": [{"name": "hangs", "cluster": "hangs", "timeout_ms": 300}, {"name": "fails", "cluster": "fails"}, {"name": "garbage", "cluster": "garbage", "expect": {"json": {"pointer": "/status", "equals": "ok"}}}, {"name": "exporter", "cluster": "garbage", "expect": {"prometheus": {"metric": "pg_up", "equals": 1}}}, {"name": "refuses", "cluster": "refuses"}, {"name": "resets", "cluster": "resets"}, {"name": "missing", "cluster": "no_such_cluster"}, {"name": "fine", "cluster": "fine", "required": false}]}}"#,
+            r#"{"health": {"cache_ms": 0, "check_interval_ms": 0, "checks": [{"name": "hangs", "cluster": "hangs", "timeout_ms": 300}, {"name": "fails", "cluster": "fails"}, {"name": "garbage", "cluster": "garbage", "expect": {"json": {"pointer": "/status", "equals": "ok"}}}, {"name": "exporter", "cluster": "garbage", "expect": {"prometheus": {"metric": "pg_up", "equals": 1}}}, {"name": "refuses", "cluster": "refuses"}, {"name": "resets", "cluster": "resets"}, {"name": "missing", "cluster": "no_such_cluster"}, {"name": "fine", "cluster": "fine", "required": false}]}}"#,
         );
     let envoy = Envoy::start(&config, ports, 1);
 
@@ -156,11 +156,42 @@ fn a_probe_storm_costs_one_round_per_cache_period_per_worker() {
     assert_eq!(answers[0].0, 503);
     let rounds = standins.hits.chat.load(Ordering::Relaxed);
     let periods = elapsed.as_secs() + 1;
-    let bound = u64::from(workers) * periods;
+    // Plus the gateway's start-up round, which no probe asked for.
+    let bound = u64::from(workers) * periods + 1;
     assert!(
         (1..=bound).contains(&rounds),
         "{rounds} rounds for 200 probes in {elapsed:?} (bound {bound})"
     );
+}
+
+/// With nothing probing `/ready`, the gateway checks its dependencies at start-up: every
+/// `dependency_up` series appears with its real state and whether the check is required.
+#[test]
+fn dependencies_are_reported_without_any_probe() {
+    let (_standins, config, ports) = GatewayConfig::with_standins();
+    let envoy = Envoy::start(&config, ports, 2);
+    // The stand-ins answer; the exporters are not running.
+    let expected = [
+        ("backend-api", "true", 1.0),
+        ("chat", "true", 1.0),
+        ("database", "true", 0.0),
+        ("redis", "false", 0.0),
+        ("stream", "true", 1.0),
+    ];
+    let seen = poll("the start-up round's dependency_up", Duration::from_secs(10), || {
+        let mut seen: Vec<(String, String, f64)> = envoy
+            .samples("dependency_up")
+            .into_iter()
+            .map(|s| (s.label("dependency").to_owned(), s.label("required").to_owned(), s.value))
+            .collect();
+        seen.sort_by(|a, b| a.0.cmp(&b.0));
+        (seen.len() == expected.len()).then_some(seen)
+    });
+    let expected: Vec<(String, String, f64)> = expected
+        .iter()
+        .map(|(d, r, v)| ((*d).to_owned(), (*r).to_owned(), *v))
+        .collect();
+    assert_eq!(seen, expected);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The monitoring pack under monitoring/: Prometheus' own tool checks the config and the
-//! rules, and runs the rules' unit tests (each alert fires when it should, and only then).
+//! rules, and runs the rules' unit tests (each alert fires when it should, and only then);
+//! Alertmanager's checks its config and routes; every alert has a runbook.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,6 +11,94 @@
 use std::process::Command;
 
 use veza_test_harness::REPO;
+
+fn shipped(name: &str) -> String {
+    std::fs::read_to_string(format!("{REPO}/monitoring/{name}")).unwrap()
+}
+
+/// Each alert of the rules with its `severity` label.
+fn alerts_and_severities() -> Vec<(String, String)> {
+    let rules: serde_json::Value = serde_norway::from_str(&shipped("alert_rules.yml")).unwrap();
+    rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|group| group["rules"].as_array().unwrap())
+        .filter(|rule| rule.get("alert").is_some())
+        .map(|rule| {
+            (
+                rule["alert"].as_str().unwrap().to_owned(),
+                rule["labels"]["severity"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn amtool(args: &[&str]) -> String {
+    let output = Command::new("amtool")
+        .args(args)
+        .current_dir(format!("{REPO}/monitoring"))
+        .output()
+        .expect("amtool (Debian package prometheus-alertmanager) must be installed: run `make test`");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "amtool {args:?}:\n{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    text
+}
+
+#[test]
+fn the_alertmanager_config_checks_and_routes_by_severity() {
+    let text = amtool(&["check-config", "alertmanager.yml"]);
+    assert!(text.contains("SUCCESS"), "{text}");
+    assert!(text.contains("5 inhibit rules"), "{text}");
+    // Every critical alert pages; every other one is a ticket.
+    let alerts = alerts_and_severities();
+    assert_eq!(alerts.len(), 15);
+    for (alert, severity) in alerts {
+        let receiver = amtool(&[
+            "config",
+            "routes",
+            "test",
+            "--config.file=alertmanager.yml",
+            &format!("alertname={alert}"),
+            &format!("severity={severity}"),
+        ]);
+        let expected = if severity == "critical" { "pager" } else { "tickets" };
+        assert_eq!(receiver.trim(), expected, "{alert} ({severity})");
+    }
+}
+
+/// Every alert's runbook is a heading of docs/runbooks.md (GitHub's anchor of `## Name` is
+/// `#name`).
+#[test]
+fn every_alert_has_a_runbook_that_exists() {
+    let runbooks = std::fs::read_to_string(format!("{REPO}/docs/runbooks.md")).unwrap();
+    let anchors: Vec<String> = runbooks
+        .lines()
+        .filter_map(|line| line.strip_prefix("## "))
+        .map(|heading| heading.trim().to_lowercase())
+        .collect();
+    let rules: serde_json::Value = serde_norway::from_str(&shipped("alert_rules.yml")).unwrap();
+    let mut checked = 0;
+    for group in rules["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            let Some(alert) = rule["alert"].as_str() else {
+                continue;
+            };
+            let url = rule["annotations"]["runbook_url"].as_str();
+            let anchor = url.and_then(|u| u.strip_prefix("docs/runbooks.md#"));
+            assert!(
+                anchor.is_some_and(|a| anchors.iter().any(|h| h == a)),
+                "{alert}: runbook_url {url:?} is not a heading of docs/runbooks.md"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15);
+}
 
 fn promtool(args: &[&str]) -> String {
     let output = Command::new("promtool")
@@ -26,7 +115,8 @@ fn promtool(args: &[&str]) -> String {
 #[test]
 fn the_prometheus_config_and_its_rules_check() {
     let text = promtool(&["check", "config", "prometheus.yml"]);
-    assert!(text.contains("SUCCESS: 14 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 9 rules found"), "{text}");
+    assert!(text.contains("SUCCESS: 15 rules found"), "{text}");
 }
 
 #[test]
@@ -40,7 +130,7 @@ fn every_alert_fires_when_it_should_and_only_then() {
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- alert: "))
         .collect();
-    assert_eq!(alerts.len(), 14);
+    assert_eq!(alerts.len(), 15);
     for alert in alerts {
         assert!(
             tests.contains(&format!("alertname: {alert}")),

@@ -16,6 +16,8 @@ pub mod keys {
     pub const STREAM_ID_PREFIX: &str = "veza_observability.stream_id.";
     /// The active-user sketches, one per slot of the window's ring.
     pub const ACTIVE_USERS_PREFIX: &str = "veza_observability.active_users.";
+    /// When the latest background round of health checks started, gateway-wide.
+    pub const HEALTH_ROUND: &str = "veza_observability.health_round_nanos";
     /// When the first worker configured the filter: `/live`'s uptime.
     pub const STARTED: &str = "veza_observability.started_nanos";
 }
@@ -129,6 +131,13 @@ pub fn add_to_count(
         let next = u32::try_from((i64::from(count) + delta).max(0)).unwrap_or(u32::MAX);
         Update::Write(next.to_le_bytes().to_vec(), (count, next))
     })
+}
+
+pub fn decode_u64(bytes: &[u8]) -> u64 {
+    bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 pub fn decode_u32(bytes: &[u8]) -> u32 {

@@ -16,7 +16,7 @@ use crate::metrics::http::HttpMetrics;
 use crate::metrics::names;
 use crate::metrics::registry::{GaugeHandle, HistogramHandle, Operation, Registry};
 use crate::metrics::streams::StreamMetrics;
-use crate::shared::keys;
+use crate::shared::{self, keys, Update};
 use crate::trace::export::Exporter;
 
 /// Tick period while health checks are configured: a waiting `/ready` probe starts its round
@@ -53,8 +53,11 @@ pub struct State {
     pub trace_ids: TraceIds,
     /// The span exporter, when a collector is configured.
     pub exporter: Option<Exporter>,
-    /// Per health check: `dependency_up` and `dependency_check_duration_seconds`.
-    dependency_metrics: Vec<(Option<GaugeHandle>, Option<HistogramHandle>)>,
+    /// Per health check: `dependency_up` (defined at the first result, so never reported
+    /// down before it was checked) and `dependency_check_duration_seconds`.
+    dependency_metrics: Vec<(Option<Option<GaugeHandle>>, Option<HistogramHandle>)>,
+    /// When this worker next asks whether a background health round is due.
+    next_check_nanos: u64,
     /// `veza_observability_vm_memory_bytes`.
     memory: Option<GaugeHandle>,
 }
@@ -88,14 +91,12 @@ impl Worker {
             .checks
             .iter()
             .map(|check| {
-                let labels = [(names::LABEL_DEPENDENCY, check.name.as_str())];
-                let up = registry.define_gauge(host, names::DEPENDENCY_UP, &labels);
                 let duration = registry.define_histogram(
                     host,
                     names::DEPENDENCY_CHECK_DURATION_SECONDS,
-                    &labels,
+                    &[(names::LABEL_DEPENDENCY, check.name.as_str())],
                 );
-                (up, duration)
+                (None, duration)
             })
             .collect();
         let memory = registry.define_gauge(host, names::VM_MEMORY_BYTES, &[]);
@@ -115,6 +116,7 @@ impl Worker {
                 trace_ids: TraceIds::seeded(now),
                 exporter,
                 dependency_metrics,
+                next_check_nanos: 0,
                 memory,
             }),
         })
@@ -213,24 +215,99 @@ impl Worker {
         }
         let settings = &self.settings.health;
         if state.health.wants_round() {
-            state.health.start_round(settings, now);
-            for (index, check) in settings.checks.iter().enumerate() {
-                let headers = [
-                    (":method", check.method.as_str()),
-                    (":path", check.path.as_str()),
-                    (":authority", check.authority.as_str()),
-                ];
-                let token = host
-                    .dispatch(&check.cluster, &headers, None, check.timeout_ms)
-                    .map_err(|refused| match refused {
-                        CallRefused::UnknownCluster => Failure::UnknownCluster,
-                        CallRefused::Failed => Failure::DispatchFailed,
-                    });
-                state.health.dispatched(index, token);
-            }
+            // A round for probes refreshes the dependencies as well as a background one.
+            self.claim_round(host, &mut state, now);
+            self.start_round(host, &mut state, now);
+        } else if self.background_round_due(host, &mut state, now) {
+            self.start_round(host, &mut state, now);
         }
         if state.health.round_in_flight() && state.health.expire(settings, now) {
             self.finish_round(host, &mut state, now);
+        }
+    }
+
+    /// Whether this worker runs the gateway's next background round now: at start-up, then
+    /// every `check_interval_ms`, claimed by one worker through shared data so the gateway
+    /// runs one round per interval whatever its number of workers.
+    fn background_round_due(&self, host: &mut dyn Calls, state: &mut State, now: u64) -> bool {
+        let settings = &self.settings.health;
+        let interval = settings.check_interval_nanos;
+        if !settings.enabled
+            || settings.checks.is_empty()
+            || interval == 0
+            || now < state.next_check_nanos
+            || state.health.round_in_flight()
+        {
+            return false;
+        }
+        let claim = shared::update(host, keys::HEALTH_ROUND, |value| {
+            let last = value.map(shared::decode_u64);
+            match last {
+                Some(last) if now.saturating_sub(last) < interval => Update::Keep(Some(last)),
+                _ => Update::Write(now.to_le_bytes().to_vec(), None),
+            }
+        });
+        match claim {
+            // Another worker ran it: look again when its interval ends.
+            Ok(Some(Some(last))) => {
+                state.next_check_nanos = last.saturating_add(interval);
+                false
+            }
+            Ok(Some(None)) => {
+                state.next_check_nanos = now.saturating_add(interval);
+                true
+            }
+            // Other workers kept winning: one of them runs it.
+            Ok(None) => {
+                state.next_check_nanos = now.saturating_add(interval);
+                false
+            }
+            // Without shared data, each worker keeps its own dependencies fresh.
+            Err(err) => {
+                state
+                    .registry
+                    .host_error(Operation::SharedData, err, keys::HEALTH_ROUND);
+                state.next_check_nanos = now.saturating_add(interval);
+                true
+            }
+        }
+    }
+
+    /// Records a round started for probes as the gateway's latest, so background rounds wait
+    /// a whole interval after it.
+    fn claim_round(&self, host: &mut dyn Calls, state: &mut State, now: u64) {
+        let interval = self.settings.health.check_interval_nanos;
+        if interval == 0 {
+            return;
+        }
+        state.next_check_nanos = now.saturating_add(interval);
+        let claimed = shared::update(host, keys::HEALTH_ROUND, |_| {
+            Update::Write(now.to_le_bytes().to_vec(), ())
+        });
+        if let Err(err) = claimed {
+            state
+                .registry
+                .host_error(Operation::SharedData, err, keys::HEALTH_ROUND);
+        }
+    }
+
+    /// Starts a round: one call per check.
+    fn start_round(&self, host: &mut dyn Calls, state: &mut State, now: u64) {
+        let settings = &self.settings.health;
+        state.health.start_round(settings, now);
+        for (index, check) in settings.checks.iter().enumerate() {
+            let headers = [
+                (":method", check.method.as_str()),
+                (":path", check.path.as_str()),
+                (":authority", check.authority.as_str()),
+            ];
+            let token = host
+                .dispatch(&check.cluster, &headers, None, check.timeout_ms)
+                .map_err(|refused| match refused {
+                    CallRefused::UnknownCluster => Failure::UnknownCluster,
+                    CallRefused::Failed => Failure::DispatchFailed,
+                });
+            state.health.dispatched(index, token);
         }
     }
 
@@ -296,13 +373,25 @@ impl Worker {
         let Some(finished) = health.finish(now) else {
             return;
         };
-        for ((outcome, duration), (up, histogram)) in finished
+        for (((outcome, duration), (up, histogram)), check) in finished
             .report
             .outcomes
             .iter()
             .zip(&finished.durations_nanos)
-            .zip(dependency_metrics.iter())
+            .zip(dependency_metrics.iter_mut())
+            .zip(&self.settings.health.checks)
         {
+            let up = up.get_or_insert_with(|| {
+                let required = if check.required { "true" } else { "false" };
+                registry.define_gauge(
+                    host,
+                    names::DEPENDENCY_UP,
+                    &[
+                        (names::LABEL_DEPENDENCY, check.name.as_str()),
+                        (names::LABEL_REQUIRED, required),
+                    ],
+                )
+            });
             if let Some(up) = up {
                 registry.set_gauge(host, *up, u64::from(outcome.failure.is_none()));
             }

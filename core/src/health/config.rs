@@ -10,6 +10,10 @@ use crate::labels::{Method, StatusPattern};
 const VEZA_CHECKS: &str = include_str!("../config/veza_health.json");
 
 pub const DEFAULT_CACHE_MS: u32 = 1000;
+/// How often the gateway checks its dependencies with no probe asking.
+pub const DEFAULT_CHECK_INTERVAL_MS: u32 = 15_000;
+const MIN_CHECK_INTERVAL_MS: u32 = 1000;
+const MAX_CHECK_INTERVAL_MS: u32 = 3_600_000;
 pub const DEFAULT_TIMEOUT_MS: u32 = 1000;
 const MAX_MILLIS: u32 = 60_000;
 
@@ -27,6 +31,10 @@ pub struct HealthConfig {
     pub authorities: Vec<String>,
     #[serde(default = "default_cache_ms")]
     pub cache_ms: u32,
+    /// A round of checks at start-up and then this often, gateway-wide, whether or not
+    /// anything probes `/ready`, so `dependency_up` is always fresh; 0: rounds only for probes.
+    #[serde(default = "default_check_interval_ms")]
+    pub check_interval_ms: u32,
     /// Include the failure's text (which may name hosts and addresses) after its category.
     #[serde(default)]
     pub expose_errors: bool,
@@ -43,6 +51,7 @@ impl Default for HealthConfig {
             ready_path: default_ready_path(),
             authorities: Vec::new(),
             cache_ms: DEFAULT_CACHE_MS,
+            check_interval_ms: DEFAULT_CHECK_INTERVAL_MS,
             expose_errors: false,
             checks: None,
         }
@@ -122,6 +131,9 @@ fn default_ready_path() -> String {
 fn default_cache_ms() -> u32 {
     DEFAULT_CACHE_MS
 }
+fn default_check_interval_ms() -> u32 {
+    DEFAULT_CHECK_INTERVAL_MS
+}
 fn default_check_path() -> String {
     "/".to_owned()
 }
@@ -162,6 +174,8 @@ pub struct HealthSettings {
     pub ready_path: String,
     pub authorities: Vec<String>,
     pub cache_nanos: u64,
+    /// 0: no rounds without a probe.
+    pub check_interval_nanos: u64,
     pub expose_errors: bool,
     pub checks: Vec<Check>,
 }
@@ -196,6 +210,15 @@ pub fn compile(config: HealthConfig) -> Result<HealthSettings, ConfigError> {
             format!("must be at most {MAX_MILLIS} (got {})", config.cache_ms),
         );
     }
+    let interval = config.check_interval_ms;
+    if interval != 0 && !(MIN_CHECK_INTERVAL_MS..=MAX_CHECK_INTERVAL_MS).contains(&interval) {
+        return err(
+            "check_interval_ms",
+            format!(
+                "must be 0 (rounds only for probes) or {MIN_CHECK_INTERVAL_MS} to {MAX_CHECK_INTERVAL_MS} (got {interval})"
+            ),
+        );
+    }
     for (i, authority) in config.authorities.iter().enumerate() {
         if authority.is_empty() || !printable(authority) || authority.contains(' ') {
             return err(
@@ -225,6 +248,7 @@ pub fn compile(config: HealthConfig) -> Result<HealthSettings, ConfigError> {
         ready_path: config.ready_path,
         authorities: config.authorities,
         cache_nanos: u64::from(config.cache_ms) * 1_000_000,
+        check_interval_nanos: u64::from(config.check_interval_ms) * 1_000_000,
         expose_errors: config.expose_errors,
         checks: compiled,
     })
@@ -365,6 +389,7 @@ mod tests {
     fn bad_health_configuration_names_the_field() {
         let cases = [
             (r#"{"health": {"cache_ms": 60001}}"#, "health.cache_ms: must be at most 60000 (got 60001)"),
+            (r#"{"health": {"check_interval_ms": 10}}"#, "health.check_interval_ms: must be 0 (rounds only for probes) or 1000 to 3600000 (got 10)"),
             (r#"{"health": {"live_path": "live"}}"#, "health.live_path: \"live\" must be a literal path"),
             (r#"{"health": {"live_path": "/health/:probe"}}"#, "health.live_path: \"/health/:probe\" must be a literal path"),
             (r#"{"health": {"ready_path": "/live"}}"#, "health.ready_path: \"/live\" is also the live_path"),

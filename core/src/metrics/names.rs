@@ -8,7 +8,9 @@
 pub const HTTP_REQUESTS_TOTAL: &str = "http_requests_total";
 /// Histogram in seconds: request duration. Labels: method, endpoint, service (+ le).
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "http_request_duration_seconds";
-/// Gauge: 1 when the dependency's last `/ready` check passed, else 0. Label: dependency.
+/// Gauge: 1 when the dependency's last check passed, else 0; absent until first checked.
+/// Labels: dependency, required (`"false"` for an optional check, which never makes `/ready`
+/// fail).
 pub const DEPENDENCY_UP: &str = "dependency_up";
 /// Histogram in seconds: how long each dependency check took. Label: dependency (+ le).
 pub const DEPENDENCY_CHECK_DURATION_SECONDS: &str = "dependency_check_duration_seconds";
@@ -78,6 +80,7 @@ pub const LABEL_MESSAGE_TYPE: &str = "message_type";
 pub const LABEL_TYPE: &str = "type";
 pub const LABEL_STREAM_ID: &str = "stream_id";
 pub const LABEL_REASON: &str = "reason";
+pub const LABEL_REQUIRED: &str = "required";
 
 /// The endpoint and service label for anything no route or prefix claims, and for overflow.
 pub const OTHER: &str = "other";
@@ -124,7 +127,7 @@ use Kind::{Counter, Gauge, Histogram};
 pub const FAMILIES: [Family; 24] = [
     family(HTTP_REQUESTS_TOTAL, Counter, &[LABEL_METHOD, LABEL_ENDPOINT, LABEL_STATUS, LABEL_SERVICE], "HTTP requests through the gateway."),
     family(HTTP_REQUEST_DURATION_SECONDS, Histogram, &[LABEL_METHOD, LABEL_ENDPOINT, LABEL_SERVICE], "HTTP request duration at the gateway, first request byte to last response byte."),
-    family(DEPENDENCY_UP, Gauge, &[LABEL_DEPENDENCY], "1 when the dependency's last check passed, else 0."),
+    family(DEPENDENCY_UP, Gauge, &[LABEL_DEPENDENCY, LABEL_REQUIRED], "1 when the dependency's last check passed, else 0; required=\"false\" for an optional check."),
     family(DEPENDENCY_CHECK_DURATION_SECONDS, Histogram, &[LABEL_DEPENDENCY], "Duration of each dependency check."),
     family(WEBSOCKET_UPGRADES_TOTAL, Counter, &[LABEL_SERVICE, LABEL_ENDPOINT, LABEL_STATUS], "WebSocket upgrade attempts by outcome."),
     family(WEBSOCKET_CONNECTIONS_ACTIVE, Gauge, &[LABEL_SERVICE], "Open WebSocket connections."),

@@ -156,3 +156,97 @@ fn a_call_answer_the_host_failed_to_read_is_counted_and_judged_without_it() {
         )]
     );
 }
+
+/// Two checks, one optional, with background rounds every 10 s.
+const BACKGROUND: &str = r#"{"health": {"check_interval_ms": 10000, "checks": [
+    {"name": "db", "cluster": "veza_db"},
+    {"name": "cache", "cluster": "veza_cache", "required": false}]}}"#;
+
+fn answer_all(worker: &Worker, host: &mut MemoryHost, from: usize, status: &[u8], now: u64) {
+    for token in from + 1..=host.calls.len() {
+        worker.call_response(host, token as u32, Ok(Some(status.to_vec())), Ok(None), now);
+    }
+}
+
+#[test]
+fn dependencies_are_checked_at_start_up_and_reported_only_once_known() {
+    let mut host = MemoryHost::default();
+    let worker = configure(&mut host, BACKGROUND).unwrap();
+    worker.flush(&mut host);
+    assert_eq!(host.series("dependency_up", &[]), None, "not checked yet");
+    // The first tick starts a round with no probe asking.
+    worker.tick(&mut host, SECOND);
+    let clusters: Vec<&str> = host.calls.iter().map(|c| c.cluster.as_str()).collect();
+    assert_eq!(clusters, ["veza_db", "veza_cache"]);
+    assert_eq!(host.series("dependency_up", &[]), None, "still in flight");
+    answer_all(&worker, &mut host, 0, b"200", SECOND);
+    assert_eq!(
+        host.counter(r#"dependency_up{dependency="db",required="true"}"#),
+        Some(1)
+    );
+    assert_eq!(
+        host.counter(r#"dependency_up{dependency="cache",required="false"}"#),
+        Some(1)
+    );
+    // Nothing more until the interval has passed; then the next round.
+    worker.tick(&mut host, 10 * SECOND);
+    assert_eq!(host.calls.len(), 2);
+    worker.tick(&mut host, 11 * SECOND);
+    assert_eq!(host.calls.len(), 4);
+    answer_all(&worker, &mut host, 2, b"503", 11 * SECOND);
+    assert_eq!(
+        host.counter(r#"dependency_up{dependency="db",required="true"}"#),
+        Some(0)
+    );
+    assert_eq!(host.errors(), 0);
+}
+
+#[test]
+fn one_worker_runs_each_background_round_for_the_gateway() {
+    let mut host = MemoryHost::default();
+    let first = configure(&mut host, BACKGROUND).unwrap();
+    let second = configure(&mut host, BACKGROUND).unwrap();
+    first.tick(&mut host, SECOND);
+    second.tick(&mut host, SECOND + 20_000_000);
+    assert_eq!(
+        host.calls.len(),
+        2,
+        "the second worker left it to the first"
+    );
+    answer_all(&first, &mut host, 0, b"200", 2 * SECOND);
+    // The second worker looks again when the first one's interval ends, and runs that one.
+    second.tick(&mut host, 10 * SECOND);
+    assert_eq!(host.calls.len(), 2);
+    second.tick(&mut host, 11 * SECOND);
+    first.tick(&mut host, 11 * SECOND);
+    assert_eq!(host.calls.len(), 4);
+}
+
+#[test]
+fn without_an_interval_rounds_run_only_for_probes() {
+    let mut host = MemoryHost::default();
+    let worker = configure(
+        &mut host,
+        r#"{"health": {"check_interval_ms": 0, "checks": [{"name": "db", "cluster": "veza_db"}]}}"#,
+    )
+    .unwrap();
+    worker.tick(&mut host, SECOND);
+    worker.tick(&mut host, 100 * SECOND);
+    assert!(host.calls.is_empty());
+}
+
+#[test]
+fn a_round_for_probes_counts_as_the_background_round() {
+    let mut host = MemoryHost::default();
+    let worker = configure(&mut host, BACKGROUND).unwrap();
+    let mut probe = crate::exchange::Exchange::new(7);
+    host.request = MemoryRequest::with_headers(&[(":method", "GET"), (":path", "/ready")]);
+    probe.request_headers(&worker, &mut host);
+    worker.tick(&mut host, SECOND);
+    answer_all(&worker, &mut host, 0, b"200", SECOND);
+    assert_eq!(host.answers.len(), 1);
+    worker.tick(&mut host, 2 * SECOND);
+    assert_eq!(host.calls.len(), 2, "no background round right after it");
+    worker.tick(&mut host, 11 * SECOND);
+    assert_eq!(host.calls.len(), 4);
+}
