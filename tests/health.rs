@@ -178,15 +178,25 @@ fn dependencies_are_reported_without_any_probe() {
         ("redis", "false", 0.0),
         ("stream", "true", 1.0),
     ];
-    let seen = poll("the start-up round's dependency_up", Duration::from_secs(10), || {
-        let mut seen: Vec<(String, String, f64)> = envoy
-            .samples("dependency_up")
-            .into_iter()
-            .map(|s| (s.label("dependency").to_owned(), s.label("required").to_owned(), s.value))
-            .collect();
-        seen.sort_by(|a, b| a.0.cmp(&b.0));
-        (seen.len() == expected.len()).then_some(seen)
-    });
+    let seen = poll(
+        "the start-up round's dependency_up",
+        Duration::from_secs(10),
+        || {
+            let mut seen: Vec<(String, String, f64)> = envoy
+                .samples("dependency_up")
+                .into_iter()
+                .map(|s| {
+                    (
+                        s.label("dependency").to_owned(),
+                        s.label("required").to_owned(),
+                        s.value,
+                    )
+                })
+                .collect();
+            seen.sort_by(|a, b| a.0.cmp(&b.0));
+            (seen.len() == expected.len()).then_some(seen)
+        },
+    );
     let expected: Vec<(String, String, f64)> = expected
         .iter()
         .map(|(d, r, v)| ((*d).to_owned(), (*r).to_owned(), *v))

@@ -1,8 +1,10 @@
 //! The monitoring pack on a real stack: Envoy with the filter in front of the Veza stand-ins,
-//! PostgreSQL and Redis behind their real exporters, node_exporter, and Prometheus running the
-//! shipped `prometheus.yml` and `alert_rules.yml` (targets moved to this test's ports,
-//! intervals and `for:` durations shortened, nothing else changed). Every dashboard query is
-//! run against what Prometheus scraped.
+//! PostgreSQL and Redis behind their real exporters, node_exporter, Prometheus running the
+//! shipped `prometheus.yml`, `recording_rules.yml` and `alert_rules.yml`, and Alertmanager
+//! running the shipped `alertmanager.yml` with a webhook stand-in for its receivers (targets
+//! moved to this test's ports, intervals, `for:` durations and group timers shortened by the
+//! same factor, nothing else changed). Every dashboard query and every recording rule is run
+//! against what Prometheus scraped; a PostgreSQL outage pages once.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -31,7 +33,7 @@ fn shipped(path: &str) -> String {
 }
 
 /// The shipped Prometheus config, scraping this test's ports every second.
-fn prometheus_config(admin: u16, postgres: u16, redis: u16, node: u16) -> String {
+fn prometheus_config(admin: u16, postgres: u16, redis: u16, node: u16, alerts: u16) -> String {
     let mut config = shipped("prometheus.yml");
     // The gateway every second; the exporters every 3 s, with the 3 s timeout that follows
     // from the global interval: postgres_exporter takes about a second to report a database
@@ -45,7 +47,13 @@ fn prometheus_config(admin: u16, postgres: u16, redis: u16, node: u16) -> String
         "evaluation_interval: 1s",
     );
     config = replace_all(&config, "scrape_timeout: 5s", "scrape_timeout: 1s");
-    for (from, port) in [(9901, admin), (9187, postgres), (9121, redis), (9100, node)] {
+    for (from, port) in [
+        (9901, admin),
+        (9187, postgres),
+        (9121, redis),
+        (9100, node),
+        (9093, alerts),
+    ] {
         config = replace_all(
             &config,
             &format!("'localhost:{from}'"),
@@ -55,15 +63,66 @@ fn prometheus_config(admin: u16, postgres: u16, redis: u16, node: u16) -> String
     config
 }
 
-/// The shipped rules with every `for:` cut to two seconds.
+/// Minutes of the shipped files become this many seconds here.
+const SECONDS_PER_MINUTE: u64 = 2;
+
+/// The shipped rules with every `for:` shortened, in the same proportions: which alert fires
+/// first is the shipped rules' order.
 fn alert_rules() -> String {
     let mut rules = shipped("alert_rules.yml");
-    for duration in ["for: 1m", "for: 2m", "for: 5m", "for: 10m"] {
-        rules = replace_all(&rules, duration, "for: 2s");
+    for minutes in [1, 2, 5, 10] {
+        rules = replace_all(
+            &rules,
+            &format!("for: {minutes}m"),
+            &format!("for: {}s", minutes * SECONDS_PER_MINUTE),
+        );
     }
-    let durations = rules.lines().filter(|l| l.trim_start().starts_with("for:"));
-    assert!(durations.clone().count() > 0 && durations.clone().all(|l| l.trim() == "for: 2s"));
+    assert!(!rules
+        .lines()
+        .any(|l| l.trim_start().starts_with("for:") && l.trim_end().ends_with('m')));
     rules
+}
+
+/// The shipped Alertmanager config, its timers shortened in the same proportions and its
+/// receivers pointed at the webhook stand-in.
+fn alertmanager_config(webhook: u16) -> String {
+    let mut config = shipped("alertmanager.yml");
+    config = replace_all(&config, "group_wait: 30s", "group_wait: 1s");
+    config = replace_all(
+        &config,
+        "group_interval: 5m",
+        &format!("group_interval: {}s", 5 * SECONDS_PER_MINUTE),
+    );
+    replace_all(
+        &config,
+        "http://127.0.0.1:5001/",
+        &format!("http://127.0.0.1:{webhook}/"),
+    )
+}
+
+/// One webhook notification: receiver, status, and its alerts' names and labels.
+struct Notification {
+    receiver: String,
+    status: String,
+    alerts: Vec<serde_json::Value>,
+}
+
+impl Notification {
+    fn parse(body: &str) -> Notification {
+        let json: serde_json::Value = serde_json::from_str(body).unwrap();
+        Notification {
+            receiver: json["receiver"].as_str().unwrap().to_owned(),
+            status: json["status"].as_str().unwrap().to_owned(),
+            alerts: json["alerts"].as_array().unwrap().clone(),
+        }
+    }
+
+    fn names(&self) -> Vec<&str> {
+        self.alerts
+            .iter()
+            .map(|a| a["labels"]["alertname"].as_str().unwrap())
+            .collect()
+    }
 }
 
 /// Every query of the dashboard, with Grafana's variables as a user would have them: all
@@ -95,18 +154,26 @@ fn the_pack_works_on_a_real_stack() {
     let (_node_exporter, node_exporter_port) = node_exporter();
     // Spans of a tenth of the requests to a collector that accepts them.
     let collector = Collector::start(&[], Answer::Status(200));
+    // The gateway's background checks every second, as the other intervals here are cut.
     let config = config.add_cluster("jaeger", collector.port).plugin_configuration(
-        r#"{"tracing": {"sampling_ratio": 0.1, "collector": {"cluster": "jaeger", "flush_interval_ms": 200}}}"#,
+        r#"{"health": {"check_interval_ms": 1000}, "tracing": {"sampling_ratio": 0.1, "collector": {"cluster": "jaeger", "flush_interval_ms": 200}}}"#,
     );
     let envoy = Envoy::start(&config, ports, 2);
+    // Alertmanager's receivers: a webhook stand-in recording each notification.
+    let webhook = Collector::start(&[], Answer::Status(200));
+    let alertmanager = Alertmanager::start(&alertmanager_config(webhook.port));
     let prometheus = Prometheus::start_with(
         &prometheus_config(
             envoy.ports.admin,
             pg_exporter_port,
             redis_exporter_port,
             node_exporter_port,
+            alertmanager.port,
         ),
-        &[("alert_rules.yml", &alert_rules())],
+        &[
+            ("recording_rules.yml", &shipped("recording_rules.yml")),
+            ("alert_rules.yml", &alert_rules()),
+        ],
     );
 
     // Every job's target is up.
@@ -233,6 +300,19 @@ fn the_pack_works_on_a_real_stack() {
         .map(|(labels, _)| labels["service"].clone())
         .collect();
     assert_eq!(services, ["backend-api"]);
+    // It pages: a critical alert reaches the pager receiver through Alertmanager.
+    poll(
+        "the page for HighErrorRate",
+        Duration::from_secs(30),
+        || {
+            webhook
+                .bodies()
+                .iter()
+                .map(|b| Notification::parse(b))
+                .any(|n| n.receiver == "pager" && n.names() == ["HighErrorRate"])
+                .then_some(())
+        },
+    );
 
     // Every dashboard query parses and returns data (a number: a quantile of no increase
     // is NaN).
@@ -256,7 +336,7 @@ fn the_pack_works_on_a_real_stack() {
         .as_secs_f64();
     let url = format!("http://127.0.0.1:{}", prometheus.port);
     let panels = dashboard::query_panels(&url, &dashboard, end - 120.0, end, 2.0).unwrap();
-    assert_eq!(panels.len(), 33);
+    assert_eq!(panels.len(), 35);
     let page = dashboard::html("Veza", &panels, end - 120.0, end, &url);
     let blank: Vec<&str> = panels
         .iter()
@@ -266,13 +346,39 @@ fn the_pack_works_on_a_real_stack() {
     assert!(blank.is_empty(), "panels rendered without data: {blank:?}");
     assert_eq!(
         page.matches("<svg").count(),
-        26,
+        28,
         "one chart per time-series panel"
     );
     chat.close(None).unwrap();
 
+    // The spec's system, database and Redis names, as recording rules over the exporters.
+    let recorded: Vec<String> = shipped("recording_rules.yml")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- record: "))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(recorded.len(), 9);
+    for name in recorded {
+        poll(
+            &format!("{name} to have a value"),
+            Duration::from_secs(20),
+            || {
+                let values = prometheus.query(&name);
+                (!values.is_empty() && values.iter().all(|(_, v)| v.is_finite())).then_some(())
+            },
+        );
+    }
+
     // PostgreSQL stops: the exporter reports it and PostgresDown fires; nothing else about
-    // the database is needed to see it.
+    // the database is needed to see it. One page: the gateway's checks of the database and
+    // the backend (which needs it) are inhibited, or at most a ticket for the database.
+    let before = webhook.bodies().len();
+    let since = |webhook: &Collector| -> Vec<Notification> {
+        webhook.bodies()[before..]
+            .iter()
+            .map(|b| Notification::parse(b))
+            .collect()
+    };
     stack.postgres.stop();
     poll("PostgresDown to fire", Duration::from_secs(30), || {
         prometheus
@@ -285,4 +391,65 @@ fn the_pack_works_on_a_real_stack() {
         !firing.contains(&"ServiceDown".to_owned()),
         "the exporters still answer: {firing:?}"
     );
+    poll("the page for PostgresDown", Duration::from_secs(30), || {
+        since(&webhook)
+            .iter()
+            .any(|n| n.receiver == "pager" && n.names() == ["PostgresDown"])
+            .then_some(())
+    });
+    // The gateway's checks fail too, and stay silenced while PostgreSQL is down.
+    poll(
+        "DependencyUnready for the database and the backend",
+        Duration::from_secs(30),
+        || {
+            let firing =
+                prometheus.query(r#"ALERTS{alertname="DependencyUnready",alertstate="firing"}"#);
+            let mut dependencies: Vec<String> = firing
+                .into_iter()
+                .map(|(l, _)| l["dependency"].clone())
+                .collect();
+            dependencies.sort();
+            (dependencies == ["backend-api", "database"]).then_some(())
+        },
+    );
+
+    // Recovery resolves the page.
+    stack.postgres.resume();
+    poll(
+        "the page for PostgresDown to resolve",
+        Duration::from_secs(60),
+        || {
+            since(&webhook)
+                .iter()
+                .any(|n| {
+                    n.receiver == "pager" && n.status == "resolved" && n.names() == ["PostgresDown"]
+                })
+                .then_some(())
+        },
+    );
+    poll("DependencyUnready to end", Duration::from_secs(30), || {
+        prometheus
+            .query(r#"ALERTS{alertname="DependencyUnready"}"#)
+            .is_empty()
+            .then_some(())
+    });
+    let notifications = since(&webhook);
+    let pages: Vec<Vec<&str>> = notifications
+        .iter()
+        .filter(|n| n.receiver == "pager" && n.status == "firing")
+        .map(Notification::names)
+        .collect();
+    assert_eq!(pages, [["PostgresDown"]], "one page for the outage");
+    for notification in &notifications {
+        for alert in &notification.alerts {
+            let labels = &alert["labels"];
+            if labels["alertname"] == "DependencyUnready" {
+                assert_eq!(
+                    (notification.receiver.as_str(), &labels["dependency"]),
+                    ("tickets", &serde_json::json!("database")),
+                    "only the database's check may reach anyone, as a ticket"
+                );
+            }
+        }
+    }
 }

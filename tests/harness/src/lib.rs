@@ -10,6 +10,7 @@
 //! - [`exposition`]: reading Prometheus text;
 //! - [`http`]: HTTP clients, pooled and raw;
 //! - [`prometheus`]: a Prometheus process;
+//! - [`alertmanager`]: an Alertmanager process;
 //! - [`websocket`]: raw WebSocket frames and upgrades;
 //! - [`dependencies`]: PostgreSQL, Redis and their exporters, and scripted failing servers;
 //! - [`interop`]: the independent OpenTelemetry and Jaeger implementations.
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod alertmanager;
 pub mod dependencies;
 pub mod envoy;
 pub mod exposition;
@@ -35,6 +37,7 @@ pub mod interop;
 pub mod prometheus;
 pub mod websocket;
 
+pub use alertmanager::Alertmanager;
 pub use envoy::{validate, Envoy};
 pub use exposition::{labels, parse_exposition, Sample};
 pub use gateway_config::{GatewayConfig, Ports, Upstreams, SHIPPED_CONFIG_DIRS};
