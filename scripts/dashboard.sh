@@ -21,17 +21,18 @@ fi
 seconds=${DASHBOARD_SECONDS:-90}
 gateway=${DASHBOARD_GATEWAY_PORT:-10100}
 admin=${DASHBOARD_ADMIN_PORT:-9911}
+stats=${DASHBOARD_STATS_PORT:-19011}
 prometheus=${DASHBOARD_PROMETHEUS_PORT:-9190}
 dir=build/dashboard-stack
 rm -rf "$dir" && mkdir -p "$dir"
 source scripts/lib/stack.sh
-start_stack "$gateway" "$admin"
+start_stack "$gateway" "$admin" "$stats"
 
 # The shipped Prometheus config, scraping this gateway every 2 s.
-sed -e "s|'localhost:9901'|'127.0.0.1:$admin'|" \
+sed -e "s|'localhost:19001'|'127.0.0.1:$stats'|" \
     -e "s|scrape_interval: 10s|scrape_interval: 2s|" -e "s|scrape_timeout: 5s|scrape_timeout: 2s|" \
     monitoring/prometheus.yml >"$dir/prometheus.yml"
-cp monitoring/alert_rules.yml "$dir/"
+cp monitoring/recording_rules.yml monitoring/alert_rules.yml "$dir/"
 prometheus --config.file="$dir/prometheus.yml" --storage.tsdb.path="$dir/data" \
   --web.listen-address="127.0.0.1:$prometheus" >"$dir/prometheus.log" 2>&1 &
 pids+=($!)

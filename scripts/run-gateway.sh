@@ -3,7 +3,7 @@
 # running, else in front of the bundled stand-ins. Ctrl-C stops everything this started.
 #
 # Ports (environment): VEZA_GATEWAY_PORT (10000), VEZA_ADMIN_PORT (9901),
-# VEZA_BACKEND_PORT (8080), VEZA_CHAT_PORT (3001), VEZA_STREAM_PORT (3002).
+# VEZA_STATS_PORT (19001), VEZA_BACKEND_PORT (8080), VEZA_CHAT_PORT (3001), VEZA_STREAM_PORT (3002).
 # VEZA_DEMO_TRAFFIC=0 turns off the light demo traffic sent when stand-ins answer.
 # VEZA_RUN_DIR (build) holds the generated Envoy config and Envoy's log.
 set -euo pipefail
@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 
 gateway=${VEZA_GATEWAY_PORT:-10000}
 admin=${VEZA_ADMIN_PORT:-9901}
+stats=${VEZA_STATS_PORT:-19001}
 backend=${VEZA_BACKEND_PORT:-8080}
 chat=${VEZA_CHAT_PORT:-3001}
 stream=${VEZA_STREAM_PORT:-3002}
@@ -54,6 +55,7 @@ mkdir -p "$run_dir"
 config=$run_dir/envoy-run.yaml
 sed -e "s|port_value: 10000 }|port_value: $gateway }|" \
     -e "s|port_value: 9901 }|port_value: $admin }|" \
+    -e "s|port_value: 19001 }|port_value: $stats }|" \
     -e "s|port_value: 8080 }|port_value: $backend }|" \
     -e "s|port_value: 3001 }|port_value: $chat }|" \
     -e "s|port_value: 3002 }|port_value: $stream }|" \
@@ -76,8 +78,8 @@ cat <<MSG
   Veza gateway      http://127.0.0.1:$gateway   (try: curl http://127.0.0.1:$gateway/api/v1/tracks/42)
   Health            http://127.0.0.1:$gateway/live   http://127.0.0.1:$gateway/ready
                     (/ready also calls postgres_exporter on 9187 and redis_exporter on 9121)
-  Prometheus text   http://127.0.0.1:$admin/stats/prometheus
-  Just the filter   curl -s http://127.0.0.1:$admin/stats/prometheus | grep -E '^(http_|veza_)'
+  Metrics           http://127.0.0.1:$stats/metrics   (what Prometheus scrapes: the filter's metrics)
+  Envoy's own       http://127.0.0.1:$stats/stats/prometheus
   Envoy log         $run_dir/envoy-run.log
   Stand-ins for     ${missing[*]:-nothing (every Veza service is running)}
 

@@ -12,10 +12,11 @@ seconds=${SOAK_SECONDS:-600}
 clients=${SOAK_CLIENTS:-4}
 gateway=${SOAK_GATEWAY_PORT:-10200}
 admin=${SOAK_ADMIN_PORT:-9921}
+stats=${SOAK_STATS_PORT:-19021}
 dir=build/soak
 rm -rf "$dir" && mkdir -p "$dir"
 source scripts/lib/stack.sh
-start_stack "$gateway" "$admin"
+start_stack "$gateway" "$admin" "$stats"
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$envoy_pid/status"; }
 series() {

@@ -1,4 +1,4 @@
-//! Business counters and `active_users_total`, end to end through the real Envoy (two
+//! Business counters and `active_users`, end to end through the real Envoy (two
 //! workers) with the shipped gateway config and the real `.wasm`.
 #![allow(
     clippy::unwrap_used,
@@ -114,7 +114,7 @@ fn business_counters_count_what_the_rules_say() {
 fn active_users_counts_distinct_bearers_across_workers() {
     let (_standins, config, ports) = GatewayConfig::with_standins();
     let envoy = Envoy::start(&config, ports, 2);
-    wait_for(&envoy, "active_users_total", 0.0);
+    wait_for(&envoy, "active_users", 0.0);
 
     // Six users log in and use the API with their tokens, each several times.
     let tokens: Vec<String> = (0..6)
@@ -160,7 +160,7 @@ fn active_users_counts_distinct_bearers_across_workers() {
         .unwrap();
     }
 
-    wait_for(&envoy, "active_users_total", 8.0);
+    wait_for(&envoy, "active_users", 8.0);
     // No id reaches a metric or the log.
     let exposition = envoy.prometheus_text();
     assert!(!exposition.contains("user0"), "a user id in the metrics");
@@ -191,7 +191,7 @@ fn active_users_from_a_header_the_services_set() {
         "",
     )
     .unwrap();
-    wait_for(&envoy, "active_users_total", 3.0);
+    wait_for(&envoy, "active_users", 3.0);
     // No business rules configured: no business counter exists.
     assert_eq!(value(&envoy, "user_logins_total"), None);
 }

@@ -29,7 +29,7 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
         "no {}: run `make test` (it builds the stand-ins for this test)",
         standins.display()
     );
-    let [gateway, admin, backend, chat, stream] = [(); 5].map(|()| free_port());
+    let [gateway, admin, stats, backend, chat, stream] = [(); 6].map(|()| free_port());
     // Its own directory for the generated config and Envoy's log: a developer's `make run`
     // may be using build/.
     let run_dir = scratch_dir("make-run");
@@ -40,6 +40,7 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
         .arg(Path::new(REPO).join("scripts/run-gateway.sh"))
         .env("VEZA_GATEWAY_PORT", gateway.to_string())
         .env("VEZA_ADMIN_PORT", admin.to_string())
+        .env("VEZA_STATS_PORT", stats.to_string())
         .env("VEZA_BACKEND_PORT", backend.to_string())
         .env("VEZA_CHAT_PORT", chat.to_string())
         .env("VEZA_STREAM_PORT", stream.to_string())
@@ -67,10 +68,10 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
 
     // The demo traffic, counted by the filter under its templates and services.
     let tracks = poll(
-        "the demo traffic in the Prometheus text",
+        "the demo traffic in the stats listener's /metrics",
         Duration::from_secs(60),
         || {
-            let url = format!("http://127.0.0.1:{admin}/stats/prometheus");
+            let url = format!("http://127.0.0.1:{stats}/metrics");
             let (_, text) = http("GET", &url, &[], "").ok()?;
             parse_exposition(&text, "http_requests_total")
                 .into_iter()
@@ -86,7 +87,7 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
             .0,
         200
     );
-    for port in [gateway, admin, backend, chat, stream] {
+    for port in [gateway, admin, stats, backend, chat, stream] {
         assert!(listening(port), "nothing on {port}");
     }
 
@@ -103,8 +104,12 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
         output.contains(&format!("http://127.0.0.1:{gateway}/live")),
         "{output}"
     );
+    assert!(
+        output.contains(&format!("http://127.0.0.1:{stats}/metrics")),
+        "{output}"
+    );
     // Every process it started is gone: nothing answers on any of the ports.
-    for port in [gateway, admin, backend, chat, stream] {
+    for port in [gateway, admin, stats, backend, chat, stream] {
         poll(
             &format!("port {port} to close"),
             Duration::from_secs(10),

@@ -33,7 +33,7 @@ fn shipped(path: &str) -> String {
 }
 
 /// The shipped Prometheus config, scraping this test's ports every second.
-fn prometheus_config(admin: u16, postgres: u16, redis: u16, node: u16, alerts: u16) -> String {
+fn prometheus_config(stats: u16, postgres: u16, redis: u16, node: u16, alerts: u16) -> String {
     let mut config = shipped("prometheus.yml");
     // The gateway every second; the exporters every 3 s, with the 3 s timeout that follows
     // from the global interval: postgres_exporter takes about a second to report a database
@@ -48,7 +48,7 @@ fn prometheus_config(admin: u16, postgres: u16, redis: u16, node: u16, alerts: u
     );
     config = replace_all(&config, "scrape_timeout: 5s", "scrape_timeout: 1s");
     for (from, port) in [
-        (9901, admin),
+        (19001, stats),
         (9187, postgres),
         (9121, redis),
         (9100, node),
@@ -164,7 +164,7 @@ fn the_pack_works_on_a_real_stack() {
     let alertmanager = Alertmanager::start(&alertmanager_config(webhook.port));
     let prometheus = Prometheus::start_with(
         &prometheus_config(
-            envoy.ports.admin,
+            envoy.ports.stats,
             pg_exporter_port,
             redis_exporter_port,
             node_exporter_port,
@@ -278,7 +278,7 @@ fn the_pack_works_on_a_real_stack() {
         ("playlists_created_total", 1.0),
         ("streams_started_total", 2.0),
         ("chat_messages_sent_total", 1.0),
-        ("active_users_total", 3.0),
+        ("active_users", 3.0),
     ] {
         poll(
             &format!("Prometheus to have {metric} = {expected}"),

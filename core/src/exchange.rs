@@ -11,6 +11,7 @@
 
 use crate::active_users::identity::{self, Credentials};
 use crate::config::business::UserSource;
+use crate::config::exposition::ExpositionSettings;
 use crate::config::EndpointSource;
 use crate::header_map;
 use crate::health::{self, Endpoint, Health};
@@ -78,6 +79,36 @@ impl Exchange {
         }
     }
 
+    /// On the stats listener: a GET of the exposition path waits for the worker's admin call;
+    /// anything else goes on (to Envoy's own stats), uncounted.
+    fn scrape<R: Request>(
+        &mut self,
+        worker: &Worker,
+        host: &mut R,
+        exposition: &ExpositionSettings,
+        method: &[u8],
+        path: &[u8],
+    ) -> Next {
+        if !(method == b"GET" || method == b"HEAD")
+            || routes::strip_query(path) != exposition.path.as_bytes()
+        {
+            return Next::Continue;
+        }
+        let Ok(mut state) = worker.state.try_borrow_mut() else {
+            return Next::Continue;
+        };
+        if state.scrapes.wait(self.context_id) {
+            return Next::Pause;
+        }
+        // A reply that fails leaves the request to Envoy's timeout; nothing else to do.
+        let _ = host.send_reply(
+            503,
+            "text/plain; charset=utf-8",
+            "too many scrapes waiting\n",
+        );
+        Next::Pause
+    }
+
     /// The request headers: read them once, decide, write the trace context, and answer
     /// `/live` and `/ready` here.
     pub fn request_headers<R: Request>(&mut self, worker: &Worker, host: &mut R) -> Next {
@@ -93,6 +124,9 @@ impl Exchange {
             [":method", ":path", ":authority", "upgrade", "authorization"],
         );
         let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
+        if let Some(exposition) = &settings.exposition {
+            return self.scrape(worker, host, exposition, method, path);
+        }
         #[cfg(feature = "fault-injection")]
         if let Some(trap) = &settings.trap_header {
             if header_map::find(&headers, [trap.as_str()])[0].is_some() {
@@ -166,7 +200,7 @@ impl Exchange {
         match answer {
             Some(answer) => {
                 // A reply the host refuses leaves the request to Envoy's own handling.
-                let _ = host.send_json_reply(answer.status, &answer.body);
+                let _ = host.send_reply(answer.status, "application/json", &answer.body);
             }
             // The worker answers when the round it starts on its next tick completes.
             None => self.waiting_for_ready = true,
@@ -357,6 +391,11 @@ impl Exchange {
             return;
         };
         let state = &mut *state;
+        if worker.settings.exposition.is_some() {
+            // The stats listener counts nothing; a scrape that went away stops waiting.
+            state.scrapes.forget(self.context_id);
+            return;
+        }
         if self.waiting_for_ready {
             state.health.forget(self.context_id);
         }

@@ -86,8 +86,8 @@ pub trait Request: Host {
     fn set_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError>;
     fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError>;
     fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError>;
-    /// Answers the request here, with a JSON body, instead of passing it on.
-    fn send_json_reply(&mut self, status: u32, body: &str) -> Result<(), HostError>;
+    /// Answers the request here instead of passing it on.
+    fn send_reply(&mut self, status: u32, content_type: &str, body: &str) -> Result<(), HostError>;
     /// Ends the VM as a bug would: the fault-injection tests of Envoy's failure policy.
     #[cfg(feature = "fault-injection")]
     fn trap(&mut self);
@@ -113,8 +113,14 @@ pub trait Calls: Host {
         body: Option<&[u8]>,
         timeout_ms: u32,
     ) -> Result<u32, CallRefused>;
-    /// Answers a request that waited (a `/ready` probe), by its context id.
-    fn answer(&mut self, context_id: u32, status: u32, body: &str) -> Result<(), HostError>;
+    /// Answers a request that waited (a `/ready` probe, a scrape), by its context id.
+    fn answer(
+        &mut self,
+        context_id: u32,
+        status: u32,
+        content_type: &str,
+        body: &str,
+    ) -> Result<(), HostError>;
     /// The worker's memory, where the host has a figure of its own (a wasm VM's linear memory).
     fn memory_bytes(&self) -> Option<u64>;
 }
@@ -143,6 +149,8 @@ pub mod memory {
         /// The outgoing calls made, in order, and the answers given to waiting requests.
         pub calls: Vec<Call>,
         pub answers: Vec<(u32, u32, String)>,
+        /// The content type of each answer.
+        pub answer_types: Vec<String>,
         /// Calls to this cluster are refused as an unknown cluster.
         pub unknown_cluster: Option<String>,
     }
@@ -410,7 +418,7 @@ pub mod memory {
                 .map(|(_, v)| v.clone()))
         }
 
-        fn send_json_reply(&mut self, status: u32, body: &str) -> Result<(), HostError> {
+        fn send_reply(&mut self, status: u32, _: &str, body: &str) -> Result<(), HostError> {
             self.request.reply = Some((status, body.to_owned()));
             Ok(())
         }
@@ -443,8 +451,15 @@ pub mod memory {
             Ok(u32::try_from(self.calls.len()).unwrap_or(u32::MAX))
         }
 
-        fn answer(&mut self, context_id: u32, status: u32, body: &str) -> Result<(), HostError> {
+        fn answer(
+            &mut self,
+            context_id: u32,
+            status: u32,
+            content_type: &str,
+            body: &str,
+        ) -> Result<(), HostError> {
             self.answers.push((context_id, status, body.to_owned()));
+            self.answer_types.push(content_type.to_owned());
             Ok(())
         }
 

@@ -20,6 +20,7 @@
 pub mod active_users;
 pub mod config;
 pub mod exchange;
+pub mod exposition;
 pub mod header_map;
 pub mod health;
 pub mod host;

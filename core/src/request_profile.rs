@@ -149,7 +149,7 @@ impl Request for ProfileHost {
     fn property(&mut self, _: Property) -> Result<Option<Vec<u8>>, HostError> {
         Ok(None)
     }
-    fn send_json_reply(&mut self, _: u32, _: &str) -> Result<(), HostError> {
+    fn send_reply(&mut self, _: u32, _: &str, _: &str) -> Result<(), HostError> {
         Ok(())
     }
     #[cfg(feature = "fault-injection")]

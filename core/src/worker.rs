@@ -7,6 +7,7 @@ use std::cell::RefCell;
 
 use crate::active_users::ActiveUsers;
 use crate::config::{self, ConfigError, Settings};
+use crate::exposition::Scrapes;
 use crate::health::{self, CallResult, Failure, Health};
 use crate::host::{CallRefused, Calls, Host, HostError};
 use crate::labels;
@@ -24,10 +25,13 @@ use crate::trace::export::Exporter;
 const HEALTH_TICK_MS: u32 = 20;
 /// Longest wait before a full batch of spans is sent.
 const EXPORT_TICK_MS: u32 = 100;
-/// Tick period for `active_users_total` when metrics are flushed after every request.
+/// Tick period for `active_users` when metrics are flushed after every request.
 const ACTIVE_USERS_TICK_MS: u32 = 1000;
-/// Most bytes of a call's response body read (an exporter's page is about 100 KB).
+/// Most bytes of a call's response body read (an exporter's page is about 100 KB), except the
+/// admin page the exposition reads ([`Worker::call_body_limit`]).
 pub const MAX_CALL_BODY: usize = 1 << 20;
+/// Tick period of the stats listener's filter: a scrape's admin call starts within one tick.
+const EXPOSITION_TICK_MS: u32 = 20;
 
 /// A configured worker. Its state sits behind a `RefCell`: callbacks never nest, so a borrow
 /// never finds it taken; if one did, the work would be skipped rather than the worker stopped.
@@ -60,6 +64,8 @@ pub struct State {
     next_check_nanos: u64,
     /// `veza_observability_vm_memory_bytes`.
     memory: Option<GaugeHandle>,
+    /// Scrapes of the stats listener's `/metrics` waiting for the admin call.
+    pub scrapes: Scrapes,
 }
 
 impl Worker {
@@ -118,6 +124,7 @@ impl Worker {
                 dependency_metrics,
                 next_check_nanos: 0,
                 memory,
+                scrapes: Scrapes::default(),
             }),
         })
     }
@@ -130,6 +137,11 @@ impl Worker {
         [
             settings.flush_interval_ms,
             if health_active { HEALTH_TICK_MS } else { 0 },
+            if settings.exposition.is_some() {
+                EXPOSITION_TICK_MS
+            } else {
+                0
+            },
             if settings.active_users.enabled {
                 ACTIVE_USERS_TICK_MS
             } else {
@@ -212,6 +224,29 @@ impl Worker {
                 )
                 .ok()
             });
+        }
+        if let (Some(exposition), true) = (&self.settings.exposition, state.scrapes.wants_call()) {
+            let headers = [
+                (":method", "GET"),
+                (":path", crate::exposition::ADMIN_PATH),
+                (":authority", exposition.admin_cluster.as_str()),
+            ];
+            match host.dispatch(
+                &exposition.admin_cluster,
+                &headers,
+                None,
+                exposition.timeout_ms,
+            ) {
+                Ok(token) => state.scrapes.calling(token),
+                Err(refused) => {
+                    let why = match refused {
+                        CallRefused::UnknownCluster => "the admin cluster is unknown to Envoy",
+                        CallRefused::Failed => "the admin call could not be made",
+                    };
+                    let (answer, waiters) = state.scrapes.refused(why);
+                    answer_all(host, &answer, &waiters);
+                }
+            }
         }
         let settings = &self.settings.health;
         if state.health.wants_round() {
@@ -311,6 +346,15 @@ impl Worker {
         }
     }
 
+    /// How much of a call's response body the host should read: the admin page of the
+    /// exposition is larger than any other answer.
+    pub fn call_body_limit(&self, token: u32) -> usize {
+        match self.state.try_borrow() {
+            Ok(state) if state.scrapes.owns(token) => crate::exposition::MAX_ADMIN_BODY,
+            _ => MAX_CALL_BODY,
+        }
+    }
+
     /// The answer to one of this worker's calls, as the host read it: `status` is `None` when
     /// the call failed with no response, `body` at most [`MAX_CALL_BODY`] bytes. A read the
     /// host failed is counted, and the answer judged without it.
@@ -334,6 +378,15 @@ impl Worker {
             .read(Operation::GetBuffer, body)
             .unwrap_or_default();
         let body = body.as_slice();
+        if state.scrapes.owns(token) {
+            // Envoy's own replies (timeout, no connection) are no answer from the admin.
+            let answer = status
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|&s| health::check::envoy_local_reply(s, body).is_none());
+            let (answer, waiters) = state.scrapes.answered(answer, body);
+            answer_all(host, &answer, &waiters);
+            return;
+        }
         if let State {
             exporter: Some(exporter),
             registry,
@@ -402,7 +455,7 @@ impl Worker {
         let answer = health::answer(&self.settings.health, finished.report);
         for waiter in finished.waiters {
             // A probe that went away cannot be answered; nothing to do for it.
-            let _ = host.answer(waiter, answer.status, &answer.body);
+            let _ = host.answer(waiter, answer.status, JSON, &answer.body);
         }
     }
 }
@@ -445,6 +498,19 @@ impl crate::trace::IdSource for TraceIds {
 
 /// The time the first worker of this gateway configured the filter, shared by all workers so
 /// `/live` reports one uptime.
+const JSON: &str = "application/json";
+
+/// Answers every waiting scrape; one that went away cannot be.
+fn answer_all(host: &mut dyn Calls, answer: &crate::exposition::Answer, waiters: &[u32]) {
+    let content_type = match answer.status {
+        200 => crate::exposition::CONTENT_TYPE,
+        _ => "text/plain; charset=utf-8",
+    };
+    for &waiter in waiters {
+        let _ = host.answer(waiter, answer.status, content_type, &answer.body);
+    }
+}
+
 fn first_start(host: &mut dyn Host, now: u64) -> u64 {
     if let Ok(Some((bytes, _))) = host.get_shared(keys::STARTED) {
         if let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) {

@@ -19,10 +19,10 @@ wait_for_port() {
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# start_stack GATEWAY_PORT ADMIN_PORT: the stand-ins on free ports, Envoy (envoy/envoy.yaml)
-# in front of them; sets envoy_pid.
+# start_stack GATEWAY_PORT ADMIN_PORT STATS_PORT: the stand-ins on free ports, Envoy
+# (envoy/envoy.yaml) in front of them; sets envoy_pid.
 start_stack() {
-  local gateway=$1 admin=$2
+  local gateway=$1 admin=$2 stats=$3
   local backend chat stream
   backend=$(free_port) chat=$(free_port) stream=$(free_port)
   target/debug/veza-standins --backend "127.0.0.1:$backend" --chat "127.0.0.1:$chat" \
@@ -31,6 +31,7 @@ start_stack() {
   for port in "$backend" "$chat" "$stream"; do wait_for_port "$port"; done
   sed -e "s|port_value: 10000 }|port_value: $gateway }|" \
       -e "s|port_value: 9901 }|port_value: $admin }|" \
+      -e "s|port_value: 19001 }|port_value: $stats }|" \
       -e "s|port_value: 8080 }|port_value: $backend }|" \
       -e "s|port_value: 3001 }|port_value: $chat }|" \
       -e "s|port_value: 3002 }|port_value: $stream }|" \

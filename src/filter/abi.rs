@@ -216,12 +216,12 @@ pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
 }
 
 /// Answers the effective context's request locally with a JSON body.
-pub fn send_json_response(status: u32, body: &str) -> Result<(), HostError> {
+pub fn send_response(status: u32, content_type: &str, body: &str) -> Result<(), HostError> {
     let headers = crate::header_map::serialize(&[
-        ("content-type", b"application/json"),
+        ("content-type", content_type.as_bytes()),
         ("cache-control", b"no-store"),
     ]);
-    let details = b"veza_observability_health";
+    let details = b"veza_observability";
     // SAFETY: pointers are valid for the call.
     check(unsafe {
         proxy_send_local_response(
@@ -366,8 +366,8 @@ impl Request for EnvoyHost {
         })
     }
 
-    fn send_json_reply(&mut self, status: u32, body: &str) -> Result<(), HostError> {
-        send_json_response(status, body)
+    fn send_reply(&mut self, status: u32, content_type: &str, body: &str) -> Result<(), HostError> {
+        send_response(status, content_type, body)
     }
 
     #[cfg(feature = "fault-injection")]
@@ -400,9 +400,15 @@ impl Calls for EnvoyHost {
         }
     }
 
-    fn answer(&mut self, context_id: u32, status: u32, body: &str) -> Result<(), HostError> {
+    fn answer(
+        &mut self,
+        context_id: u32,
+        status: u32,
+        content_type: &str,
+        body: &str,
+    ) -> Result<(), HostError> {
         set_effective_context(context_id)?;
-        send_json_response(status, body)
+        send_response(status, content_type, body)
     }
 
     fn memory_bytes(&self) -> Option<u64> {

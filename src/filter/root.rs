@@ -6,7 +6,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MapType};
 
-use crate::worker::{Worker, MAX_CALL_BODY};
+use crate::worker::Worker;
 
 use super::abi::{self, EnvoyHost};
 use super::http::HttpFilter;
@@ -26,7 +26,7 @@ impl Context for Root {
         };
         let body = abi::buffer(
             BufferType::HttpCallResponseBody,
-            body_size.min(MAX_CALL_BODY),
+            body_size.min(worker.call_body_limit(token)),
         );
         let now = abi::current_time_nanos().unwrap_or(0);
         worker.call_response(&mut EnvoyHost, token, status, body, now);

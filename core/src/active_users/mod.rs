@@ -1,4 +1,4 @@
-//! `active_users_total`: distinct users seen in a sliding window, one number for the gateway.
+//! `active_users`: distinct users seen in a sliding window, one number for the gateway.
 //!
 //! The window is cut into [`SLOTS_PER_WINDOW`] slots. Each worker VM adds the users it sees to
 //! a local sketch of the current slot and, on its tick, merges that sketch into the slot's
@@ -53,7 +53,7 @@ impl ActiveUsers {
             slot: 0,
             local: Sketch::default(),
             dirty: false,
-            gauge: registry.define_gauge(host, names::ACTIVE_USERS_TOTAL, &[]),
+            gauge: registry.define_gauge(host, names::ACTIVE_USERS, &[]),
             last_estimate_nanos: None,
         }
     }
@@ -193,9 +193,9 @@ mod tests {
         }
         a.publish(&mut ra, &mut host, now + SECOND);
         b.publish(&mut rb, &mut host, now + SECOND);
-        assert_eq!(host.counter(names::ACTIVE_USERS_TOTAL), Some(20));
+        assert_eq!(host.counter(names::ACTIVE_USERS), Some(20));
         a.publish(&mut ra, &mut host, now + 3 * SECOND);
-        assert_eq!(host.counter(names::ACTIVE_USERS_TOTAL), Some(20));
+        assert_eq!(host.counter(names::ACTIVE_USERS), Some(20));
     }
 
     #[test]
@@ -213,14 +213,14 @@ mod tests {
             users.publish(&mut registry, &mut host, at);
             let expected = if minute * 60 <= 300 { 10 } else { 1 };
             assert_eq!(
-                host.counter(names::ACTIVE_USERS_TOTAL),
+                host.counter(names::ACTIVE_USERS),
                 Some(expected),
                 "after {minute} min"
             );
         }
         // Nobody for a whole window and a slot.
         users.publish(&mut registry, &mut host, start + (360 + 330) * SECOND);
-        assert_eq!(host.counter(names::ACTIVE_USERS_TOTAL), Some(0));
+        assert_eq!(host.counter(names::ACTIVE_USERS), Some(0));
     }
 
     #[test]
@@ -242,6 +242,6 @@ mod tests {
         assert_eq!(keys as u64, RING);
         // The last publish is at 3598 s, in slot 119: slots 109..=119 (3270..3598 s) hold
         // one user every 7 s from 3276 s, 47 users.
-        assert_eq!(host.counter(names::ACTIVE_USERS_TOTAL), Some(47));
+        assert_eq!(host.counter(names::ACTIVE_USERS), Some(47));
     }
 }

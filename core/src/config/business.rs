@@ -1,5 +1,5 @@
 //! Business metrics at the edge: counters from request outcomes (`user_logins_total` is a
-//! `POST /api/v1/auth/login` answered 2xx) and the distinct-user gauge `active_users_total`.
+//! `POST /api/v1/auth/login` answered 2xx) and the distinct-user gauge `active_users`.
 
 use serde::Deserialize;
 

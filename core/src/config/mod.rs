@@ -6,6 +6,7 @@
 
 pub mod business;
 mod error_path;
+pub mod exposition;
 pub mod tracing;
 
 use serde::Deserialize;
@@ -54,12 +55,16 @@ pub struct PluginConfig {
     /// rules (registrations, logins, failed logins, track uploads, playlists); `[]`: none.
     #[serde(default)]
     pub business_metrics: Option<Vec<BusinessRuleConfig>>,
-    /// `active_users_total`.
+    /// `active_users`.
     #[serde(default)]
     pub active_users: ActiveUsersConfig,
     /// Trace context for Jaeger and OpenTelemetry.
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// The stats listener's filter only: serve the filter's metrics as Prometheus exposition,
+    /// and nothing else (no counting, no health, no tracing).
+    #[serde(default)]
+    pub exposition: Option<exposition::ExpositionConfig>,
     /// For tests of Envoy's failure policy only: only a build with the `fault-injection`
     /// feature has it; the shipped module refuses it as an unknown field.
     #[cfg(feature = "fault-injection")]
@@ -193,6 +198,8 @@ pub struct Settings {
     pub business: BusinessSettings,
     pub active_users: ActiveUsersSettings,
     pub tracing: TraceSettings,
+    /// Set: this filter serves only the exposition at its path.
+    pub exposition: Option<exposition::ExpositionSettings>,
     /// The request header that traps the VM (fault-injection tests only).
     #[cfg(feature = "fault-injection")]
     pub trap_header: Option<String>,
@@ -363,7 +370,18 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
     };
     let active_users = business::compile_active_users(config.active_users)
         .map_err(|e| e.within("active_users"))?;
-    let tracing = tracing::compile(config.tracing).map_err(|e| e.within("tracing"))?;
+    let mut tracing = tracing::compile(config.tracing).map_err(|e| e.within("tracing"))?;
+    let exposition = config
+        .exposition
+        .map(|e| exposition::compile(e).map_err(|e| e.within("exposition")))
+        .transpose()?;
+    let (mut health, mut active_users) = (health, active_users);
+    if exposition.is_some() {
+        // The stats listener's filter measures nothing and checks nothing itself.
+        health.enabled = false;
+        tracing.enabled = false;
+        active_users.enabled = false;
+    }
     #[cfg(feature = "fault-injection")]
     let trap_header = match config.fault_injection {
         None => None,
@@ -376,6 +394,7 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         #[cfg(feature = "fault-injection")]
         trap_header,
         tracing,
+        exposition,
         business,
         active_users,
         routes,

@@ -55,7 +55,7 @@ pub const TRACKS_UPLOADED_TOTAL: &str = "tracks_uploaded_total";
 /// Counter (default business rule): playlists created (answered 2xx).
 pub const PLAYLISTS_CREATED_TOTAL: &str = "playlists_created_total";
 /// Gauge: distinct users seen in the sliding window, gateway-wide (a HyperLogLog estimate).
-pub const ACTIVE_USERS_TOTAL: &str = "active_users_total";
+pub const ACTIVE_USERS: &str = "active_users";
 
 /// Gauge: bytes of linear memory of the worker VM that flushed last (each sets its own size
 /// with every metrics flush). Linear memory only grows, so a leak shows as a rising line.
@@ -144,15 +144,20 @@ pub const FAMILIES: [Family; 24] = [
     family(STREAM_BYTES_TOTAL, Counter, &[], "Stream response body bytes forwarded."),
     family(STREAM_BITRATE_BPS, Gauge, &[LABEL_STREAM_ID], "Bits per second forwarded over the last second, per stream."),
     family(FILTER_ERRORS_TOTAL, Counter, &[LABEL_OPERATION], "Host calls that failed inside the filter."),
-    family(ACTIVE_USERS_TOTAL, Gauge, &[], "Distinct users seen in the sliding window (an estimate)."),
+    family(ACTIVE_USERS, Gauge, &[], "Distinct users seen in the sliding window (an estimate)."),
     family(VM_MEMORY_BYTES, Gauge, &[], "Memory of the filter instance that flushed last."),
     family(TRACE_SPANS_EXPORTED_TOTAL, Counter, &[], "Spans the collector accepted."),
     family(TRACE_SPANS_DROPPED_TOTAL, Counter, &[LABEL_REASON], "Spans dropped, never sent or never accepted."),
     family(TRACE_EXPORT_FAILURES_TOTAL, Counter, &[], "Span export calls that did not succeed."),
 ];
 
+/// A histogram's sum in whole microseconds: Envoy counters are integers, and the `_sum` in
+/// seconds moves only a second at a time. The stats listener's `/metrics` renders `_sum` from
+/// it ([`crate::exposition`]).
+pub const SUM_MICROSECONDS_SUFFIX: &str = "_sum_microseconds";
+
 /// The suffixes of a histogram's counter series; `_bucket` carries `le` after its labels.
-pub const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_count", "_sum"];
+pub const HISTOGRAM_SUFFIXES: [&str; 4] = ["_bucket", "_count", "_sum", SUM_MICROSECONDS_SUFFIX];
 
 /// One series name a host defines (a histogram is three), with its label keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,7 +229,7 @@ mod tests {
                 one.name
             );
         }
-        assert_eq!(all.len(), 24 + 4 * 2 + 1);
+        assert_eq!(all.len(), 24 + 4 * 3 + 1);
         let bucket = all
             .iter()
             .find(|d| d.name == "http_request_duration_seconds_bucket");
@@ -237,6 +242,7 @@ mod tests {
     #[test]
     fn histogram_series_are_built_in() {
         assert!(is_built_in("stream_duration_seconds_sum"));
+        assert!(is_built_in("stream_duration_seconds_sum_microseconds"));
         assert!(is_built_in("http_requests_total"));
         assert!(!is_built_in("http_requests_total_sum"));
         assert!(!is_built_in("user_logins_total"));

@@ -53,11 +53,15 @@ struct Histogram {
     bucket_ids: [MetricId; BUCKETS],
     count_id: MetricId,
     sum_id: MetricId,
+    /// The sum in microseconds ([`names::SUM_MICROSECONDS_SUFFIX`]).
+    sum_micros_id: MetricId,
     /// Observations per bucket since the last flush, not cumulative: one add per request.
     pending: [u64; BUCKETS],
     pending_nanos: u64,
     /// Nanoseconds observed but not yet in the `_sum` counter (negative after rounding up).
     carry_nanos: i64,
+    /// Nanoseconds observed but not yet in the microsecond sum (under a microsecond).
+    carry_sub_micro: u64,
     dirty: bool,
 }
 
@@ -205,14 +209,17 @@ impl Registry {
         }
         let count_id = define("_count", None)?;
         let sum_id = define("_sum", None)?;
+        let sum_micros_id = define(names::SUM_MICROSECONDS_SUFFIX, None)?;
         let handle = HistogramHandle(u32::try_from(self.histograms.len()).ok()?);
         self.histograms.push(Histogram {
             bucket_ids,
             count_id,
             sum_id,
+            sum_micros_id,
             pending: [0; BUCKETS],
             pending_nanos: 0,
             carry_nanos: 0,
+            carry_sub_micro: 0,
             dirty: false,
         });
         Some(handle)
@@ -357,6 +364,19 @@ impl Histogram {
             }
         } else {
             self.carry_nanos = total;
+        }
+        let exact = self.carry_sub_micro.saturating_add(nanos);
+        let micros = exact / 1000;
+        if micros > 0 {
+            match host.increment_counter(self.sum_micros_id, micros) {
+                Ok(()) => self.carry_sub_micro = exact % 1000,
+                Err(err) => {
+                    self.carry_sub_micro = exact;
+                    result = Err(err);
+                }
+            }
+        } else {
+            self.carry_sub_micro = exact;
         }
         result
     }

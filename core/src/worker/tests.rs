@@ -250,3 +250,102 @@ fn a_round_for_probes_counts_as_the_background_round() {
     worker.tick(&mut host, 11 * SECOND);
     assert_eq!(host.calls.len(), 4);
 }
+
+#[test]
+fn scrapes_of_the_stats_listener_share_one_admin_call_and_get_exposition() {
+    let mut host = MemoryHost::default();
+    let worker = configure(
+        &mut host,
+        r#"{"exposition": {"admin_cluster": "envoy_admin"}}"#,
+    )
+    .unwrap();
+    assert_eq!(worker.tick_period_ms(), 20);
+    let mut scrapes = [1, 2].map(crate::exchange::Exchange::new);
+    for scrape in &mut scrapes {
+        host.request = MemoryRequest::with_headers(&[(":method", "GET"), (":path", "/metrics")]);
+        assert_eq!(
+            scrape.request_headers(&worker, &mut host),
+            crate::exchange::Next::Pause
+        );
+    }
+    // Anything else on the stats listener goes on to Envoy's own stats, uncounted.
+    let mut other = crate::exchange::Exchange::new(3);
+    host.request =
+        MemoryRequest::with_headers(&[(":method", "GET"), (":path", "/stats/prometheus")]);
+    assert_eq!(
+        other.request_headers(&worker, &mut host),
+        crate::exchange::Next::Continue
+    );
+    other.end(&worker, &mut host);
+    worker.tick(&mut host, SECOND);
+    assert_eq!(host.calls.len(), 1, "one admin call for both scrapes");
+    assert_eq!(host.calls[0].cluster, "envoy_admin");
+    assert!(host.calls[0]
+        .headers
+        .contains(&(":path".to_owned(), crate::exposition::ADMIN_PATH.to_owned())));
+    assert_eq!(worker.call_body_limit(1), crate::exposition::MAX_ADMIN_BODY);
+    let envoy = "# TYPE chat_rooms_active gauge\nchat_rooms_active{} 2\n";
+    worker.call_response(
+        &mut host,
+        1,
+        Ok(Some(b"200".to_vec())),
+        Ok(Some(envoy.into())),
+        SECOND,
+    );
+    let expected = "# HELP chat_rooms_active Distinct conversations joined through the gateway.\n\
+                    # TYPE chat_rooms_active gauge\nchat_rooms_active 2\n";
+    assert_eq!(
+        host.answers,
+        [(1, 200, expected.to_owned()), (2, 200, expected.to_owned())]
+    );
+    assert_eq!(host.answer_types[0], crate::exposition::CONTENT_TYPE);
+    worker.flush(&mut host);
+    assert_eq!(
+        host.series("http_requests_total", &[]),
+        None,
+        "nothing counted"
+    );
+    assert_eq!(host.errors(), 0);
+}
+
+#[test]
+fn a_scrape_is_told_when_the_admin_endpoint_cannot_answer() {
+    let mut host = MemoryHost::default();
+    host.unknown_cluster = Some("nowhere".to_owned());
+    let worker = configure(&mut host, r#"{"exposition": {"admin_cluster": "nowhere"}}"#).unwrap();
+    let mut scrape = crate::exchange::Exchange::new(5);
+    host.request = MemoryRequest::with_headers(&[(":method", "GET"), (":path", "/metrics")]);
+    scrape.request_headers(&worker, &mut host);
+    worker.tick(&mut host, SECOND);
+    assert_eq!(
+        host.answers,
+        [(5, 503, "the admin cluster is unknown to Envoy\n".to_owned())]
+    );
+    // An admin endpoint that answers an error, or Envoy's own timeout reply.
+    let worker = configure(
+        &mut host,
+        r#"{"exposition": {"admin_cluster": "envoy_admin"}}"#,
+    )
+    .unwrap();
+    for (context, status, body) in [(6, "500", ""), (7, "504", "upstream request timeout")] {
+        let mut scrape = crate::exchange::Exchange::new(context);
+        host.request = MemoryRequest::with_headers(&[(":method", "GET"), (":path", "/metrics")]);
+        scrape.request_headers(&worker, &mut host);
+        worker.tick(&mut host, SECOND);
+        let token = host.calls.len() as u32;
+        worker.call_response(
+            &mut host,
+            token,
+            Ok(Some(status.into())),
+            Ok(Some(body.into())),
+            SECOND,
+        );
+    }
+    assert_eq!(
+        host.answers[1..],
+        [
+            (6, 502, "the admin endpoint answered 500\n".to_owned()),
+            (7, 502, "the admin endpoint did not answer\n".to_owned())
+        ]
+    );
+}

@@ -29,6 +29,8 @@ pub struct Upstreams {
 pub struct Ports {
     pub listener: u16,
     pub admin: u16,
+    /// The stats listener (`/metrics`), in configs that have one (envoy/envoy.yaml).
+    pub stats: u16,
 }
 
 impl GatewayConfig {
@@ -83,15 +85,20 @@ impl GatewayConfig {
         (standins, config, ports)
     }
 
-    /// A shipped config with its listener (10000) and admin (9901) on fresh ports.
+    /// A shipped config with its listener (10000), admin (9901, also the stats listener's
+    /// admin cluster) and stats listener (19001, where there is one) on fresh ports.
     pub fn shipped_on_fresh_ports(relative: &str) -> (GatewayConfig, Ports) {
         let ports = Ports {
             listener: free_port(),
             admin: free_port(),
+            stats: free_port(),
         };
-        let config = GatewayConfig::shipped(relative)
+        let mut config = GatewayConfig::shipped(relative)
             .port(10000, ports.listener)
-            .port(9901, ports.admin);
+            .port_everywhere(9901, ports.admin);
+        if config.text.contains("port_value: 19001 }") {
+            config = config.port(19001, ports.stats);
+        }
         (config, ports)
     }
 
@@ -118,6 +125,14 @@ impl GatewayConfig {
             &format!("port_value: {default} }}"),
             &format!("port_value: {port} }}"),
         )
+    }
+
+    /// Every occurrence of a port: the admin port is the admin's and the admin cluster's.
+    pub fn port_everywhere(mut self, default: u16, port: u16) -> GatewayConfig {
+        let from = format!("port_value: {default} }}");
+        assert!(self.text.contains(&from), "expected {from:?} in the config");
+        self.text = self.text.replace(&from, &format!("port_value: {port} }}"));
+        self
     }
 
     /// Appends a STATIC cluster (clusters are the config's last section).

@@ -112,8 +112,28 @@ fn histogram_buckets_are_cumulative_and_in_seconds() {
     assert_eq!(bucket("10"), 4);
     assert_eq!(bucket("+Inf"), 5);
     assert_eq!(host.counter(&bucket_name("", "_count")), Some(5));
-    // 31.708 s rounds to 32, carrying -0.292 s.
+    // 31.708 s rounds to 32, carrying -0.292 s; the microsecond sum is exact.
     assert_eq!(host.counter(&bucket_name("", "_sum")), Some(32));
+    assert_eq!(
+        host.counter(&bucket_name("", "_sum_microseconds")),
+        Some(31_708_000)
+    );
+}
+
+#[test]
+fn the_microsecond_sum_carries_what_is_under_a_microsecond() {
+    let mut host = MemoryHost::default();
+    let mut registry = Registry::new(&mut host);
+    let h = registry
+        .define_histogram(&mut host, HISTOGRAM, &[("service", "api")])
+        .unwrap();
+    // 1,500 ns per flush, 1,000 flushes: 1,500 µs, never more than a microsecond behind.
+    for i in 1..=1000u64 {
+        registry.observe(h, 1500);
+        registry.flush(&mut host);
+        let micros = host.counter(&bucket_name("", "_sum_microseconds")).unwrap();
+        assert_eq!(micros, i * 3 / 2, "after {i}");
+    }
 }
 
 #[test]

@@ -1,0 +1,361 @@
+//! The filter's own metrics as proper Prometheus exposition, for the stats listener's
+//! `/metrics`.
+//!
+//! Envoy stores the filter's metrics as flat counters and gauges, and prints a histogram
+//! built from counters as three unrelated counter families (`# TYPE x_bucket counter`), its
+//! buckets in string order, without `# HELP`. A filter configured with `exposition` answers
+//! `/metrics` instead: it reads the gateway-wide values from Envoy's admin endpoint (one call
+//! through a cluster, `/stats/prometheus` restricted to the filter's metrics) and renders them
+//! here: `# HELP` and `# TYPE` per family, histograms as `TYPE histogram` with `_bucket` in
+//! numeric `le` order, `_sum` in seconds with its fraction (from the microsecond sum the
+//! registry keeps), `_count`, and labels in each family's declared order.
+
+use std::collections::BTreeMap;
+
+use crate::metrics::names::{self, Family, Kind, FAMILIES, SUM_MICROSECONDS_SUFFIX};
+
+/// The admin path the filter asks for: every metric a wasm filter defined, which Envoy names
+/// `wasmcustom.<name>` before it extracts tags (the admin `filter` regex sees that name).
+pub const ADMIN_PATH: &str = "/stats/prometheus?filter=%5Ewasmcustom%5C.";
+
+/// The exposition format's content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// One sample of Envoy's output: name, label pairs as printed (values still quoted and
+/// escaped, so they are written back exactly), value as printed.
+#[derive(Debug, Clone, PartialEq)]
+struct Sample<'a> {
+    name: &'a str,
+    labels: Vec<(&'a str, &'a str)>,
+    value: &'a str,
+}
+
+/// Parses `name{k="v",...} value` (or `name value`); `None` for anything else.
+fn parse_sample(line: &str) -> Option<Sample<'_>> {
+    let (series, value) = line.trim_end().rsplit_once(' ')?;
+    let (name, labels) = match series.split_once('{') {
+        None => (series, Vec::new()),
+        Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}')?)?),
+    };
+    if name.is_empty() || value.is_empty() {
+        return None;
+    }
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// `k="v",k2="v2"` into pairs, each value with its quotes, escapes kept.
+fn parse_labels(mut text: &str) -> Option<Vec<(&str, &str)>> {
+    let mut labels = Vec::new();
+    while !text.is_empty() {
+        let (key, rest) = text.split_once('=')?;
+        let bytes = rest.as_bytes();
+        if bytes.first() != Some(&b'"') {
+            return None;
+        }
+        // The closing quote: the first one not escaped by a backslash.
+        let mut end = None;
+        let mut escaped = false;
+        for (i, &b) in bytes.iter().enumerate().skip(1) {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => {
+                    end = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let end = end?;
+        labels.push((key, rest.get(..=end)?));
+        text = rest.get(end + 1..)?;
+        text = text.strip_prefix(',').unwrap_or(text);
+    }
+    Some(labels)
+}
+
+/// A histogram series: its labels without `le`, buckets by bound, count and sums.
+#[derive(Default)]
+struct HistogramSeries<'a> {
+    buckets: Vec<(f64, &'a str, &'a str)>,
+    count: Option<&'a str>,
+    sum_seconds: Option<&'a str>,
+    sum_micros: Option<u64>,
+}
+
+/// The labels of a sample in `order` (a family's declared keys), then any others as printed.
+fn ordered<'a>(labels: &[(&'a str, &'a str)], order: &[&str]) -> Vec<(&'a str, &'a str)> {
+    let mut out: Vec<(&str, &str)> = order
+        .iter()
+        .filter_map(|key| labels.iter().find(|(k, _)| k == key).copied())
+        .collect();
+    out.extend(labels.iter().filter(|(k, _)| !order.contains(k)).copied());
+    out
+}
+
+fn write_labels(out: &mut String, labels: &[(&str, &str)]) {
+    if labels.is_empty() {
+        return;
+    }
+    out.push('{');
+    for (i, (key, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(key);
+        out.push('=');
+        out.push_str(value);
+    }
+    out.push('}');
+}
+
+fn write_sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: &str) {
+    out.push_str(name);
+    write_labels(out, labels);
+    out.push(' ');
+    out.push_str(value);
+    out.push('\n');
+}
+
+fn write_header(out: &mut String, name: &str, help: &str, kind: &str) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+}
+
+/// `le="0.005"` as a number for ordering; `+Inf` last.
+fn bound(quoted: &str) -> f64 {
+    let text = quoted.trim_matches('"');
+    if text == "+Inf" {
+        f64::INFINITY
+    } else {
+        text.parse().unwrap_or(f64::INFINITY)
+    }
+}
+
+/// Renders Envoy's `/stats/prometheus` text for the filter's metrics as exposition.
+pub fn render(envoy: &str) -> String {
+    // Envoy's own `# TYPE` for names the filter does not declare (business counters).
+    let mut envoy_types: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut samples: Vec<Sample<'_>> = Vec::new();
+    for line in envoy.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some((name, kind)) = rest.split_once(' ') {
+                envoy_types.insert(name, kind.trim());
+            }
+        } else if !line.starts_with('#') {
+            samples.extend(parse_sample(line));
+        }
+    }
+    let mut out = String::with_capacity(envoy.len());
+    let mut claimed = vec![false; samples.len()];
+    for family in FAMILIES {
+        match family.kind {
+            Kind::Histogram => render_histogram(&mut out, &family, &samples, &mut claimed),
+            Kind::Counter | Kind::Gauge => {
+                let kind = if family.kind == Kind::Counter {
+                    "counter"
+                } else {
+                    "gauge"
+                };
+                render_flat(&mut out, &family, kind, &samples, &mut claimed);
+            }
+        }
+    }
+    // What is left: the configured business counters, and nothing the filter does not own.
+    let mut rest: BTreeMap<&str, Vec<&Sample<'_>>> = BTreeMap::new();
+    for (sample, claimed) in samples.iter().zip(&claimed) {
+        if !claimed && !names::is_built_in(sample.name) {
+            rest.entry(sample.name).or_default().push(sample);
+        }
+    }
+    for (name, series) in rest {
+        let kind = match envoy_types.get(name) {
+            Some(&"gauge") => "gauge",
+            _ => "counter",
+        };
+        write_header(
+            &mut out,
+            name,
+            "A business counter of the filter's configuration.",
+            kind,
+        );
+        for sample in series {
+            write_sample(&mut out, name, &sample.labels, sample.value);
+        }
+    }
+    out
+}
+
+fn render_flat(
+    out: &mut String,
+    family: &Family,
+    kind: &str,
+    samples: &[Sample<'_>],
+    claimed: &mut [bool],
+) {
+    let mut lines: Vec<(Vec<(&str, &str)>, &str)> = Vec::new();
+    for (sample, claimed) in samples.iter().zip(claimed.iter_mut()) {
+        if sample.name == family.name {
+            *claimed = true;
+            lines.push((ordered(&sample.labels, family.labels), sample.value));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    lines.sort_by(|a, b| a.0.cmp(&b.0));
+    write_header(out, family.name, family.help, kind);
+    for (labels, value) in lines {
+        write_sample(out, family.name, &labels, value);
+    }
+}
+
+fn render_histogram(
+    out: &mut String,
+    family: &Family,
+    samples: &[Sample<'_>],
+    claimed: &mut [bool],
+) {
+    let bucket = format!("{}_bucket", family.name);
+    let count = format!("{}_count", family.name);
+    let sum = format!("{}_sum", family.name);
+    let sum_micros = format!("{}{SUM_MICROSECONDS_SUFFIX}", family.name);
+    let mut series: BTreeMap<Vec<(&str, &str)>, HistogramSeries<'_>> = BTreeMap::new();
+    for (sample, claimed) in samples.iter().zip(claimed.iter_mut()) {
+        let name = sample.name;
+        if name != bucket && name != count && name != sum && name != sum_micros {
+            continue;
+        }
+        *claimed = true;
+        let without_le: Vec<(&str, &str)> = sample
+            .labels
+            .iter()
+            .filter(|(k, _)| *k != names::LABEL_LE)
+            .copied()
+            .collect();
+        let entry = series
+            .entry(ordered(&without_le, family.labels))
+            .or_default();
+        if name == bucket {
+            if let Some((_, le)) = sample.labels.iter().find(|(k, _)| *k == names::LABEL_LE) {
+                entry.buckets.push((bound(le), le, sample.value));
+            }
+        } else if name == count {
+            entry.count = Some(sample.value);
+        } else if name == sum {
+            entry.sum_seconds = Some(sample.value);
+        } else {
+            entry.sum_micros = sample.value.parse().ok();
+        }
+    }
+    if series.is_empty() {
+        return;
+    }
+    write_header(out, family.name, family.help, "histogram");
+    for (labels, mut histogram) in series {
+        histogram
+            .buckets
+            .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        for (_, le, value) in &histogram.buckets {
+            let mut with_le = labels.clone();
+            with_le.push((names::LABEL_LE, le));
+            write_sample(out, &bucket, &with_le, value);
+        }
+        // The microsecond sum when Envoy has it; whole seconds otherwise.
+        let sum_value = match (histogram.sum_micros, histogram.sum_seconds) {
+            (Some(micros), _) => format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000),
+            (None, Some(seconds)) => seconds.to_owned(),
+            (None, None) => "0".to_owned(),
+        };
+        write_sample(out, &sum, &labels, &sum_value);
+        write_sample(out, &count, &labels, histogram.count.unwrap_or("0"));
+    }
+}
+
+/// Scrapes waiting for the admin call, per worker; past this, a scrape gets 503 at once.
+pub const MAX_WAITERS: usize = 64;
+
+/// Most bytes of the admin page read: the filter's metrics at the default series cap are a
+/// few megabytes of text.
+pub const MAX_ADMIN_BODY: usize = 32 << 20;
+
+/// A worker's scrapes of `/metrics`: every scrape that arrives while the admin call runs
+/// waits for that call and gets its answer.
+#[derive(Default)]
+pub struct Scrapes {
+    waiters: Vec<u32>,
+    call: Option<u32>,
+}
+
+/// What a scrape gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u32,
+    pub body: String,
+}
+
+impl Scrapes {
+    /// A scrape: it waits (`true`), or there are too many waiting already (`false`).
+    pub fn wait(&mut self, context_id: u32) -> bool {
+        if self.waiters.len() >= MAX_WAITERS {
+            return false;
+        }
+        self.waiters.push(context_id);
+        true
+    }
+
+    /// A waiting scrape went away.
+    pub fn forget(&mut self, context_id: u32) {
+        self.waiters.retain(|&id| id != context_id);
+    }
+
+    /// Whether the worker should call the admin endpoint now.
+    pub fn wants_call(&self) -> bool {
+        !self.waiters.is_empty() && self.call.is_none()
+    }
+
+    pub fn calling(&mut self, token: u32) {
+        self.call = Some(token);
+    }
+
+    pub fn owns(&self, token: u32) -> bool {
+        self.call == Some(token)
+    }
+
+    /// The admin call's answer (`status` `None`: no answer at all): what every waiting scrape
+    /// gets, and who they are.
+    pub fn answered(&mut self, status: Option<u16>, body: &[u8]) -> (Answer, Vec<u32>) {
+        self.call = None;
+        let answer = match status {
+            Some(200) => Answer {
+                status: 200,
+                body: render(&String::from_utf8_lossy(body)),
+            },
+            Some(status) => Answer {
+                status: 502,
+                body: format!("the admin endpoint answered {status}\n"),
+            },
+            None => Answer {
+                status: 502,
+                body: "the admin endpoint did not answer\n".to_owned(),
+            },
+        };
+        (answer, std::mem::take(&mut self.waiters))
+    }
+
+    /// The admin call could not be made: every waiting scrape gets this.
+    pub fn refused(&mut self, why: &str) -> (Answer, Vec<u32>) {
+        self.call = None;
+        let answer = Answer {
+            status: 503,
+            body: format!("{why}\n"),
+        };
+        (answer, std::mem::take(&mut self.waiters))
+    }
+}
+
+#[cfg(test)]
+mod tests;
