@@ -13,7 +13,7 @@ WASM := build/veza_observability.wasm
 ENVOY := build/bin/envoy
 CARGO ?= cargo
 
-.PHONY: help run test bench profile package dashboard fuzz soak lint unit e2e wasm wasm-faults tools clean
+.PHONY: help run test bench profile package dashboard fuzz soak kube-rules lint unit e2e wasm wasm-faults tools clean
 
 help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
@@ -110,6 +110,11 @@ wasm-faults: build/.rust-target
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 package: wasm
 	$(CARGO) run --quiet -p oci-package -- $(WASM) build/package $(VERSION)
+
+# The PrometheusRule for kube-prometheus, regenerated from the rule files (make test checks
+# the committed one is current).
+kube-rules:
+	$(CARGO) run --quiet -p kube-rules
 
 # ---------------------------------------------------------------- run
 

@@ -1,9 +1,9 @@
-//! The deployment manifests under examples/istio and examples/envoy-gateway: each custom
-//! resource is valid against the CRD schema its project publishes (kept in
-//! tests/fixtures/crds, with their sources), with unknown fields refused as
-//! `kubectl --validate=strict` refuses them;
-//! the plugin configurations they carry load in the filter; and the stats_tags they add are
-//! exactly those of envoy/envoy.yaml.
+//! The deployment manifests under examples/istio, examples/envoy-gateway and
+//! monitoring/kubernetes: each custom resource is valid against the CRD schema its project
+//! publishes (kept in tests/fixtures/crds, with their sources), with unknown fields refused as
+//! `kubectl --validate=strict` refuses them; the plugin configurations they carry load in the
+//! filter; the stats_tags they add are exactly those of envoy/envoy.yaml; the PrometheusRule
+//! is the shipped rule files, regenerated.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,7 +16,11 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use veza_test_harness::REPO;
 
-const MANIFEST_DIRS: [&str; 2] = ["examples/istio", "examples/envoy-gateway"];
+const MANIFEST_DIRS: [&str; 3] = [
+    "examples/istio",
+    "examples/envoy-gateway",
+    "monitoring/kubernetes",
+];
 
 fn schemas_dir() -> PathBuf {
     Path::new(REPO).join("tests/fixtures/crds")
@@ -132,7 +136,9 @@ fn manifests() -> Vec<(PathBuf, Value)> {
 
 fn is_custom_resource(resource: &Value) -> bool {
     resource["apiVersion"].as_str().is_some_and(|v| {
-        v.starts_with("extensions.istio.io/") || v.starts_with("gateway.envoyproxy.io/")
+        v.starts_with("extensions.istio.io/")
+            || v.starts_with("gateway.envoyproxy.io/")
+            || v.starts_with("monitoring.coreos.com/")
     })
 }
 
@@ -146,7 +152,16 @@ fn every_custom_resource_is_valid_against_its_published_schema() {
         kinds.push(resource["kind"].as_str().unwrap().to_owned());
     }
     kinds.sort();
-    assert_eq!(kinds, ["EnvoyExtensionPolicy", "EnvoyProxy", "WasmPlugin"]);
+    assert_eq!(
+        kinds,
+        [
+            "EnvoyExtensionPolicy",
+            "EnvoyProxy",
+            "PodMonitor",
+            "PrometheusRule",
+            "WasmPlugin"
+        ]
+    );
 }
 
 #[test]
@@ -256,4 +271,43 @@ fn sidecars_are_annotated_for_the_overrides_and_scraping() {
         config_map["metadata"]["name"],
         "veza-observability-stats-tags"
     );
+}
+
+/// The PrometheusRule is the rule files, as `make kube-rules` writes it: one source of truth.
+#[test]
+fn the_prometheus_rule_is_the_shipped_rule_files() {
+    let texts: Vec<String> = kube_rules::SOURCES
+        .iter()
+        .map(|path| std::fs::read_to_string(Path::new(REPO).join(path)).unwrap())
+        .collect();
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let expected = kube_rules::prometheus_rule(&texts).unwrap();
+    let committed = std::fs::read_to_string(Path::new(REPO).join(kube_rules::OUTPUT)).unwrap();
+    assert!(
+        committed == expected,
+        "{} is not current: run `make kube-rules`",
+        kube_rules::OUTPUT
+    );
+    let rule = &yaml_documents(&Path::new(REPO).join(kube_rules::OUTPUT))[0];
+    let rules: usize = rule["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["rules"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(rules, 9 + 15, "every recording rule and every alert");
+}
+
+/// The PodMonitor scrapes the stats listener's /metrics under the job the rules expect.
+#[test]
+fn the_pod_monitor_scrapes_the_stats_listener() {
+    let monitor =
+        &yaml_documents(&Path::new(REPO).join("monitoring/kubernetes/podmonitor.yaml"))[0];
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "stats");
+    assert_eq!(endpoint["path"], "/metrics");
+    assert_eq!(endpoint["relabelings"][0]["targetLabel"], "job");
+    assert_eq!(endpoint["relabelings"][0]["replacement"], "veza-gateway");
+    let envoy = std::fs::read_to_string(Path::new(REPO).join("envoy/envoy.yaml")).unwrap();
+    assert!(envoy.contains("  - name: stats\n    address: { socket_address: { address: 127.0.0.1, port_value: 19001 } }"));
 }

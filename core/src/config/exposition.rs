@@ -84,6 +84,8 @@ mod tests {
         assert!(!settings.health.enabled);
         assert!(!settings.tracing.enabled);
         assert!(!settings.active_users.enabled);
+        assert!(settings.business.rules.is_empty());
+        assert!(settings.websocket.chat_endpoints.is_empty());
     }
 
     #[test]

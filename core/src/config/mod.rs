@@ -375,12 +375,16 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         .exposition
         .map(|e| exposition::compile(e).map_err(|e| e.within("exposition")))
         .transpose()?;
-    let (mut health, mut active_users) = (health, active_users);
+    let (mut health, mut active_users, mut business, mut websocket) =
+        (health, active_users, business, websocket);
     if exposition.is_some() {
-        // The stats listener's filter measures nothing and checks nothing itself.
+        // The stats listener's filter measures nothing and checks nothing itself, and
+        // defines no series the gateway's filter would not.
         health.enabled = false;
         tracing.enabled = false;
         active_users.enabled = false;
+        business = BusinessSettings::default();
+        websocket.chat_endpoints.clear();
     }
     #[cfg(feature = "fault-injection")]
     let trap_header = match config.fault_injection {
