@@ -62,10 +62,12 @@ sed -e "s|port_value: 10000 }|port_value: $gateway }|" \
     -e "s|filename: build/veza_observability.wasm|filename: $wasm|" \
     envoy/envoy.yaml > "$config"
 
+# Envoy's stdout is the JSON access log: to a file here, not over the terminal.
 if command -v func-e >/dev/null; then
-  func-e run -c "$config" --log-path "$run_dir/envoy-run.log" &
+  func-e run -c "$config" --log-path "$run_dir/envoy-run.log" >"$run_dir/access-log.json" &
 else
-  build/bin/envoy -c "$config" --disable-hot-restart --log-path "$run_dir/envoy-run.log" &
+  build/bin/envoy -c "$config" --disable-hot-restart --log-path "$run_dir/envoy-run.log" \
+    >"$run_dir/access-log.json" &
 fi
 pids+=($!)
 for _ in $(seq 200); do
@@ -81,6 +83,7 @@ cat <<MSG
   Metrics           http://127.0.0.1:$stats/metrics   (what Prometheus scrapes: the filter's metrics)
   Envoy's own       http://127.0.0.1:$stats/stats/prometheus
   Envoy log         $run_dir/envoy-run.log
+  Access log        $run_dir/access-log.json   (one JSON line per request, with trace ids)
   Stand-ins for     ${missing[*]:-nothing (every Veza service is running)}
 
   Ctrl-C stops everything.

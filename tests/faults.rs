@@ -85,7 +85,11 @@ fn the_shipped_policy_reloads_a_trapped_vm_and_telemetry_goes_on() {
 fn fail_open_keeps_traffic_flowing_without_telemetry() {
     let (_standins, config, ports) = GatewayConfig::with_standins();
     let config = config
-        .replace_once("failure_policy: FAIL_RELOAD", "failure_policy: FAIL_OPEN")
+        // The gateway's filter (the stats listener's has no reload_config).
+        .replace_once(
+            "failure_policy: FAIL_RELOAD\n                reload_config",
+            "failure_policy: FAIL_OPEN\n                reload_config",
+        )
         .with_fault_injection()
         .plugin_configuration(TRAP);
     let envoy = Envoy::start(&config, ports, 1);

@@ -9,10 +9,12 @@
 //! - The end (also for requests answered before the filter ran, and for resets): the HTTP
 //!   metrics, business rules, the span queued for export, connections closed.
 
+use crate::access_log;
 use crate::active_users::identity::{self, Credentials};
 use crate::config::business::UserSource;
 use crate::config::exposition::ExpositionSettings;
-use crate::config::EndpointSource;
+use crate::config::tracing::Propagation;
+use crate::config::{EndpointSource, Settings};
 use crate::header_map;
 use crate::health::{self, Endpoint, Health};
 use crate::host::{HeaderMap, Property, Request};
@@ -20,9 +22,10 @@ use crate::labels::{self, Method, Status};
 use crate::metrics::connections::WebSocketConnection;
 use crate::metrics::http::RequestRecord;
 use crate::metrics::registry::Operation;
+use crate::metrics::registry::Registry;
 use crate::metrics::streams::{self, StreamResponse, StreamSession};
 use crate::routes::{self, RouteMatch, ServiceId};
-use crate::trace::export::SpanRecord;
+use crate::trace::export::{DropReason, SpanRecord};
 use crate::trace::{self, TraceHeaders};
 use crate::websocket::frames::{ByteSource, Direction};
 use crate::worker::{State, Worker};
@@ -58,8 +61,12 @@ pub struct Exchange {
     /// stream's id.
     stream_request: Option<String>,
     connection: Option<Connection>,
-    /// Sent back in the configured response header.
-    trace_id: Option<trace::TraceId>,
+    /// The context the service received, as far as the filter knows it: what it wrote, or
+    /// (read back after the router) what Envoy's tracer wrote.
+    seen: Option<(trace::TraceId, trace::SpanId)>,
+    /// Read the request's trace headers again when the response comes: Envoy's tracer
+    /// writes its context at the router, after this filter.
+    read_back: bool,
     /// The gateway's span, until the end queues it for export (its route, protocol, status
     /// and end are filled in then).
     span: Option<SpanRecord>,
@@ -186,7 +193,14 @@ impl Exchange {
             Endpoint::Live | Endpoint::Ready => tracing.health,
         };
         if traced && tracing.enabled {
-            self.propagate_trace(worker, host, &headers, method, now.unwrap_or(0));
+            match tracing.propagation {
+                Propagation::Filter => {
+                    self.propagate_trace(worker, host, &headers, method, now.unwrap_or(0));
+                }
+                Propagation::Envoy => {
+                    self.read_back = tracing.response_header.is_some() || settings.access_log;
+                }
+            }
         }
         let now = now.unwrap_or(0);
         let answer = match endpoint {
@@ -236,9 +250,11 @@ impl Exchange {
                 state.registry.host_error(Operation::SetHeader, err, name);
             }
         }
-        if settings.response_header.is_some() {
-            self.trace_id = Some(decision.trace_id);
-        }
+        self.seen = Some((decision.trace_id, decision.span_id));
+        // Only where it changes something: a span to export, a log line to write. Without
+        // Envoy's tracer the read finds what the filter wrote.
+        self.read_back =
+            (decision.sampled && settings.collector.is_some()) || worker.settings.access_log;
         if decision.sampled && settings.collector.is_some() {
             // Envoy keeps an HTTP/1 `Host` as `:authority`.
             let [path, scheme, authority, user_agent] =
@@ -266,13 +282,84 @@ impl Exchange {
         }
     }
 
+    /// The context the service received, read when Envoy logs the request: only then does a
+    /// filter see the request headers as the router sent them, with what Envoy's tracer wrote.
+    /// Where that replaced the filter's context, the filter's span would be an orphan (the
+    /// service's parent is Envoy's span): it is counted as dropped, not exported.
+    fn read_trace_back<R: Request>(&mut self, state: &mut State, host: &mut R) {
+        let headers = match host.request_headers() {
+            Ok(headers) => headers,
+            Err(err) => {
+                state
+                    .registry
+                    .host_error(Operation::GetHeader, err, "the request headers");
+                return;
+            }
+        };
+        let Some(received) = trace::received(header_map::pairs(&headers)) else {
+            return;
+        };
+        if self.seen.is_some_and(|written| written != received) {
+            let State {
+                registry, exporter, ..
+            } = state;
+            if let (Some(_), Some(exporter)) = (self.span.take(), exporter.as_mut()) {
+                exporter.discard(registry, DropReason::EnvoyTracer);
+            }
+            if !state.tracer_conflict_logged {
+                state.tracer_conflict_logged = true;
+                log::warn!(
+                    "veza-observability: Envoy's tracer replaced the trace context this filter wrote; set tracing.propagation to \"envoy\" (docs/tracing.md)"
+                );
+            }
+        }
+        self.seen = Some(received);
+    }
+
+    /// The access log's fields: the labels the request's metrics used, and the context the
+    /// service received. Set while Envoy logs the request, before its access logs format.
+    fn log_fields<R: Request>(
+        &self,
+        settings: &Settings,
+        registry: &mut Registry,
+        host: &mut R,
+        route: RouteMatch,
+        route_name: Option<&[u8]>,
+    ) {
+        let service = crate::metrics::http::service_label_of(settings, route.service);
+        // The endpoint label as the metrics make it: the route template, or Envoy's route
+        // name with `endpoint_source: route_name`.
+        let endpoint = match (settings.endpoint_source, route_name) {
+            (EndpointSource::RouteName, Some(name)) if !name.is_empty() => {
+                crate::metrics::http::sanitize_route_name(name)
+            }
+            (EndpointSource::RouteName, _) => crate::metrics::names::OTHER.to_owned(),
+            (EndpointSource::RouteTable, _) => {
+                crate::metrics::http::endpoint_label_of(settings, route.endpoint).to_owned()
+            }
+        };
+        let mut fields: Vec<(&str, Vec<u8>)> = vec![
+            (access_log::SERVICE, service.as_bytes().to_vec()),
+            (access_log::ENDPOINT, endpoint.into_bytes()),
+        ];
+        if let Some((trace_id, span_id)) = self.seen {
+            fields.push((access_log::TRACE_ID, trace_id.hex().to_vec()));
+            let mut span = String::with_capacity(16);
+            span_id.push_hex(&mut span);
+            fields.push((access_log::SPAN_ID, span.into_bytes()));
+        }
+        for (key, value) in fields {
+            if let Err(err) = host.set_log_field(key, &value) {
+                registry.host_error(Operation::SetProperty, err, key);
+            }
+        }
+    }
+
     /// The response headers: the trace id header, and for an upgrade or a stream request what
     /// the response makes of it.
     pub fn response_headers<R: Request>(&mut self, worker: &Worker, host: &mut R) {
         let settings = &worker.settings;
-        if let (Some(trace_id), Some(name)) =
-            (self.trace_id.take(), &settings.tracing.response_header)
-        {
+        if let (Some((trace_id, _)), Some(name)) = (self.seen, &settings.tracing.response_header) {
             // Best effort: a refused header changes nothing the filter counts.
             let _ = host.set_header(HeaderMap::Response, name, &trace_id.hex());
         }
@@ -399,6 +486,9 @@ impl Exchange {
         if self.waiting_for_ready {
             state.health.forget(self.context_id);
         }
+        if std::mem::take(&mut self.read_back) {
+            self.read_trace_back(state, host);
+        }
         let settings = &worker.settings;
         let registry = &mut state.registry;
         // A request this filter never saw start (answered before it ran): read its headers now.
@@ -453,6 +543,9 @@ impl Exchange {
         };
         // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
         let route = state.http.record(settings, registry, host, &request);
+        if settings.access_log {
+            self.log_fields(settings, registry, host, route, route_name.as_deref());
+        }
         if let (Some(mut span), Some(exporter)) = (self.span.take(), state.exporter.as_mut()) {
             let protocol = registry.read(
                 Operation::GetProperty,

@@ -86,6 +86,8 @@ pub trait Request: Host {
     fn set_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError>;
     fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError>;
     fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError>;
+    /// Sets one of the access log's fields ([`crate::access_log`]) for this request.
+    fn set_log_field(&mut self, key: &str, value: &[u8]) -> Result<(), HostError>;
     /// Answers the request here instead of passing it on.
     fn send_reply(&mut self, status: u32, content_type: &str, body: &str) -> Result<(), HostError>;
     /// Ends the VM as a bug would: the fault-injection tests of Envoy's failure policy.
@@ -164,6 +166,8 @@ pub mod memory {
         pub properties: Vec<(Property, Vec<u8>)>,
         /// The local reply sent, if any.
         pub reply: Option<(u32, String)>,
+        /// The access log's fields set for this request.
+        pub log_fields: Vec<(String, String)>,
     }
 
     impl MemoryRequest {
@@ -416,6 +420,14 @@ pub mod memory {
                 .iter()
                 .find(|(p, _)| *p == property)
                 .map(|(_, v)| v.clone()))
+        }
+
+        fn set_log_field(&mut self, key: &str, value: &[u8]) -> Result<(), HostError> {
+            self.request.log_fields.retain(|(k, _)| k != key);
+            self.request
+                .log_fields
+                .push((key.to_owned(), String::from_utf8_lossy(value).into_owned()));
+            Ok(())
         }
 
         fn send_reply(&mut self, status: u32, _: &str, body: &str) -> Result<(), HostError> {

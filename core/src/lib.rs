@@ -17,6 +17,7 @@
 //! - [`worker`]: one worker's configuration and shared state, its ticks and call answers;
 //! - [`exchange`]: one request from its headers to its end: every decision about a request.
 
+pub mod access_log;
 pub mod active_users;
 pub mod config;
 pub mod exchange;

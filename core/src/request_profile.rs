@@ -149,6 +149,9 @@ impl Request for ProfileHost {
     fn property(&mut self, _: Property) -> Result<Option<Vec<u8>>, HostError> {
         Ok(None)
     }
+    fn set_log_field(&mut self, _: &str, _: &[u8]) -> Result<(), HostError> {
+        Ok(())
+    }
     fn send_reply(&mut self, _: u32, _: &str, _: &str) -> Result<(), HostError> {
         Ok(())
     }

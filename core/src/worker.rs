@@ -66,6 +66,8 @@ pub struct State {
     memory: Option<GaugeHandle>,
     /// Scrapes of the stats listener's `/metrics` waiting for the admin call.
     pub scrapes: Scrapes,
+    /// Envoy's tracer was seen replacing the filter's context (logged once per worker).
+    pub tracer_conflict_logged: bool,
 }
 
 impl Worker {
@@ -125,6 +127,7 @@ impl Worker {
                 next_check_nanos: 0,
                 memory,
                 scrapes: Scrapes::default(),
+                tracer_conflict_logged: false,
             }),
         })
     }

@@ -38,7 +38,7 @@ start_stack() {
       -e "s|filename: build/veza_observability.wasm|filename: $PWD/build/veza_observability.wasm|" \
       envoy/envoy.yaml >"$dir/envoy.yaml"
   build/bin/envoy -c "$dir/envoy.yaml" --disable-hot-restart \
-    --log-path "$dir/envoy.log" >/dev/null 2>&1 &
+    --log-path "$dir/envoy.log" >"$dir/access-log.json" 2>&1 &
   envoy_pid=$!
   pids+=($envoy_pid)
   wait_for_port "$gateway"

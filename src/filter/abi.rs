@@ -30,6 +30,12 @@ extern "C" {
         return_value_data: *mut *mut u8,
         return_value_size: *mut usize,
     ) -> RawStatus;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> RawStatus;
     fn proxy_get_header_map_value(
         map_type: MapType,
         key_data: *const u8,
@@ -364,6 +370,12 @@ impl Request for EnvoyHost {
             Property::RouteName => &ROUTE_NAME,
             Property::RequestProtocol => &REQUEST_PROTOCOL,
         })
+    }
+
+    fn set_log_field(&mut self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        // Envoy keeps it as filter state `wasm.<key>`, which access log formats read.
+        // SAFETY: pointers are valid for the call.
+        check(unsafe { proxy_set_property(key.as_ptr(), key.len(), value.as_ptr(), value.len()) })
     }
 
     fn send_reply(&mut self, status: u32, content_type: &str, body: &str) -> Result<(), HostError> {

@@ -1,8 +1,9 @@
-"""Decodes OTLP JSON export bodies with OpenTelemetry's own proto definitions.
+"""Decodes OTLP export bodies with OpenTelemetry's own proto definitions.
 
 Reads a JSON list of request bodies on stdin; parses each into an ExportTraceServiceRequest
 with protobuf's strict JSON parser (unknown fields, wrong types and bad enums fail), after the
-one documented difference of OTLP JSON: ids are hex, not base64. Prints the spans as JSON.
+one documented difference of OTLP JSON: ids are hex, not base64. With --protobuf, each body is
+the hex of a binary protobuf export (Envoy's OpenTelemetry tracer). Prints the spans as JSON.
 """
 
 import base64
@@ -36,9 +37,14 @@ def value_of(any_value):
 
 spans = []
 for body in json.load(sys.stdin):
-    document = json.loads(body)
-    hex_ids_to_base64(document)
-    request = json_format.ParseDict(document, ExportTraceServiceRequest(), ignore_unknown_fields=False)
+    if "--protobuf" in sys.argv:
+        request = ExportTraceServiceRequest.FromString(bytes.fromhex(body))
+    else:
+        document = json.loads(body)
+        hex_ids_to_base64(document)
+        request = json_format.ParseDict(
+            document, ExportTraceServiceRequest(), ignore_unknown_fields=False
+        )
     for resource_spans in request.resource_spans:
         resource = {a.key: value_of(a.value) for a in resource_spans.resource.attributes}
         for scope_spans in resource_spans.scope_spans:

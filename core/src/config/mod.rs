@@ -61,6 +61,10 @@ pub struct PluginConfig {
     /// Trace context for Jaeger and OpenTelemetry.
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// Hand the access log the request's bounded labels and the trace context the service
+    /// received, as filter state (`wasm.veza_service`, ...).
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
     /// The stats listener's filter only: serve the filter's metrics as Prometheus exposition,
     /// and nothing else (no counting, no health, no tracing).
     #[serde(default)]
@@ -78,6 +82,13 @@ pub struct PluginConfig {
 pub struct FaultInjectionConfig {
     /// A request carrying this header traps the worker's VM, as a bug would.
     pub trap_header: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    #[serde(default)]
+    pub enabled: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +209,8 @@ pub struct Settings {
     pub business: BusinessSettings,
     pub active_users: ActiveUsersSettings,
     pub tracing: TraceSettings,
+    /// Write the access log's fields ([`crate::access_log`]).
+    pub access_log: bool,
     /// Set: this filter serves only the exposition at its path.
     pub exposition: Option<exposition::ExpositionSettings>,
     /// The request header that traps the VM (fault-injection tests only).
@@ -398,6 +411,7 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         #[cfg(feature = "fault-injection")]
         trap_header,
         tracing,
+        access_log: config.access_log.enabled && exposition.is_none(),
         exposition,
         business,
         active_users,

@@ -22,11 +22,28 @@ pub enum Format {
     B3Single,
 }
 
+/// Who gives the services their trace context.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Propagation {
+    /// The filter: it reads the incoming context, decides and writes the outgoing headers
+    /// (no Envoy tracer in the connection manager).
+    #[default]
+    Filter,
+    /// Envoy's own tracer (the connection manager's `tracing`), which writes its context at
+    /// the router after every filter: the filter writes no trace header and exports no span;
+    /// it reads, after the router, the context the service received.
+    Envoy,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// `"filter"` (no Envoy tracer) or `"envoy"` (Envoy's tracer is on).
+    #[serde(default)]
+    pub propagation: Propagation,
     /// Incoming formats in order of precedence.
     #[serde(default = "default_incoming")]
     pub incoming: Vec<Format>,
@@ -136,6 +153,7 @@ impl Default for TracingConfig {
     fn default() -> TracingConfig {
         TracingConfig {
             enabled: true,
+            propagation: Propagation::Filter,
             incoming: default_incoming(),
             outgoing: default_outgoing(),
             sampling_ratio: default_sampling_ratio(),
@@ -177,6 +195,7 @@ fn default_sampling_ratio() -> f64 {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TraceSettings {
     pub enabled: bool,
+    pub propagation: Propagation,
     pub incoming: Vec<Format>,
     pub outgoing: Vec<Format>,
     pub sampling_ratio: f64,
@@ -249,10 +268,23 @@ pub fn compile(config: TracingConfig) -> Result<TraceSettings, ConfigError> {
         None => None,
         Some(collector) => Some(compile_collector(collector)?),
     };
+    if config.propagation == Propagation::Envoy && response_header.is_some() {
+        return Err(ConfigError::at(
+            "response_header".into(),
+            "with \"propagation\": \"envoy\", the trace id is Envoy's: add the header with Envoy's response_headers_to_add and the value \"%TRACE_ID%\"".into(),
+        ));
+    }
+    if config.propagation == Propagation::Envoy && collector.is_some() {
+        return Err(ConfigError::at(
+            "collector".into(),
+            "with \"propagation\": \"envoy\", Envoy's tracer exports the gateway's span: configure its collector there".into(),
+        ));
+    }
     Ok(TraceSettings {
         health: config.health,
         collector,
         enabled: config.enabled,
+        propagation: config.propagation,
         incoming: config.incoming,
         outgoing: config.outgoing,
         sampling_ratio: config.sampling_ratio,

@@ -374,3 +374,173 @@ fn a_websocket_chunk_the_host_failed_to_read_is_counted_once() {
     );
     assert_eq!(host.errors(), 1);
 }
+
+/// Envoy's tracer writing its context at the router: what the request map holds afterwards.
+fn envoys_router_writes(host: &mut MemoryHost, traceparent: &str) {
+    host.request
+        .request_headers
+        .retain(|(name, _)| name != "traceparent");
+    host.request
+        .request_headers
+        .push(("traceparent".to_owned(), traceparent.as_bytes().to_vec()));
+}
+
+fn log_field(host: &MemoryHost, key: &str) -> Option<String> {
+    host.request
+        .log_fields
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
+#[test]
+fn with_envoys_tracer_the_filter_writes_nothing_and_reports_what_the_service_got() {
+    let mut host = MemoryHost::default();
+    let worker = worker(
+        &mut host,
+        r#"{"tracing": {"propagation": "envoy"}, "access_log": {"enabled": true}}"#,
+    );
+    let mut exchange = Exchange::new(21);
+    let incoming = [
+        (":method", "GET"),
+        (":path", "/api/v1/tracks/42"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+    ];
+    host.request = request(&incoming, SECOND);
+    exchange.request_headers(&worker, &mut host);
+    let untouched: Vec<(String, Vec<u8>)> = incoming
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(host.request.request_headers, untouched, "no header written");
+    // Envoy's OpenTelemetry tracer continues the W3C trace with its own span.
+    envoys_router_writes(
+        &mut host,
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-b7ad6b7169203331-01",
+    );
+    respond(&mut host, "200", 2 * SECOND);
+    exchange.response_headers(&worker, &mut host);
+    exchange.end(&worker, &mut host);
+    assert_eq!(
+        log_field(&host, "veza_trace_id").as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    assert_eq!(
+        log_field(&host, "veza_span_id").as_deref(),
+        Some("b7ad6b7169203331")
+    );
+    assert_eq!(
+        log_field(&host, "veza_service").as_deref(),
+        Some("backend-api")
+    );
+    assert_eq!(
+        log_field(&host, "veza_endpoint").as_deref(),
+        Some("/api/v1/tracks/:id")
+    );
+    worker.flush(&mut host);
+    // The metrics are the same either way: the log's labels are the series'.
+    assert_eq!(
+        host.series(
+            "http_requests_total",
+            &[
+                ("endpoint", "/api/v1/tracks/:id"),
+                ("status", "200"),
+                ("service", "backend-api")
+            ]
+        ),
+        Some(1)
+    );
+    assert_eq!(host.errors(), 0);
+}
+
+#[test]
+fn propagation_envoy_leaves_the_response_header_and_the_span_to_envoy() {
+    let refused = |json: &str| {
+        crate::config::load(Some(json.as_bytes()))
+            .err()
+            .map(|e| e.field)
+    };
+    assert_eq!(
+        refused(r#"{"tracing": {"propagation": "envoy", "collector": {"cluster": "jaeger"}}}"#)
+            .as_deref(),
+        Some("tracing.collector")
+    );
+    assert_eq!(
+        refused(r#"{"tracing": {"propagation": "envoy", "response_header": "x-trace-id"}}"#)
+            .as_deref(),
+        Some("tracing.response_header")
+    );
+}
+
+const EXPORTING: &str = r#"{"tracing": {"sampling_ratio": 1.0, "collector": {"cluster": "jaeger"}},
+    "access_log": {"enabled": true}}"#;
+
+fn spans_held(worker: &Worker) -> usize {
+    worker
+        .state
+        .borrow()
+        .exporter
+        .as_ref()
+        .map_or(0, |e| e.held())
+}
+
+#[test]
+fn a_context_envoys_tracer_replaced_is_not_exported_as_an_orphan() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, EXPORTING);
+    let mut exchange = Exchange::new(22);
+    host.request = request(&[(":method", "GET"), (":path", "/api/v1/tracks/1")], SECOND);
+    exchange.request_headers(&worker, &mut host);
+    assert!(host
+        .request
+        .value(HeaderMap::Request, "traceparent")
+        .is_some());
+    // Envoy's tracer, which read no context before the filter ran, starts its own trace.
+    envoys_router_writes(
+        &mut host,
+        "00-0af7651916cd43dd8448eb211c80319c-b9c7c989f97918e1-01",
+    );
+    respond(&mut host, "200", 2 * SECOND);
+    exchange.response_headers(&worker, &mut host);
+    exchange.end(&worker, &mut host);
+    assert_eq!(spans_held(&worker), 0, "no orphan span");
+    assert_eq!(
+        log_field(&host, "veza_trace_id").as_deref(),
+        Some("0af7651916cd43dd8448eb211c80319c"),
+        "the trace id the service saw"
+    );
+    worker.flush(&mut host);
+    assert_eq!(
+        host.series("trace_spans_dropped_total", &[("reason", "envoy_tracer")]),
+        Some(1)
+    );
+}
+
+#[test]
+fn without_envoys_tracer_the_read_back_finds_the_filters_own_context() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, EXPORTING);
+    let mut exchange = Exchange::new(23);
+    host.request = request(&[(":method", "GET"), (":path", "/api/v1/tracks/1")], SECOND);
+    exchange.request_headers(&worker, &mut host);
+    let written = host
+        .request
+        .value(HeaderMap::Request, "traceparent")
+        .unwrap();
+    respond(&mut host, "200", 2 * SECOND);
+    exchange.response_headers(&worker, &mut host);
+    exchange.end(&worker, &mut host);
+    assert_eq!(spans_held(&worker), 1);
+    assert_eq!(
+        log_field(&host, "veza_trace_id"),
+        written.get(3..35).map(str::to_owned)
+    );
+    assert_eq!(
+        log_field(&host, "veza_span_id"),
+        written.get(36..52).map(str::to_owned)
+    );
+}

@@ -294,7 +294,8 @@ fn service_label(settings: &Settings, service: u8) -> &str {
 
 /// Route names come from Envoy's config, not from clients, but still become label values:
 /// keep the label encoding's separators and anything unprintable out of them.
-fn sanitize_route_name(name: &[u8]) -> String {
+/// A route name as a label value: bounded, and only characters safe in a label.
+pub fn sanitize_route_name(name: &[u8]) -> String {
     name.iter()
         .take(MAX_TEMPLATE_LEN)
         .map(|&b| {

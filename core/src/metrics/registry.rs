@@ -77,10 +77,12 @@ pub enum Operation {
     GetBuffer,
     SetHeader,
     SharedData,
+    /// Filter state for the access log.
+    SetProperty,
 }
 
 impl Operation {
-    const ALL: [Operation; 7] = [
+    const ALL: [Operation; 8] = [
         Operation::DefineMetric,
         Operation::IncrementMetric,
         Operation::GetProperty,
@@ -88,6 +90,7 @@ impl Operation {
         Operation::GetBuffer,
         Operation::SetHeader,
         Operation::SharedData,
+        Operation::SetProperty,
     ];
 
     fn label(self) -> &'static str {
@@ -99,6 +102,7 @@ impl Operation {
             Operation::GetBuffer => "get_buffer",
             Operation::SetHeader => "set_header",
             Operation::SharedData => "shared_data",
+            Operation::SetProperty => "set_property",
         }
     }
 }

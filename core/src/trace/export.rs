@@ -50,14 +50,18 @@ pub enum DropReason {
     ExportFailed,
     /// Still 429/502/503/504 after every retry.
     RetriesExhausted,
+    /// Envoy's tracer replaced the context the filter wrote: the service continued Envoy's
+    /// span, and the filter's would be an orphan (set `tracing.propagation` to `"envoy"`).
+    EnvoyTracer,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 4] = [
+    pub const ALL: [DropReason; 5] = [
         DropReason::QueueFull,
         DropReason::Rejected,
         DropReason::ExportFailed,
         DropReason::RetriesExhausted,
+        DropReason::EnvoyTracer,
     ];
 
     pub fn label(self) -> &'static str {
@@ -66,6 +70,7 @@ impl DropReason {
             DropReason::Rejected => "rejected",
             DropReason::ExportFailed => "export_failed",
             DropReason::RetriesExhausted => "retries_exhausted",
+            DropReason::EnvoyTracer => "envoy_tracer",
         }
     }
 }
@@ -90,7 +95,7 @@ pub struct Exporter {
     last_send_nanos: u64,
     exported: Option<CounterHandle>,
     failures: Option<CounterHandle>,
-    dropped: [Option<CounterHandle>; 4],
+    dropped: [Option<CounterHandle>; DropReason::ALL.len()],
 }
 
 /// The answer to an export call: its status, or `None` when the call failed without one.
@@ -134,6 +139,11 @@ impl Exporter {
     /// The collector this exporter sends to.
     pub fn settings(&self) -> &CollectorSettings {
         &self.settings
+    }
+
+    /// A span not exported, for `reason`.
+    pub fn discard(&mut self, registry: &mut Registry, reason: DropReason) {
+        self.drop_spans(registry, reason, 1);
     }
 
     pub fn push(&mut self, registry: &mut Registry, span: SpanRecord) {

@@ -243,6 +243,48 @@ pub fn outgoing(settings: &TraceSettings, decision: &Decision) -> Vec<(&'static 
     headers
 }
 
+/// The context a service receives in these request headers (as they leave Envoy: after the
+/// router, whose tracer may have written its own), in the order a service's tracer would look:
+/// W3C, then B3, then Jaeger. The trace id, and the span id the service takes as its parent.
+pub fn received<'a>(
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Option<(TraceId, SpanId)> {
+    let mut headers = TraceHeaders::default();
+    for (name, value) in pairs {
+        match name {
+            b"traceparent" => headers.traceparent.push(value),
+            b"uber-trace-id" => headers.uber_trace_id.push(value),
+            b"b3" => headers.b3_single.push(value),
+            b"x-b3-traceid" => headers.b3_multi.trace_id = Some(value),
+            b"x-b3-spanid" => headers.b3_multi.span_id = Some(value),
+            b"x-b3-sampled" => headers.b3_multi.sampled = Some(value),
+            b"x-b3-flags" => headers.b3_multi.flags = Some(value),
+            _ => {}
+        }
+    }
+    let w3c = match headers.traceparent.as_slice() {
+        [one] => w3c::parse_traceparent(one),
+        _ => None,
+    };
+    let b3 = || {
+        let parsed = match headers.b3_single.as_slice() {
+            [one] => b3::parse_single(one),
+            [] if !headers.b3_multi.is_empty() => b3::parse_multi(&headers.b3_multi),
+            _ => None,
+        };
+        match parsed {
+            Some(B3::Context(incoming)) => Some(incoming),
+            _ => None,
+        }
+    };
+    let jaeger = || match headers.uber_trace_id.as_slice() {
+        [one] => jaeger::parse(one),
+        _ => None,
+    };
+    let incoming = w3c.or_else(b3).or_else(jaeger)?;
+    Some((incoming.trace_id, incoming.parent?))
+}
+
 /// Owned headers present on the request that the outgoing set does not overwrite: they are
 /// removed, so no stale or malformed context reaches a service.
 pub fn stale(present: u16, outgoing: &[(&'static str, String)]) -> Vec<&'static str> {

@@ -316,3 +316,40 @@ fn no_incoming_formats_ignores_every_client_context() {
         [B3_SINGLE_NAME]
     );
 }
+
+#[test]
+fn what_a_service_received_is_read_in_its_tracers_order() {
+    let pairs = |list: &'static [(&'static str, &'static str)]| {
+        list.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))
+    };
+    let w3c = received(pairs(&[
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ]));
+    assert_eq!(
+        w3c,
+        Some((
+            TraceId(0x4bf92f3577b34da6a3ce929d0e0e4736),
+            SpanId(0x00f067aa0ba902b7)
+        ))
+    );
+    let b3 = received(pairs(&[
+        ("x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7"),
+        ("x-b3-spanid", "e457b5a2e4d86bd1"),
+        ("x-b3-sampled", "1"),
+    ]));
+    assert_eq!(
+        b3,
+        Some((
+            TraceId(0x80f198ee56343ba864fe8b2a57d3eff7),
+            SpanId(0xe457b5a2e4d86bd1)
+        ))
+    );
+    let jaeger = received(pairs(&[("uber-trace-id", "abc:def:0:1")]));
+    assert_eq!(jaeger, Some((TraceId(0xabc), SpanId(0xdef))));
+    assert_eq!(received(pairs(&[("traceparent", "garbage")])), None);
+    assert_eq!(received(pairs(&[])), None);
+}

@@ -120,7 +120,10 @@ impl Envoy {
             .arg(&log)
             .current_dir(REPO)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // The shipped access log goes to stdout.
+            .stdout(Stdio::from(
+                std::fs::File::create(dir.join("stdout")).unwrap(),
+            ))
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
@@ -149,6 +152,15 @@ impl Envoy {
 
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.ports.admin)
+    }
+
+    /// The access log lines Envoy has written to its stdout so far, as JSON.
+    pub fn access_log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.dir.join("stdout"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
     }
 
     pub fn prometheus_text(&self) -> String {

@@ -156,11 +156,14 @@ impl GatewayConfig {
         self.replace_once(&shipped, &faults)
     }
 
-    /// Replaces the filter's JSON configuration (shipped as `{}`).
+    /// Replaces the gateway filter's JSON configuration: the gateway ships the defaults with
+    /// the access log's fields on, the bench config `{}`.
     pub fn plugin_configuration(self, json: &str) -> GatewayConfig {
-        self.replace_once(
-            "value: |\n                    {}\n",
-            &format!("value: |\n                    {json}\n"),
-        )
+        let shipped = ["{\"access_log\": {\"enabled\": true}}", "{}"]
+            .iter()
+            .map(|value| format!("value: |\n                    {value}\n"))
+            .find(|from| self.text.contains(from.as_str()))
+            .unwrap_or_else(|| panic!("no plugin configuration to replace"));
+        self.replace_once(&shipped, &format!("value: |\n                    {json}\n"))
     }
 }

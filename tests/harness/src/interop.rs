@@ -59,7 +59,7 @@ pub enum Answer {
 /// (then with its default answer).
 pub struct Collector {
     pub port: u16,
-    bodies: Arc<Mutex<Vec<String>>>,
+    bodies: Arc<Mutex<Vec<Vec<u8>>>>,
     script: Arc<Mutex<Vec<Answer>>>,
     stop: Arc<AtomicBool>,
 }
@@ -90,8 +90,16 @@ impl Collector {
         }
     }
 
-    /// Every body received so far.
+    /// Every body received so far, as text (OTLP JSON, Zipkin JSON).
     pub fn bodies(&self) -> Vec<String> {
+        self.raw_bodies()
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect()
+    }
+
+    /// Every body received so far, as sent (OTLP protobuf).
+    pub fn raw_bodies(&self) -> Vec<Vec<u8>> {
         self.bodies.lock().unwrap().clone()
     }
 
@@ -113,7 +121,7 @@ fn serve(
     mut stream: TcpStream,
     default: Answer,
     script: &Mutex<Vec<Answer>>,
-    bodies: &Mutex<Vec<String>>,
+    bodies: &Mutex<Vec<Vec<u8>>>,
     stop: &AtomicBool,
 ) {
     stream
@@ -121,7 +129,7 @@ fn serve(
         .unwrap();
     let mut data = Vec::new();
     let mut buffer = [0u8; 65536];
-    let (head_end, length) = loop {
+    let (head_end, length, chunked) = loop {
         let Ok(n) = stream.read(&mut buffer) else {
             return;
         };
@@ -135,10 +143,21 @@ fn serve(
                 .lines()
                 .find_map(|l| l.strip_prefix("content-length:"))
                 .map_or(0, |v| v.trim().parse::<usize>().unwrap());
-            break (end + 4, length);
+            let chunked = head
+                .lines()
+                .any(|l| l.starts_with("transfer-encoding:") && l.contains("chunked"));
+            break (end + 4, length, chunked);
         }
     };
-    while data.len() < head_end + length {
+    // Envoy's own exporters send their bodies chunked.
+    let complete = |data: &[u8]| {
+        if chunked {
+            data.len() >= head_end + 5 && data.ends_with(b"0\r\n\r\n")
+        } else {
+            data.len() >= head_end + length
+        }
+    };
+    while !complete(&data) {
         let Ok(n) = stream.read(&mut buffer) else {
             return;
         };
@@ -147,10 +166,12 @@ fn serve(
         }
         data.extend_from_slice(&buffer[..n]);
     }
-    bodies
-        .lock()
-        .unwrap()
-        .push(String::from_utf8_lossy(&data[head_end..head_end + length]).into_owned());
+    let body = if chunked {
+        dechunk(&data[head_end..])
+    } else {
+        data[head_end..head_end + length].to_vec()
+    };
+    bodies.lock().unwrap().push(body);
     let answer = script.lock().unwrap().pop().unwrap_or(default);
     match answer {
         Answer::Status(status) => {
@@ -167,11 +188,41 @@ fn serve(
     }
 }
 
+/// A chunked body's data: `<hex size>\r\n<data>\r\n`, until a chunk of size 0.
+fn dechunk(mut chunked: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(line_end) = chunked.windows(2).position(|w| w == b"\r\n") {
+        let size_text = String::from_utf8_lossy(&chunked[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        let start = line_end + 2;
+        body.extend_from_slice(&chunked[start..start + size]);
+        chunked = &chunked[start + size + 2..];
+    }
+    body
+}
+
 /// The spans of these export bodies, decoded by OpenTelemetry's proto definitions
 /// (tests/interop/otlp_decode.py).
 pub fn decode_otlp(bodies: &[String]) -> serde_json::Value {
+    decode(bodies, &[])
+}
+
+/// The spans of OTLP protobuf export bodies (Envoy's OpenTelemetry tracer), decoded likewise.
+pub fn decode_otlp_protobuf(bodies: &[Vec<u8>]) -> serde_json::Value {
+    let hex: Vec<String> = bodies
+        .iter()
+        .map(|b| b.iter().map(|byte| format!("{byte:02x}")).collect())
+        .collect();
+    decode(&hex, &["--protobuf"])
+}
+
+fn decode(bodies: &[String], args: &[&str]) -> serde_json::Value {
     let mut child = Command::new(format!("{REPO}/.venv/bin/python"))
         .arg(format!("{REPO}/tests/interop/otlp_decode.py"))
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
