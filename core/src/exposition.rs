@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::metrics::names::{self, Family, Kind, FAMILIES, SUM_MICROSECONDS_SUFFIX};
+use crate::metrics::registry::DEFAULT_BUCKETS;
 
 /// The admin path the filter asks for: every metric a wasm filter defined, which Envoy names
 /// `wasmcustom.<name>` before it extracts tags (the admin `filter` regex sees that name).
@@ -81,7 +82,7 @@ fn parse_labels(mut text: &str) -> Option<Vec<(&str, &str)>> {
 /// A histogram series: its labels without `le`, buckets by bound, count and sums.
 #[derive(Default)]
 struct HistogramSeries<'a> {
-    buckets: Vec<(f64, &'a str, &'a str)>,
+    buckets: Vec<(usize, &'a str, &'a str)>,
     count: Option<&'a str>,
     sum_seconds: Option<&'a str>,
     sum_micros: Option<u64>,
@@ -125,14 +126,14 @@ fn write_header(out: &mut String, name: &str, help: &str, kind: &str) {
     out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
 }
 
-/// `le="0.005"` as a number for ordering; `+Inf` last.
-fn bound(quoted: &str) -> f64 {
+/// A bucket's place in numeric order: its index among the registry's bounds, `+Inf` (and
+/// anything unknown) last. No float parsing: it would cost the module tens of kilobytes.
+fn bound(quoted: &str) -> usize {
     let text = quoted.trim_matches('"');
-    if text == "+Inf" {
-        f64::INFINITY
-    } else {
-        text.parse().unwrap_or(f64::INFINITY)
-    }
+    DEFAULT_BUCKETS
+        .iter()
+        .position(|(le, _)| *le == text)
+        .unwrap_or(DEFAULT_BUCKETS.len())
 }
 
 /// Renders Envoy's `/stats/prometheus` text for the filter's metrics as exposition.
@@ -256,9 +257,7 @@ fn render_histogram(
     }
     write_header(out, family.name, family.help, "histogram");
     for (labels, mut histogram) in series {
-        histogram
-            .buckets
-            .sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        histogram.buckets.sort_by_key(|bucket| bucket.0);
         for (_, le, value) in &histogram.buckets {
             let mut with_le = labels.clone();
             with_le.push((names::LABEL_LE, le));
