@@ -222,139 +222,6 @@ impl Exchange {
         Next::Pause
     }
 
-    /// Replaces the request's trace headers with the gateway's context, and begins the span
-    /// to export when it is sampled and a collector is configured.
-    fn propagate_trace<R: Request>(
-        &mut self,
-        worker: &Worker,
-        host: &mut R,
-        headers: &[u8],
-        method: Method,
-        now: u64,
-    ) {
-        let settings = &worker.settings.tracing;
-        let incoming = TraceHeaders::collect(header_map::pairs(headers), settings);
-        let Ok(mut state) = worker.state.try_borrow_mut() else {
-            return;
-        };
-        let state = &mut *state;
-        let decision = trace::decide(settings, &incoming, &mut state.trace_ids);
-        let outgoing = trace::outgoing(settings, &decision);
-        for (name, value) in &outgoing {
-            if let Err(err) = host.set_header(HeaderMap::Request, name, value.as_bytes()) {
-                state.registry.host_error(Operation::SetHeader, err, name);
-            }
-        }
-        for name in trace::stale(incoming.present, &outgoing) {
-            if let Err(err) = host.remove_header(HeaderMap::Request, name) {
-                state.registry.host_error(Operation::SetHeader, err, name);
-            }
-        }
-        self.seen = Some((decision.trace_id, decision.span_id));
-        // Only where it changes something: a span to export, a log line to write. Without
-        // Envoy's tracer the read finds what the filter wrote.
-        self.read_back =
-            (decision.sampled && settings.collector.is_some()) || worker.settings.access_log;
-        if decision.sampled && settings.collector.is_some() {
-            // Envoy keeps an HTTP/1 `Host` as `:authority`.
-            let [path, scheme, authority, user_agent] =
-                header_map::find(headers, [":path", ":scheme", ":authority", "user-agent"]);
-            let text = |bytes: Option<&[u8]>, max: usize| {
-                bytes.map(|b| String::from_utf8_lossy(b.get(..max).unwrap_or(b)).into_owned())
-            };
-            self.span = Some(SpanRecord {
-                trace_id: decision.trace_id,
-                span_id: decision.span_id,
-                parent: decision.parent,
-                tracestate: decision.tracestate.clone(),
-                method: method.as_str(),
-                route: None,
-                path: text(path.map(routes::strip_query), MAX_SPAN_TEXT).unwrap_or_default(),
-                scheme: text(scheme, 16).unwrap_or_else(|| "http".to_owned()),
-                server_address: text(authority.map(health::strip_port), MAX_SPAN_TEXT)
-                    .unwrap_or_default(),
-                user_agent: text(user_agent, MAX_SPAN_TEXT),
-                protocol_version: None,
-                status: 0,
-                start_unix_nanos: now,
-                end_unix_nanos: now,
-            });
-        }
-    }
-
-    /// The context the service received, read when Envoy logs the request: only then does a
-    /// filter see the request headers as the router sent them, with what Envoy's tracer wrote.
-    /// Where that replaced the filter's context, the filter's span would be an orphan (the
-    /// service's parent is Envoy's span): it is counted as dropped, not exported.
-    fn read_trace_back<R: Request>(&mut self, state: &mut State, host: &mut R) {
-        let headers = match host.request_headers() {
-            Ok(headers) => headers,
-            Err(err) => {
-                state
-                    .registry
-                    .host_error(Operation::GetHeader, err, "the request headers");
-                return;
-            }
-        };
-        let Some(received) = trace::received(header_map::pairs(&headers)) else {
-            return;
-        };
-        if self.seen.is_some_and(|written| written != received) {
-            let State {
-                registry, exporter, ..
-            } = state;
-            if let (Some(_), Some(exporter)) = (self.span.take(), exporter.as_mut()) {
-                exporter.discard(registry, DropReason::EnvoyTracer);
-            }
-            if !state.tracer_conflict_logged {
-                state.tracer_conflict_logged = true;
-                log::warn!(
-                    "veza-observability: Envoy's tracer replaced the trace context this filter wrote; set tracing.propagation to \"envoy\" (docs/tracing.md)"
-                );
-            }
-        }
-        self.seen = Some(received);
-    }
-
-    /// The access log's fields: the labels the request's metrics used, and the context the
-    /// service received. Set while Envoy logs the request, before its access logs format.
-    fn log_fields<R: Request>(
-        &self,
-        settings: &Settings,
-        registry: &mut Registry,
-        host: &mut R,
-        route: RouteMatch,
-        route_name: Option<&[u8]>,
-    ) {
-        let service = crate::metrics::http::service_label_of(settings, route.service);
-        // The endpoint label as the metrics make it: the route template, or Envoy's route
-        // name with `endpoint_source: route_name`.
-        let endpoint = match (settings.endpoint_source, route_name) {
-            (EndpointSource::RouteName, Some(name)) if !name.is_empty() => {
-                crate::metrics::http::sanitize_route_name(name)
-            }
-            (EndpointSource::RouteName, _) => crate::metrics::names::OTHER.to_owned(),
-            (EndpointSource::RouteTable, _) => {
-                crate::metrics::http::endpoint_label_of(settings, route.endpoint).to_owned()
-            }
-        };
-        let mut fields: Vec<(&str, Vec<u8>)> = vec![
-            (access_log::SERVICE, service.as_bytes().to_vec()),
-            (access_log::ENDPOINT, endpoint.into_bytes()),
-        ];
-        if let Some((trace_id, span_id)) = self.seen {
-            fields.push((access_log::TRACE_ID, trace_id.hex().to_vec()));
-            let mut span = String::with_capacity(16);
-            span_id.push_hex(&mut span);
-            fields.push((access_log::SPAN_ID, span.into_bytes()));
-        }
-        for (key, value) in fields {
-            if let Err(err) = host.set_log_field(key, &value) {
-                registry.host_error(Operation::SetProperty, err, key);
-            }
-        }
-    }
-
     /// The response headers: the trace id header, and for an upgrade or a stream request what
     /// the response makes of it.
     pub fn response_headers<R: Request>(&mut self, worker: &Worker, host: &mut R) {
@@ -604,6 +471,8 @@ fn protocol_version(protocol: &[u8]) -> Option<String> {
     let version = protocol.strip_prefix(b"HTTP/")?;
     std::str::from_utf8(version).ok().map(str::to_owned)
 }
+
+mod trace_context;
 
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,10 @@
 //!
 //! Every field has an explicit default; unknown fields are refused. An error names the field
 //! (`services[0].routes[3]`) so Envoy's log says exactly what to fix.
+//!
+//! A little over 500 lines: the top-level schema and its one compile step stay together, so
+//! every cross-section rule (reserved names, what `exposition` turns off) is in one place;
+//! sections with rules of their own are submodules.
 
 pub mod business;
 mod error_path;
