@@ -15,7 +15,7 @@ pub mod w3c;
 
 use self::b3::{Multi, B3};
 pub use self::context::{Incoming, SpanId, TraceId};
-use crate::config::tracing::{Format, TraceSettings};
+use crate::config::tracing::{DebugCredential, Format, TraceSettings};
 
 /// Request headers a trace decision reads, and every header it may replace or remove.
 pub const TRACEPARENT: &str = "traceparent";
@@ -64,6 +64,14 @@ impl<'a> TraceHeaders<'a> {
         pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
         settings: &TraceSettings,
     ) -> TraceHeaders<'a> {
+        TraceHeaders::collect_with(pairs, settings.debug_credential.as_ref())
+    }
+
+    /// As [`TraceHeaders::collect`]; `credential`, when given, marks the request trusted.
+    fn collect_with(
+        pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+        credential: Option<&DebugCredential>,
+    ) -> TraceHeaders<'a> {
         let mut headers = TraceHeaders::default();
         for (name, value) in pairs {
             if let Some(index) = OWNED_HEADERS.iter().position(|h| h.as_bytes() == name) {
@@ -80,7 +88,7 @@ impl<'a> TraceHeaders<'a> {
                 b"x-b3-sampled" => headers.b3_multi.sampled = Some(value),
                 b"x-b3-flags" => headers.b3_multi.flags = Some(value),
                 _ => {
-                    if let Some(credential) = &settings.debug_credential {
+                    if let Some(credential) = credential {
                         if name == credential.header.as_bytes()
                             && value.trim_ascii() == credential.value.as_bytes()
                         {
@@ -91,6 +99,30 @@ impl<'a> TraceHeaders<'a> {
             }
         }
         headers
+    }
+
+    /// The one `traceparent` (two are no context, as W3C says).
+    fn w3c(&self) -> Option<Incoming> {
+        match self.traceparent.as_slice() {
+            [one] => w3c::parse_traceparent(one),
+            _ => None,
+        }
+    }
+
+    fn jaeger(&self) -> Option<Incoming> {
+        match self.uber_trace_id.as_slice() {
+            [one] => jaeger::parse(one),
+            _ => None,
+        }
+    }
+
+    /// The single `b3` header, else the `X-B3-*` headers.
+    fn b3(&self) -> Option<B3> {
+        match self.b3_single.as_slice() {
+            [one] => b3::parse_single(one),
+            [] if !self.b3_multi.is_empty() => b3::parse_multi(&self.b3_multi),
+            _ => None,
+        }
     }
 }
 
@@ -135,29 +167,16 @@ pub fn decide(
     for &format in &settings.incoming {
         let found = match format {
             // Two traceparent headers: restart (W3C).
-            Format::TraceContext => match headers.traceparent.as_slice() {
-                [one] => w3c::parse_traceparent(one),
-                _ => None,
-            },
-            Format::Jaeger => match headers.uber_trace_id.as_slice() {
-                [one] => jaeger::parse(one),
-                _ => None,
-            },
-            Format::B3 | Format::B3Single => {
-                let parsed = match headers.b3_single.as_slice() {
-                    [one] => b3::parse_single(one),
-                    [] if !headers.b3_multi.is_empty() => b3::parse_multi(&headers.b3_multi),
-                    _ => None,
-                };
-                match parsed {
-                    Some(B3::Context(incoming)) => Some(incoming),
-                    Some(B3::DecisionOnly { sampled, debug }) => {
-                        bare_decision.get_or_insert((sampled, debug));
-                        None
-                    }
-                    None => None,
+            Format::TraceContext => headers.w3c(),
+            Format::Jaeger => headers.jaeger(),
+            Format::B3 | Format::B3Single => match headers.b3() {
+                Some(B3::Context(incoming)) => Some(incoming),
+                Some(B3::DecisionOnly { sampled, debug }) => {
+                    bare_decision.get_or_insert((sampled, debug));
+                    None
                 }
-            }
+                None => None,
+            },
         };
         if let Some(incoming) = found {
             chosen = Some((format, incoming));
@@ -249,39 +268,12 @@ pub fn outgoing(settings: &TraceSettings, decision: &Decision) -> Vec<(&'static 
 pub fn received<'a>(
     pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>,
 ) -> Option<(TraceId, SpanId)> {
-    let mut headers = TraceHeaders::default();
-    for (name, value) in pairs {
-        match name {
-            b"traceparent" => headers.traceparent.push(value),
-            b"uber-trace-id" => headers.uber_trace_id.push(value),
-            b"b3" => headers.b3_single.push(value),
-            b"x-b3-traceid" => headers.b3_multi.trace_id = Some(value),
-            b"x-b3-spanid" => headers.b3_multi.span_id = Some(value),
-            b"x-b3-sampled" => headers.b3_multi.sampled = Some(value),
-            b"x-b3-flags" => headers.b3_multi.flags = Some(value),
-            _ => {}
-        }
-    }
-    let w3c = match headers.traceparent.as_slice() {
-        [one] => w3c::parse_traceparent(one),
+    let headers = TraceHeaders::collect_with(pairs, None);
+    let b3 = || match headers.b3() {
+        Some(B3::Context(incoming)) => Some(incoming),
         _ => None,
     };
-    let b3 = || {
-        let parsed = match headers.b3_single.as_slice() {
-            [one] => b3::parse_single(one),
-            [] if !headers.b3_multi.is_empty() => b3::parse_multi(&headers.b3_multi),
-            _ => None,
-        };
-        match parsed {
-            Some(B3::Context(incoming)) => Some(incoming),
-            _ => None,
-        }
-    };
-    let jaeger = || match headers.uber_trace_id.as_slice() {
-        [one] => jaeger::parse(one),
-        _ => None,
-    };
-    let incoming = w3c.or_else(b3).or_else(jaeger)?;
+    let incoming = headers.w3c().or_else(b3).or_else(|| headers.jaeger())?;
     Some((incoming.trace_id, incoming.parent?))
 }
 
