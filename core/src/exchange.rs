@@ -168,13 +168,8 @@ impl Exchange {
         let method = Method::parse(method);
         self.method = Some(method);
         let mut route = settings.routes.resolve(method, path);
-        let endpoint = Health::classify(
-            health,
-            &settings.routes,
-            route,
-            authority.unwrap_or_default(),
-        );
-        if endpoint == Endpoint::Other && health::is_gateway(&settings.routes, route) {
+        let endpoint = Health::classify(health, route, authority.unwrap_or_default());
+        if endpoint == Endpoint::Other && health.route_endpoint(route) != Endpoint::Other {
             // `/live` for another authority goes on to the services: not the gateway's.
             route = RouteMatch::NONE;
         }
@@ -197,9 +192,8 @@ impl Exchange {
                 Propagation::Filter => {
                     self.propagate_trace(worker, host, &headers, method, now.unwrap_or(0));
                 }
-                Propagation::Envoy => {
-                    self.read_back = tracing.response_header.is_some() || settings.access_log;
-                }
+                // The filter writes nothing; the access log wants what Envoy's tracer wrote.
+                Propagation::Envoy => self.read_back = settings.access_log,
             }
         }
         let now = now.unwrap_or(0);

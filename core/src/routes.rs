@@ -150,8 +150,8 @@ impl RouteTable {
         Ok(())
     }
 
-    /// Adds a route entry: `"/path/:param"` or `"GET,PUT /path/:param"`.
-    pub fn add_route(&mut self, entry: &str, service: ServiceId) -> Result<(), String> {
+    /// Adds a route entry: `"/path/:param"` or `"GET,PUT /path/:param"`; its endpoint id.
+    pub fn add_route(&mut self, entry: &str, service: ServiceId) -> Result<EndpointId, String> {
         let (methods, template) = split_methods(entry)?;
         let segments = parse_template(template)?;
         let endpoint = EndpointId::try_from(self.templates.len())
@@ -188,7 +188,7 @@ impl RouteTable {
             text: template.to_owned(),
             service,
         });
-        Ok(())
+        Ok(endpoint)
     }
 
     /// Resolves a raw `:path` (query string and fragment included) for a method.

@@ -37,12 +37,8 @@ pub struct ExpositionSettings {
 /// Compiles the section; errors name the field relative to `exposition`.
 pub fn compile(config: ExpositionConfig) -> Result<ExpositionSettings, ConfigError> {
     let err = |field: &str, message: String| Err(ConfigError::at(field.to_owned(), message));
-    let cluster = &config.admin_cluster;
-    if cluster.is_empty() || cluster.chars().any(|c| c.is_control() || c == ' ') {
-        return err(
-            "admin_cluster",
-            format!("{cluster:?} is not a cluster name"),
-        );
+    if let Err(message) = super::cluster_name(&config.admin_cluster) {
+        return err("admin_cluster", message);
     }
     let path = &config.path;
     if !path.starts_with('/') || path.contains(['?', '#']) || path.chars().any(char::is_control) {

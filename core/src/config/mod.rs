@@ -346,7 +346,7 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
                 .map_err(|m| error(format!("{field}.routes[{i}]"), m))?;
         }
     }
-    let health = health_config::compile(config.health).map_err(|e| e.within("health"))?;
+    let mut health = health_config::compile(config.health).map_err(|e| e.within("health"))?;
     if health.enabled {
         let gateway = routes.add_service(GATEWAY_SERVICE).map_err(|_| {
             error(
@@ -354,13 +354,14 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
                 format!("the service name {GATEWAY_SERVICE:?} is reserved for /live and /ready"),
             )
         })?;
-        for path in [&health.live_path, &health.ready_path] {
+        let mut add = |path: &str| {
             routes
                 .add_route(&format!("GET,HEAD {path}"), gateway)
-                .map_err(|m| error("health", m))?;
-        }
+                .map_err(|m| error("health", m))
+        };
+        health.endpoints = Some((add(&health.live_path)?, add(&health.ready_path)?));
     }
-    let websocket = WebSocketSettings {
+    let mut websocket = WebSocketSettings {
         chat_endpoints: endpoint_ids(
             &routes,
             "websocket.chat_endpoints",
@@ -379,25 +380,24 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         )?,
         max_stream_ids: config.streams.max_stream_ids,
     };
-    let business = match config.business_metrics {
+    let mut business = match config.business_metrics {
         Some(rules) => {
             business::compile_rules(&routes, rules).map_err(|e| e.within("business_metrics"))?
         }
         None => business::compile_default_rules(&routes),
     };
-    let active_users = business::compile_active_users(config.active_users)
+    let mut active_users = business::compile_active_users(config.active_users)
         .map_err(|e| e.within("active_users"))?;
     let mut tracing = tracing::compile(config.tracing).map_err(|e| e.within("tracing"))?;
     let exposition = config
         .exposition
         .map(|e| exposition::compile(e).map_err(|e| e.within("exposition")))
         .transpose()?;
-    let (mut health, mut active_users, mut business, mut websocket) =
-        (health, active_users, business, websocket);
     if exposition.is_some() {
         // The stats listener's filter measures nothing and checks nothing itself, and
         // defines no series the gateway's filter would not.
         health.enabled = false;
+        health.endpoints = None;
         tracing.enabled = false;
         active_users.enabled = false;
         business = BusinessSettings::default();
@@ -491,6 +491,14 @@ pub fn scale_configuration(count: usize) -> String {
 
 /// Longest header name a configuration may name.
 const MAX_HEADER_NAME_LEN: usize = 128;
+
+/// An Envoy cluster a call goes through: any non-empty name without control characters.
+pub(crate) fn cluster_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.chars().any(char::is_control) {
+        return Err(format!("{name:?} is not a cluster name"));
+    }
+    Ok(())
+}
 
 /// A header name from a configuration, lowercased as Envoy keeps them; the error says why not.
 pub(crate) fn header_name(name: &str) -> Result<String, String> {

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use crate::config::ConfigError;
 
 use crate::labels::{Method, StatusPattern};
+use crate::routes::{EndpointId, RouteMatch};
 
 /// Built-in checks: the Veza services and their dependencies through their exporters.
 const VEZA_CHECKS: &str = include_str!("../config/veza_health.json");
@@ -172,12 +173,26 @@ pub struct HealthSettings {
     pub enabled: bool,
     pub live_path: String,
     pub ready_path: String,
+    /// The route-table endpoints of `live_path` and `ready_path` (routes of the `gateway`
+    /// service), once the configuration's route table has them; `None` while disabled.
+    pub endpoints: Option<(EndpointId, EndpointId)>,
     pub authorities: Vec<String>,
     pub cache_nanos: u64,
     /// 0: no rounds without a probe.
     pub check_interval_nanos: u64,
     pub expose_errors: bool,
     pub checks: Vec<Check>,
+}
+
+impl HealthSettings {
+    /// Which of the gateway's own routes a route match is, before the authority check.
+    pub fn route_endpoint(&self, route: RouteMatch) -> super::Endpoint {
+        match (self.endpoints, route.endpoint) {
+            (Some((live, _)), Some(endpoint)) if endpoint == live => super::Endpoint::Live,
+            (Some((_, ready)), Some(endpoint)) if endpoint == ready => super::Endpoint::Ready,
+            _ => super::Endpoint::Other,
+        }
+    }
 }
 
 /// Compiles the section; errors name the field relative to `health`.
@@ -246,6 +261,7 @@ pub fn compile(config: HealthConfig) -> Result<HealthSettings, ConfigError> {
         enabled: config.enabled,
         live_path: config.live_path,
         ready_path: config.ready_path,
+        endpoints: None,
         authorities: config.authorities,
         cache_nanos: u64::from(config.cache_ms) * 1_000_000,
         check_interval_nanos: u64::from(config.check_interval_ms) * 1_000_000,
@@ -279,11 +295,8 @@ fn compile_check(check: CheckConfig) -> Result<Check, ConfigError> {
             ),
         );
     }
-    if check.cluster.is_empty() || !printable(&check.cluster) {
-        return err(
-            "cluster",
-            format!("{:?} is not a cluster name", check.cluster),
-        );
+    if let Err(message) = crate::config::cluster_name(&check.cluster) {
+        return err("cluster", message);
     }
     if !check.path.starts_with('/') || !printable(&check.path) || check.path.contains(' ') {
         return err("path", format!("{:?} must start with '/'", check.path));

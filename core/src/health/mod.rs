@@ -15,8 +15,7 @@ pub mod config;
 pub use check::{CallResult, Failure, Outcome};
 pub use config::{Check, HealthSettings};
 
-use crate::config::GATEWAY_SERVICE;
-use crate::routes::{RouteMatch, RouteTable};
+use crate::routes::RouteMatch;
 
 /// Probes waiting for a round, per worker; past this, a probe gets 503 at once.
 pub const MAX_WAITERS: usize = 4096;
@@ -28,11 +27,6 @@ pub enum Endpoint {
     Ready,
     /// Anything else: the request goes on to the services.
     Other,
-}
-
-/// Whether a route match is one of the gateway's own endpoints.
-pub fn is_gateway(routes: &RouteTable, route: RouteMatch) -> bool {
-    route.service.and_then(|s| routes.service_name(s)) == Some(GATEWAY_SERVICE)
 }
 
 /// One finished round.
@@ -148,23 +142,11 @@ impl Health {
     /// `/ready` are routes of the `gateway` service in the route table (GET and HEAD, query
     /// and one trailing slash ignored, as every route), so the request the filter answers is
     /// exactly the one counted under `service="gateway"`.
-    pub fn classify(
-        settings: &HealthSettings,
-        routes: &RouteTable,
-        route: RouteMatch,
-        authority: &[u8],
-    ) -> Endpoint {
-        if !settings.enabled || !is_gateway(routes, route) {
+    pub fn classify(settings: &HealthSettings, route: RouteMatch, authority: &[u8]) -> Endpoint {
+        let endpoint = settings.route_endpoint(route);
+        if endpoint == Endpoint::Other {
             return Endpoint::Other;
         }
-        let template = route.endpoint.and_then(|e| routes.template_text(e));
-        let endpoint = if template == Some(settings.live_path.as_str()) {
-            Endpoint::Live
-        } else if template == Some(settings.ready_path.as_str()) {
-            Endpoint::Ready
-        } else {
-            return Endpoint::Other;
-        };
         if settings.authorities.is_empty() {
             return endpoint;
         }

@@ -51,7 +51,6 @@ fn classify_paths_methods_and_authorities() {
         assert_eq!(
             Health::classify(
                 &settings.health,
-                &settings.routes,
                 settings.routes.resolve(
                     crate::labels::Method::parse(method.as_bytes()),
                     path.as_bytes()
