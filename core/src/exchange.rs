@@ -14,7 +14,7 @@ use crate::active_users::identity::{self, Credentials};
 use crate::config::business::UserSource;
 use crate::config::exposition::ExpositionSettings;
 use crate::config::tracing::Propagation;
-use crate::config::{EndpointSource, Settings};
+use crate::config::EndpointSource;
 use crate::header_map;
 use crate::health::{self, Endpoint, Health};
 use crate::host::{HeaderMap, Property, Request};
@@ -403,9 +403,11 @@ impl Exchange {
             duration_nanos: duration,
         };
         // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
-        let route = state.http.record(settings, registry, host, &request);
+        let counted = state.http.record(settings, registry, host, &request);
+        let route = counted.route;
         if settings.access_log {
-            self.log_fields(settings, registry, host, route, route_name.as_deref());
+            let (endpoint, service) = state.http.labels(settings, counted);
+            self.log_fields(registry, host, endpoint, service);
         }
         if let (Some(mut span), Some(exporter)) = (self.span.take(), state.exporter.as_mut()) {
             let protocol = registry.read(

@@ -544,3 +544,40 @@ fn without_envoys_tracer_the_read_back_finds_the_filters_own_context() {
         written.get(36..52).map(str::to_owned)
     );
 }
+
+#[test]
+fn past_the_series_cap_the_log_has_the_overflow_series_labels() {
+    let mut host = MemoryHost::default();
+    let worker = worker(
+        &mut host,
+        r#"{"max_series": 1, "access_log": {"enabled": true}}"#,
+    );
+    for (context_id, path) in [(31, "/api/v1/tracks/1"), (32, "/api/v1/tags")] {
+        let mut exchange = Exchange::new(context_id);
+        host.request = request(&[(":method", "GET"), (":path", path)], SECOND);
+        exchange.request_headers(&worker, &mut host);
+        respond(&mut host, "200", 2 * SECOND);
+        exchange.response_headers(&worker, &mut host);
+        exchange.end(&worker, &mut host);
+    }
+    // The second label set found the cap full: counted in its service's overflow series,
+    // and logged with that series' labels.
+    assert_eq!(log_field(&host, "veza_endpoint").as_deref(), Some("other"));
+    assert_eq!(
+        log_field(&host, "veza_service").as_deref(),
+        Some("backend-api")
+    );
+    worker.flush(&mut host);
+    assert_eq!(
+        host.series(
+            "http_requests_total",
+            &[
+                ("method", "OTHER"),
+                ("endpoint", "other"),
+                ("status", "2xx"),
+                ("service", "backend-api")
+            ]
+        ),
+        Some(1)
+    );
+}

@@ -98,42 +98,26 @@ impl Exchange {
         self.seen = Some(received);
     }
 
-    /// The access log's fields: the labels the request's metrics used, and the context the
-    /// service received. Set while Envoy logs the request, before its access logs format.
+    /// The access log's fields: the `endpoint` and `service` labels of the series the request
+    /// was counted in, and the context the service received. Set while Envoy logs the
+    /// request, before its access logs format.
     pub(super) fn log_fields<R: Request>(
         &self,
-        settings: &Settings,
         registry: &mut Registry,
         host: &mut R,
-        route: RouteMatch,
-        route_name: Option<&[u8]>,
+        endpoint: &str,
+        service: &str,
     ) {
-        let service = crate::metrics::http::service_label_of(settings, route.service);
-        // The endpoint label as the metrics make it: the route template, or Envoy's route
-        // name with `endpoint_source: route_name`.
-        let endpoint = match (settings.endpoint_source, route_name) {
-            (EndpointSource::RouteName, Some(name)) if !name.is_empty() => {
-                crate::metrics::http::sanitize_route_name(name)
-            }
-            (EndpointSource::RouteName, _) => crate::metrics::names::OTHER.to_owned(),
-            (EndpointSource::RouteTable, _) => {
-                crate::metrics::http::endpoint_label_of(settings, route.endpoint).to_owned()
-            }
-        };
-        let mut fields: Vec<(&str, Vec<u8>)> = vec![
-            (access_log::SERVICE, service.as_bytes().to_vec()),
-            (access_log::ENDPOINT, endpoint.into_bytes()),
-        ];
-        if let Some((trace_id, span_id)) = self.seen {
-            fields.push((access_log::TRACE_ID, trace_id.hex().to_vec()));
-            let mut span = String::with_capacity(16);
-            span_id.push_hex(&mut span);
-            fields.push((access_log::SPAN_ID, span.into_bytes()));
-        }
-        for (key, value) in fields {
-            if let Err(err) = host.set_log_field(key, &value) {
+        let mut set = |key: &str, value: &[u8]| {
+            if let Err(err) = host.set_log_field(key, value) {
                 registry.host_error(Operation::SetProperty, err, key);
             }
+        };
+        set(access_log::SERVICE, service.as_bytes());
+        set(access_log::ENDPOINT, endpoint.as_bytes());
+        if let Some((trace_id, span_id)) = self.seen {
+            set(access_log::TRACE_ID, &trace_id.hex());
+            set(access_log::SPAN_ID, &span_id.hex());
         }
     }
 }

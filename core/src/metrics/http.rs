@@ -52,6 +52,17 @@ struct Series {
     requests: CounterHandle,
     /// `None` for a histogram the host refused to define.
     duration: Option<HistogramHandle>,
+    /// The endpoint and service it was defined with: the request's, or its overflow's.
+    endpoint: u32,
+    service: u8,
+}
+
+/// What [`HttpMetrics::record`] counted: the route match, and which series.
+#[derive(Debug, Clone, Copy)]
+pub struct Counted {
+    pub route: RouteMatch,
+    endpoint: u32,
+    service: u8,
 }
 
 pub struct HttpMetrics {
@@ -87,7 +98,7 @@ impl HttpMetrics {
         registry: &mut Registry,
         host: &mut dyn Host,
         request: &RequestRecord<'_>,
-    ) -> RouteMatch {
+    ) -> Counted {
         let method = request.method;
         let route = request
             .route
@@ -120,7 +131,20 @@ impl HttpMetrics {
                 registry.observe(histogram, nanos);
             }
         }
-        route
+        let (endpoint, service) = series.map_or((endpoint, service), |s| (s.endpoint, s.service));
+        Counted {
+            route,
+            endpoint,
+            service,
+        }
+    }
+
+    /// The `endpoint` and `service` labels of the series a request was counted in.
+    pub fn labels<'s>(&'s self, settings: &'s Settings, counted: Counted) -> (&'s str, &'s str) {
+        (
+            self.endpoint_label(settings, counted.endpoint),
+            service_label(settings, counted.service),
+        )
     }
 
     /// First sight of a label set in this VM: admit it (or overflow) and define its metrics.
@@ -166,6 +190,8 @@ impl HttpMetrics {
         let series = requests.map(|requests| Series {
             requests,
             duration: self.histogram(settings, registry, host, labels),
+            endpoint: labels.endpoint,
+            service: labels.service,
         });
         // A failed define is cached too: the failure was logged and counted once.
         self.series.insert(labels.key(), series);
@@ -293,9 +319,8 @@ fn service_label(settings: &Settings, service: u8) -> &str {
 }
 
 /// Route names come from Envoy's config, not from clients, but still become label values:
-/// keep the label encoding's separators and anything unprintable out of them.
-/// A route name as a label value: bounded, and only characters safe in a label.
-pub fn sanitize_route_name(name: &[u8]) -> String {
+/// bounded, and only characters safe in a label (and in the proxy-wasm glue's encoding).
+fn sanitize_route_name(name: &[u8]) -> String {
     name.iter()
         .take(MAX_TEMPLATE_LEN)
         .map(|&b| {

@@ -47,7 +47,8 @@ impl TraceId {
 }
 
 impl SpanId {
-    fn hex(self) -> [u8; 16] {
+    /// The 16 lowercase hex digits, on the stack.
+    pub fn hex(self) -> [u8; 16] {
         let mut digits = [0u8; 16];
         hex_digits(self.0, &mut digits);
         digits
