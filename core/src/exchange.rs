@@ -108,11 +108,7 @@ impl Exchange {
             return Next::Pause;
         }
         // A reply that fails leaves the request to Envoy's timeout; nothing else to do.
-        let _ = host.send_reply(
-            503,
-            "text/plain; charset=utf-8",
-            "too many scrapes waiting\n",
-        );
+        let _ = host.send_reply(503, crate::exposition::TEXT, "too many scrapes waiting\n");
         Next::Pause
     }
 
@@ -208,7 +204,7 @@ impl Exchange {
         match answer {
             Some(answer) => {
                 // A reply the host refuses leaves the request to Envoy's own handling.
-                let _ = host.send_reply(answer.status, "application/json", &answer.body);
+                let _ = host.send_reply(answer.status, health::CONTENT_TYPE, &answer.body);
             }
             // The worker answers when the round it starts on its next tick completes.
             None => self.waiting_for_ready = true,

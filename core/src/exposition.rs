@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::metrics::names::{self, Family, Kind, FAMILIES, SUM_MICROSECONDS_SUFFIX};
+use crate::metrics::names::{self, Family, Kind, FAMILIES, HISTOGRAM_SUFFIXES};
 use crate::metrics::registry::DEFAULT_BUCKETS;
 
 /// The admin path the filter asks for: every metric a wasm filter defined, which Envoy names
@@ -21,6 +21,8 @@ pub const ADMIN_PATH: &str = "/stats/prometheus?filter=%5Ewasmcustom%5C.";
 
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// The content type of a scrape's error answers.
+pub const TEXT: &str = "text/plain; charset=utf-8";
 
 /// One sample of Envoy's output: name, label pairs as printed (values still quoted and
 /// escaped, so they are written back exactly), value as printed.
@@ -136,43 +138,35 @@ fn bound(quoted: &str) -> usize {
         .unwrap_or(DEFAULT_BUCKETS.len())
 }
 
+/// Samples by metric name.
+type ByName<'a> = BTreeMap<&'a str, Vec<Sample<'a>>>;
+
 /// Renders Envoy's `/stats/prometheus` text for the filter's metrics as exposition.
 pub fn render(envoy: &str) -> String {
     // Envoy's own `# TYPE` for names the filter does not declare (business counters).
     let mut envoy_types: BTreeMap<&str, &str> = BTreeMap::new();
-    let mut samples: Vec<Sample<'_>> = Vec::new();
+    let mut by_name: ByName<'_> = BTreeMap::new();
     for line in envoy.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             if let Some((name, kind)) = rest.split_once(' ') {
                 envoy_types.insert(name, kind.trim());
             }
         } else if !line.starts_with('#') {
-            samples.extend(parse_sample(line));
-        }
-    }
-    let mut out = String::with_capacity(envoy.len());
-    let mut claimed = vec![false; samples.len()];
-    for family in FAMILIES {
-        match family.kind {
-            Kind::Histogram => render_histogram(&mut out, &family, &samples, &mut claimed),
-            Kind::Counter | Kind::Gauge => {
-                let kind = if family.kind == Kind::Counter {
-                    "counter"
-                } else {
-                    "gauge"
-                };
-                render_flat(&mut out, &family, kind, &samples, &mut claimed);
+            if let Some(sample) = parse_sample(line) {
+                by_name.entry(sample.name).or_default().push(sample);
             }
         }
     }
-    // What is left: the configured business counters, and nothing the filter does not own.
-    let mut rest: BTreeMap<&str, Vec<&Sample<'_>>> = BTreeMap::new();
-    for (sample, claimed) in samples.iter().zip(&claimed) {
-        if !claimed && !names::is_built_in(sample.name) {
-            rest.entry(sample.name).or_default().push(sample);
+    let mut out = String::with_capacity(envoy.len());
+    for family in FAMILIES {
+        match family.kind {
+            Kind::Histogram => render_histogram(&mut out, &family, &mut by_name),
+            Kind::Counter => render_flat(&mut out, &family, "counter", &mut by_name),
+            Kind::Gauge => render_flat(&mut out, &family, "gauge", &mut by_name),
         }
     }
-    for (name, series) in rest {
+    // What is left are the configured business counters.
+    for (name, samples) in by_name {
         let kind = match envoy_types.get(name) {
             Some(&"gauge") => "gauge",
             _ => "counter",
@@ -183,30 +177,21 @@ pub fn render(envoy: &str) -> String {
             "A business counter of the filter's configuration.",
             kind,
         );
-        for sample in series {
+        for sample in samples {
             write_sample(&mut out, name, &sample.labels, sample.value);
         }
     }
     out
 }
 
-fn render_flat(
-    out: &mut String,
-    family: &Family,
-    kind: &str,
-    samples: &[Sample<'_>],
-    claimed: &mut [bool],
-) {
-    let mut lines: Vec<(Vec<(&str, &str)>, &str)> = Vec::new();
-    for (sample, claimed) in samples.iter().zip(claimed.iter_mut()) {
-        if sample.name == family.name {
-            *claimed = true;
-            lines.push((ordered(&sample.labels, family.labels), sample.value));
-        }
-    }
-    if lines.is_empty() {
+fn render_flat(out: &mut String, family: &Family, kind: &str, by_name: &mut ByName<'_>) {
+    let Some(samples) = by_name.remove(family.name) else {
         return;
-    }
+    };
+    let mut lines: Vec<(Vec<(&str, &str)>, &str)> = samples
+        .iter()
+        .map(|sample| (ordered(&sample.labels, family.labels), sample.value))
+        .collect();
     lines.sort_by(|a, b| a.0.cmp(&b.0));
     write_header(out, family.name, family.help, kind);
     for (labels, value) in lines {
@@ -214,42 +199,33 @@ fn render_flat(
     }
 }
 
-fn render_histogram(
-    out: &mut String,
-    family: &Family,
-    samples: &[Sample<'_>],
-    claimed: &mut [bool],
-) {
-    let bucket = format!("{}_bucket", family.name);
-    let count = format!("{}_count", family.name);
-    let sum = format!("{}_sum", family.name);
-    let sum_micros = format!("{}{SUM_MICROSECONDS_SUFFIX}", family.name);
+fn render_histogram(out: &mut String, family: &Family, by_name: &mut ByName<'_>) {
+    let [bucket, count, sum, sum_micros] =
+        HISTOGRAM_SUFFIXES.map(|suffix| format!("{}{suffix}", family.name));
     let mut series: BTreeMap<Vec<(&str, &str)>, HistogramSeries<'_>> = BTreeMap::new();
-    for (sample, claimed) in samples.iter().zip(claimed.iter_mut()) {
-        let name = sample.name;
-        if name != bucket && name != count && name != sum && name != sum_micros {
-            continue;
-        }
-        *claimed = true;
-        let without_le: Vec<(&str, &str)> = sample
-            .labels
-            .iter()
-            .filter(|(k, _)| *k != names::LABEL_LE)
-            .copied()
-            .collect();
-        let entry = series
-            .entry(ordered(&without_le, family.labels))
-            .or_default();
-        if name == bucket {
-            if let Some((_, le)) = sample.labels.iter().find(|(k, _)| *k == names::LABEL_LE) {
-                entry.buckets.push((bound(le), le, sample.value));
+    for name in [&bucket, &count, &sum, &sum_micros] {
+        for sample in by_name.remove(name.as_str()).unwrap_or_default() {
+            let le = sample.labels.iter().find(|(k, _)| *k == names::LABEL_LE);
+            let without_le: Vec<(&str, &str)> = sample
+                .labels
+                .iter()
+                .filter(|(k, _)| *k != names::LABEL_LE)
+                .copied()
+                .collect();
+            let entry = series
+                .entry(ordered(&without_le, family.labels))
+                .or_default();
+            if name == &bucket {
+                if let Some((_, le)) = le {
+                    entry.buckets.push((bound(le), le, sample.value));
+                }
+            } else if name == &count {
+                entry.count = Some(sample.value);
+            } else if name == &sum {
+                entry.sum_seconds = Some(sample.value);
+            } else {
+                entry.sum_micros = sample.value.parse().ok();
             }
-        } else if name == count {
-            entry.count = Some(sample.value);
-        } else if name == sum {
-            entry.sum_seconds = Some(sample.value);
-        } else {
-            entry.sum_micros = sample.value.parse().ok();
         }
     }
     if series.is_empty() {
@@ -294,6 +270,16 @@ pub struct Scrapes {
 pub struct Answer {
     pub status: u32,
     pub body: String,
+}
+
+impl Answer {
+    /// The exposition format for the metrics, plain text for an error.
+    pub fn content_type(&self) -> &'static str {
+        match self.status {
+            200 => CONTENT_TYPE,
+            _ => TEXT,
+        }
+    }
 }
 
 impl Scrapes {

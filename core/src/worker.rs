@@ -370,21 +370,15 @@ impl crate::trace::IdSource for TraceIds {
     }
 }
 
-/// The time the first worker of this gateway configured the filter, shared by all workers so
-/// `/live` reports one uptime.
-const JSON: &str = "application/json";
-
 /// Answers every waiting scrape; one that went away cannot be.
 fn answer_all(host: &mut dyn Calls, answer: &crate::exposition::Answer, waiters: &[u32]) {
-    let content_type = match answer.status {
-        200 => crate::exposition::CONTENT_TYPE,
-        _ => "text/plain; charset=utf-8",
-    };
     for &waiter in waiters {
-        let _ = host.answer(waiter, answer.status, content_type, &answer.body);
+        let _ = host.answer(waiter, answer.status, answer.content_type(), &answer.body);
     }
 }
 
+/// The time the first worker of this gateway configured the filter, shared by all workers so
+/// `/live` reports one uptime.
 fn first_start(host: &mut dyn Host, now: u64) -> u64 {
     if let Ok(Some((bytes, _))) = host.get_shared(keys::STARTED) {
         if let Ok(bytes) = <[u8; 8]>::try_from(bytes.as_slice()) {

@@ -269,18 +269,21 @@ pub fn set_tick_period_ms(period: u32) -> Result<(), HostError> {
     check(unsafe { proxy_set_tick_period_milliseconds(period) })
 }
 
+/// Defines a metric under the flat name its labels are encoded in (the ABI has no labels).
+fn define_metric(kind: MetricType, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+    let name = stats_tags::encode(name, labels);
+    let mut id = 0;
+    // SAFETY: pointers are valid for the call.
+    check(unsafe { proxy_define_metric(kind, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
 /// [`Host`] over the real hostcalls.
 pub struct EnvoyHost;
 
 impl Host for EnvoyHost {
     fn define_counter(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
-        let name = stats_tags::encode(name, labels);
-        let mut id = 0;
-        // SAFETY: pointers are valid for the call.
-        check(unsafe {
-            proxy_define_metric(MetricType::Counter, name.as_ptr(), name.len(), &mut id)
-        })?;
-        Ok(id)
+        define_metric(MetricType::Counter, name, labels)
     }
 
     fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError> {
@@ -290,13 +293,7 @@ impl Host for EnvoyHost {
     }
 
     fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
-        let name = stats_tags::encode(name, labels);
-        let mut id = 0;
-        // SAFETY: pointers are valid for the call.
-        check(unsafe {
-            proxy_define_metric(MetricType::Gauge, name.as_ptr(), name.len(), &mut id)
-        })?;
-        Ok(id)
+        define_metric(MetricType::Gauge, name, labels)
     }
 
     fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {

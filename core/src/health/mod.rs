@@ -20,6 +20,9 @@ use crate::routes::RouteMatch;
 /// Probes waiting for a round, per worker; past this, a probe gets 503 at once.
 pub const MAX_WAITERS: usize = 4096;
 
+/// The content type of the `/live` and `/ready` answers.
+pub const CONTENT_TYPE: &str = "application/json";
+
 /// What a request is to the health endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {

@@ -171,20 +171,15 @@ impl HttpMetrics {
             overflow
         };
         let status = labels.status.label();
+        let [method, endpoint, service] = self.label_values(settings, labels);
         let requests = registry.define_counter(
             host,
             names::HTTP_REQUESTS_TOTAL,
             &[
-                (names::LABEL_METHOD, labels.method.as_str()),
-                (
-                    names::LABEL_ENDPOINT,
-                    self.endpoint_label(settings, labels.endpoint),
-                ),
+                (names::LABEL_METHOD, method),
+                (names::LABEL_ENDPOINT, endpoint),
                 (names::LABEL_STATUS, &status),
-                (
-                    names::LABEL_SERVICE,
-                    service_label(settings, labels.service),
-                ),
+                (names::LABEL_SERVICE, service),
             ],
         );
         let series = requests.map(|requests| Series {
@@ -209,19 +204,14 @@ impl HttpMetrics {
         if let Some(handle) = self.histograms.get(&key) {
             return *handle;
         }
+        let [method, endpoint, service] = self.label_values(settings, labels);
         let handle = registry.define_histogram(
             host,
             names::HTTP_REQUEST_DURATION_SECONDS,
             &[
-                (names::LABEL_METHOD, labels.method.as_str()),
-                (
-                    names::LABEL_ENDPOINT,
-                    self.endpoint_label(settings, labels.endpoint),
-                ),
-                (
-                    names::LABEL_SERVICE,
-                    service_label(settings, labels.service),
-                ),
+                (names::LABEL_METHOD, method),
+                (names::LABEL_ENDPOINT, endpoint),
+                (names::LABEL_SERVICE, service),
             ],
         );
         self.histograms.insert(key, handle);
@@ -246,16 +236,23 @@ impl HttpMetrics {
     /// The label set's key in the gateway-wide budget: its four label values, each after its
     /// length, so no two sets share a key whatever their values hold.
     fn marker(&self, settings: &Settings, labels: LabelSet) -> String {
+        let [method, endpoint, service] = self.label_values(settings, labels);
         let mut marker = String::new();
-        for value in [
-            labels.method.as_str(),
-            self.endpoint_label(settings, labels.endpoint),
-            &labels.status.label(),
-            service_label(settings, labels.service),
-        ] {
-            marker.push_str(&format!("{}:{value}", value.len()));
+        for value in [method, endpoint, &labels.status.label(), service] {
+            marker.push_str(&value.len().to_string());
+            marker.push(':');
+            marker.push_str(value);
         }
         marker
+    }
+
+    /// The `method`, `endpoint` and `service` label values of a label set.
+    fn label_values<'s>(&'s self, settings: &'s Settings, labels: LabelSet) -> [&'s str; 3] {
+        [
+            labels.method.as_str(),
+            self.endpoint_label(settings, labels.endpoint),
+            service_label(settings, labels.service),
+        ]
     }
 
     fn endpoint_label<'s>(&'s self, settings: &'s Settings, endpoint: u32) -> &'s str {

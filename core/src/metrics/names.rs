@@ -159,7 +159,7 @@ pub const SUM_MICROSECONDS_SUFFIX: &str = "_sum_microseconds";
 /// The suffixes of a histogram's counter series; `_bucket` carries `le` after its labels.
 pub const HISTOGRAM_SUFFIXES: [&str; 4] = ["_bucket", "_count", "_sum", SUM_MICROSECONDS_SUFFIX];
 
-/// One series name a host defines (a histogram is three), with its label keys.
+/// One series name a host defines (a histogram is four), with its label keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Declared {
     pub name: String,

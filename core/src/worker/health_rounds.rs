@@ -135,7 +135,7 @@ impl Worker {
         let answer = health::answer(&self.settings.health, finished.report);
         for waiter in finished.waiters {
             // A probe that went away cannot be answered; nothing to do for it.
-            let _ = host.answer(waiter, answer.status, JSON, &answer.body);
+            let _ = host.answer(waiter, answer.status, health::CONTENT_TYPE, &answer.body);
         }
     }
 }
