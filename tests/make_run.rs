@@ -81,6 +81,20 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
     assert_eq!(tracks.label("service"), "backend-api");
     assert_eq!(tracks.label("method"), "GET");
     assert_eq!(tracks.label("status"), "200");
+    // Envoy's JSON access log goes to the run directory, not over the terminal.
+    let line = poll(
+        "the access log line of the demo traffic",
+        Duration::from_secs(10),
+        || {
+            std::fs::read_to_string(run_dir.join("access-log.json"))
+                .ok()?
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|l| l["endpoint"] == "/api/v1/tracks/:id")
+        },
+    );
+    assert_eq!(line["service"], "backend-api");
+    assert_eq!(line["method"], "GET");
     assert_eq!(
         http("GET", &format!("http://127.0.0.1:{gateway}/live"), &[], "")
             .unwrap()

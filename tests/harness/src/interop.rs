@@ -149,15 +149,17 @@ fn serve(
             break (end + 4, length, chunked);
         }
     };
-    // Envoy's own exporters send their bodies chunked.
-    let complete = |data: &[u8]| {
-        if chunked {
-            data.len() >= head_end + 5 && data.ends_with(b"0\r\n\r\n")
+    // Envoy's own exporters send their bodies chunked: the body is whole once its last chunk
+    // (of size 0) has arrived.
+    let body = loop {
+        let whole = if chunked {
+            dechunk(&data[head_end..])
         } else {
-            data.len() >= head_end + length
+            data.get(head_end..head_end + length).map(<[u8]>::to_vec)
+        };
+        if let Some(body) = whole {
+            break body;
         }
-    };
-    while !complete(&data) {
         let Ok(n) = stream.read(&mut buffer) else {
             return;
         };
@@ -165,11 +167,6 @@ fn serve(
             return;
         }
         data.extend_from_slice(&buffer[..n]);
-    }
-    let body = if chunked {
-        dechunk(&data[head_end..])
-    } else {
-        data[head_end..head_end + length].to_vec()
     };
     bodies.lock().unwrap().push(body);
     let answer = script.lock().unwrap().pop().unwrap_or(default);
@@ -188,20 +185,21 @@ fn serve(
     }
 }
 
-/// A chunked body's data: `<hex size>\r\n<data>\r\n`, until a chunk of size 0.
-fn dechunk(mut chunked: &[u8]) -> Vec<u8> {
+/// A chunked body's data (`<hex size>\r\n<data>\r\n`, until a chunk of size 0); `None`
+/// until that last chunk has arrived.
+fn dechunk(mut chunked: &[u8]) -> Option<Vec<u8>> {
     let mut body = Vec::new();
-    while let Some(line_end) = chunked.windows(2).position(|w| w == b"\r\n") {
+    loop {
+        let line_end = chunked.windows(2).position(|w| w == b"\r\n")?;
         let size_text = String::from_utf8_lossy(&chunked[..line_end]);
         let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
         if size == 0 {
-            break;
+            return Some(body);
         }
         let start = line_end + 2;
-        body.extend_from_slice(&chunked[start..start + size]);
-        chunked = &chunked[start + size + 2..];
+        body.extend_from_slice(chunked.get(start..start + size)?);
+        chunked = chunked.get(start + size + 2..)?;
     }
-    body
 }
 
 /// The spans of these export bodies, decoded by OpenTelemetry's proto definitions
