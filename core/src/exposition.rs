@@ -15,9 +15,10 @@ use std::collections::BTreeMap;
 use crate::metrics::names::{self, Family, Kind, FAMILIES, HISTOGRAM_SUFFIXES};
 use crate::metrics::registry::DEFAULT_BUCKETS;
 
-/// The admin path the filter asks for: every metric a wasm filter defined, which Envoy names
-/// `wasmcustom.<name>` before it extracts tags (the admin `filter` regex sees that name).
-pub const ADMIN_PATH: &str = "/stats/prometheus?filter=%5Ewasmcustom%5C.";
+/// The admin path the filter asks for: every metric the filter defined. The admin `filter`
+/// regex sees the name before tags are extracted: `wasmcustom.<name>` for the wasm build,
+/// `veza.<name>` for the native build (its `metrics_namespace`).
+pub const ADMIN_PATH: &str = "/stats/prometheus?filter=%5E%28wasmcustom%7Cveza%29%5C.";
 
 /// The exposition format's content type.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -264,6 +264,24 @@ impl Worker {
         }
     }
 
+    /// A host's hook failed (a native hook that panicked, caught at the FFI boundary): logged
+    /// once, counted in `veza_observability_errors_total{operation="hook"}`.
+    pub fn hook_failed(&self, hook: &str, why: &str) {
+        if let Ok(mut state) = self.state.try_borrow_mut() {
+            state.registry.host_error(Operation::Hook, why, hook);
+        }
+    }
+
+    /// The business counters this configuration defines, for a host that fixes its metric
+    /// families when the configuration loads ([`names::declared`]).
+    pub fn business_counters(settings: &Settings) -> impl Iterator<Item = &str> {
+        settings
+            .business
+            .rules
+            .iter()
+            .map(|rule| rule.counter.as_str())
+    }
+
     /// How much of a call's response body the host should read: the admin page of the
     /// exposition is larger than any other answer.
     pub fn call_body_limit(&self, token: u32) -> usize {

@@ -79,10 +79,13 @@ pub enum Operation {
     SharedData,
     /// Filter state for the access log.
     SetProperty,
+    /// A hook of the native build that panicked: caught at the FFI boundary, the request
+    /// let through.
+    Hook,
 }
 
 impl Operation {
-    const ALL: [Operation; 8] = [
+    const ALL: [Operation; 9] = [
         Operation::DefineMetric,
         Operation::IncrementMetric,
         Operation::GetProperty,
@@ -91,6 +94,7 @@ impl Operation {
         Operation::SetHeader,
         Operation::SharedData,
         Operation::SetProperty,
+        Operation::Hook,
     ];
 
     fn label(self) -> &'static str {
@@ -103,6 +107,7 @@ impl Operation {
             Operation::SetHeader => "set_header",
             Operation::SharedData => "shared_data",
             Operation::SetProperty => "set_property",
+            Operation::Hook => "hook",
         }
     }
 }
@@ -316,7 +321,7 @@ impl Registry {
     }
 
     /// Logs the first failure of each operation, counts every one, and carries on.
-    pub fn host_error(&mut self, operation: Operation, err: HostError, subject: &str) {
+    pub fn host_error(&mut self, operation: Operation, err: impl std::fmt::Display, subject: &str) {
         let index = operation as usize;
         if let Some(logged) = self.error_logged.get_mut(index) {
             if !*logged {

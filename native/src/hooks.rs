@@ -1,0 +1,545 @@
+//! The functions Envoy calls. Each one runs its work inside [`guard`]: a panic stops at this
+//! boundary, the request goes on as if the filter were absent, and the panic is counted in
+//! `veza_observability_errors_total{operation="hook"}` and logged once per filter config.
+//!
+//! Lifetimes are Envoy's: the gateway (the filter config's object) outlives every request
+//! made with it, and a request's filter object lives from `http_filter_new` to
+//! `http_filter_destroy`.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use veza_observability_core::exchange::{Exchange, Next};
+use veza_observability_core::websocket::frames::Direction;
+use veza_observability_core::worker::Worker;
+
+use crate::abi::{self, Buffer, EnvoyPtr, Header, ModulePtr};
+use crate::body::Chunk;
+use crate::gateway::{self, Gateway, Slot, Waiter, EVENT_TICK};
+use crate::host::{self, RequestHost};
+
+/// One request.
+struct Filter {
+    gateway: *const Gateway,
+    slot: usize,
+    request: u32,
+    exchange: Exchange,
+    /// Set while the request is paused for the main thread's answer.
+    waiter: Option<Arc<Waiter>>,
+    /// A hook of this request panicked: it is let through untouched from then on.
+    failed: bool,
+}
+
+impl Filter {
+    fn gateway(&self) -> &Gateway {
+        // SAFETY: Envoy keeps the filter config alive while any of its requests lives.
+        unsafe { &*self.gateway }
+    }
+}
+
+/// What a panic said, for the log.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// Counts and logs (once per gateway) a hook's panic.
+fn report(gateway: &Gateway, slot: Option<usize>, hook: &str, payload: &(dyn Any + Send)) {
+    let why = panic_message(payload);
+    if !gateway.panicked.swap(true, Ordering::Relaxed) {
+        abi::log(
+            abi::LOG_ERROR,
+            &format!(
+                "veza-observability: {hook} panicked ({why}); the request went on untouched. Further panics are only counted in veza_observability_errors_total{{operation=\"hook\"}}"
+            ),
+        );
+    }
+    if let Some((_, slot)) = gateway.slot(slot.unwrap_or(0)) {
+        gateway::lock(slot).worker.hook_failed(hook, &why);
+    }
+}
+
+/// Runs one request hook; a panic lets the request through (`fallback`).
+///
+/// # Safety
+/// `module` is a filter this library created and Envoy has not destroyed.
+unsafe fn guard<T>(
+    module: ModulePtr,
+    hook: &str,
+    fallback: T,
+    work: impl FnOnce(&mut Filter) -> T,
+) -> T {
+    // SAFETY: the caller's guarantee; Envoy calls one request's hooks on one thread.
+    let filter = unsafe { &mut *(module as *mut Filter) };
+    if filter.failed {
+        return fallback;
+    }
+    match catch_unwind(AssertUnwindSafe(|| work(&mut *filter))) {
+        Ok(value) => value,
+        Err(payload) => {
+            filter.failed = true;
+            let gateway = filter.gateway();
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                report(gateway, Some(filter.slot), hook, payload.as_ref())
+            }));
+            fallback
+        }
+    }
+}
+
+/// The slot of the filter's worker, locked, with a host for the request.
+fn with_core<T>(
+    filter: &mut Filter,
+    envoy: EnvoyPtr,
+    work: impl FnOnce(&mut Exchange, &Worker, &mut RequestHost<'_>) -> T,
+) -> Option<T> {
+    // SAFETY: as in `Filter::gateway`; the reference does not borrow `filter`.
+    let gateway: &Gateway = unsafe { &*filter.gateway };
+    let (_, slot) = gateway.slot(filter.slot)?;
+    let mut slot = gateway::lock(slot);
+    let Slot { worker, series, .. } = &mut *slot;
+    let mut host = RequestHost::new(gateway, series, envoy);
+    Some(work(&mut filter.exchange, worker, &mut host))
+}
+
+// ---------------------------------------------------------------------------- program
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const std::ffi::c_char {
+    let _ = catch_unwind(crate::logger::install);
+    abi::ABI_VERSION.as_ptr()
+}
+
+// ---------------------------------------------------------------------------- filter config
+
+/// Main thread: compiles the configuration and defines the metrics; NULL refuses the config.
+///
+/// # Safety
+/// Envoy's pointers, valid during the call.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config: EnvoyPtr,
+    _name: Buffer,
+    configuration: Buffer,
+) -> ModulePtr {
+    // SAFETY: Envoy's buffer, during the call.
+    let bytes = unsafe { configuration.bytes() };
+    let created = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: a call on the main thread, as the ABI allows.
+        let workers = unsafe { abi::envoy_dynamic_module_callback_get_concurrency() };
+        Gateway::new(config, bytes, workers as usize)
+    }));
+    match created {
+        Ok(Ok(gateway)) => {
+            abi::log(
+                abi::LOG_INFO,
+                &format!("veza-observability: {}", gateway.describe()),
+            );
+            let gateway: &'static Gateway = Box::leak(Box::new(gateway));
+            gateway.start_ticker();
+            (gateway as *const Gateway).cast()
+        }
+        Ok(Err(err)) => {
+            abi::log(abi::LOG_ERROR, &format!("veza-observability: {err}"));
+            std::ptr::null()
+        }
+        Err(payload) => {
+            abi::log(
+                abi::LOG_ERROR,
+                &format!(
+                    "veza-observability: configuration panicked ({})",
+                    panic_message(payload.as_ref())
+                ),
+            );
+            std::ptr::null()
+        }
+    }
+}
+
+/// Main thread: the config goes (listener drain, update, shutdown).
+///
+/// # Safety
+/// A gateway this library created, destroyed once.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: ModulePtr) {
+    // SAFETY: the caller's guarantee: the box made in config_new, no request left.
+    let gateway = unsafe { Box::from_raw(config as *mut Gateway) };
+    let _ = catch_unwind(AssertUnwindSafe(|| gateway.close()));
+    drop(gateway);
+}
+
+/// Main thread: the ticker's events.
+///
+/// # Safety
+/// A gateway this library created.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _config: EnvoyPtr,
+    module: ModulePtr,
+    event: u64,
+) {
+    // SAFETY: the caller's guarantee.
+    let gateway = unsafe { &*(module as *const Gateway) };
+    if event == EVENT_TICK {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| gateway.tick())) {
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                report(gateway, None, "tick", payload.as_ref())
+            }));
+        }
+    }
+}
+
+/// Main thread: the answer to a call of a worker's core.
+///
+/// # Safety
+/// A gateway this library created; Envoy's headers and body, valid during the call.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    _config: EnvoyPtr,
+    module: ModulePtr,
+    callout: u64,
+    _result: abi::CalloutResult,
+    headers: *const Header,
+    header_count: usize,
+    body: *const Buffer,
+    body_count: usize,
+) {
+    // SAFETY: the caller's guarantee.
+    let gateway = unsafe { &*(module as *const Gateway) };
+    let done = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: Envoy's arrays, valid during the call (null when empty).
+        let (headers, chunks) = unsafe { (slice(headers, header_count), slice(body, body_count)) };
+        // No `:status`: the call failed without a response.
+        let status = headers
+            .iter()
+            // SAFETY: Envoy's buffers, valid during the call.
+            .find(|h| unsafe { h.key.bytes() } == b":status")
+            .map(|h| unsafe { h.value.bytes() }.to_vec());
+        let mut bytes = Vec::new();
+        for chunk in chunks {
+            // SAFETY: as above.
+            let chunk = unsafe { chunk.bytes() };
+            let room = Gateway::MAX_BODY.saturating_sub(bytes.len());
+            bytes.extend_from_slice(chunk.get(..room.min(chunk.len())).unwrap_or_default());
+        }
+        gateway.call_answered(callout, status, bytes);
+    }));
+    if let Err(payload) = done {
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            report(gateway, None, "call answer", payload.as_ref())
+        }));
+    }
+}
+
+/// An array Envoy handed in, empty when null.
+///
+/// # Safety
+/// `ptr` is null or valid for `count` elements during the caller's hook.
+unsafe fn slice<'a, T>(ptr: *const T, count: usize) -> &'a [T] {
+    if ptr.is_null() || count == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's guarantee.
+    unsafe { std::slice::from_raw_parts(ptr, count) }
+}
+
+// ---------------------------------------------------------------------------- requests
+
+/// Worker thread: a new request.
+///
+/// # Safety
+/// A gateway this library created; Envoy's filter object.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: ModulePtr,
+    envoy: EnvoyPtr,
+) -> ModulePtr {
+    let gateway = config as *const Gateway;
+    let made = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the caller's guarantee.
+        let gateway_ref = unsafe { &*gateway };
+        // SAFETY: Envoy's filter, during the call.
+        let worker =
+            unsafe { abi::envoy_dynamic_module_callback_http_filter_get_worker_index(envoy) };
+        let (slot, locked) = gateway_ref.slot(worker as usize)?;
+        let request = gateway::lock(locked).request_id();
+        Some(Box::into_raw(Box::new(Filter {
+            gateway,
+            slot,
+            request,
+            exchange: Exchange::new(request),
+            waiter: None,
+            failed: false,
+        })))
+    }));
+    match made {
+        Ok(Some(filter)) => filter.cast_const().cast(),
+        // Envoy then runs the request without this filter.
+        Ok(None) | Err(_) => std::ptr::null(),
+    }
+}
+
+/// # Safety
+/// Envoy's filter and this library's, for the running request.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    _end_of_stream: bool,
+) -> abi::HeadersStatus {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        guard(module, "request_headers", abi::HEADERS_CONTINUE, |filter| {
+            let request = filter.request;
+            let gateway: &Gateway = &*filter.gateway;
+            let Some((next, waiter)) = with_core(filter, envoy, |exchange, worker, host| {
+                let next = exchange.request_headers(worker, host);
+                // Registered before the worker's lock is released, so the main thread's
+                // answer always finds it.
+                let waiter =
+                    (next == Next::Pause && !host.replied).then(|| gateway.wait(request, envoy));
+                (next, waiter)
+            }) else {
+                return abi::HEADERS_CONTINUE;
+            };
+            filter.waiter = waiter;
+            match next {
+                Next::Continue => abi::HEADERS_CONTINUE,
+                Next::Pause => abi::HEADERS_STOP_ITERATION,
+            }
+        })
+    }
+}
+
+/// Worker thread: the main thread answered the paused request.
+///
+/// # Safety
+/// Envoy's filter and this library's, for the running request.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    _event: u64,
+) {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        guard(module, "scheduled", (), |filter| {
+            let reply = filter.waiter.as_ref().and_then(|w| w.take_reply());
+            if let Some(reply) = reply {
+                host::send_response(envoy, reply.status, &reply.content_type, &reply.body);
+            }
+        })
+    }
+}
+
+/// # Safety
+/// Envoy's filter and this library's, for the running request.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    _end_of_stream: bool,
+) -> abi::HeadersStatus {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        guard(
+            module,
+            "response_headers",
+            abi::HEADERS_CONTINUE,
+            |filter| {
+                with_core(filter, envoy, |exchange, worker, host| {
+                    exchange.response_headers(worker, host);
+                });
+                abi::HEADERS_CONTINUE
+            },
+        )
+    }
+}
+
+/// A body chunk in `direction`, when the exchange wants it.
+///
+/// # Safety
+/// Envoy's filter and this library's, for the running request.
+unsafe fn body(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    direction: Direction,
+    hook: &str,
+) -> abi::BodyStatus {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        guard(module, hook, abi::BODY_CONTINUE, |filter| {
+            if filter.exchange.wants_body(direction) {
+                let body_type = match direction {
+                    Direction::Upstream => abi::RECEIVED_REQUEST_BODY,
+                    Direction::Downstream => abi::RECEIVED_RESPONSE_BODY,
+                };
+                let mut chunk = Chunk::received(envoy, body_type);
+                with_core(filter, envoy, |exchange, worker, host| {
+                    exchange.body(worker, host, direction, &mut chunk);
+                });
+            }
+            abi::BODY_CONTINUE
+        })
+    }
+}
+
+/// # Safety
+/// Envoy's filter and this library's, for the running request.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    _end_of_stream: bool,
+) -> abi::BodyStatus {
+    // SAFETY: the caller's guarantee.
+    unsafe { body(envoy, module, Direction::Upstream, "request_body") }
+}
+
+/// # Safety
+/// Envoy's filter and this library's, for the running request.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+    _end_of_stream: bool,
+) -> abi::BodyStatus {
+    // SAFETY: the caller's guarantee.
+    unsafe { body(envoy, module, Direction::Downstream, "response_body") }
+}
+
+/// Once per request, before the access logs: also for requests answered before this filter
+/// ran, and at the end of an upgraded connection.
+///
+/// # Safety
+/// Envoy's filter and this library's, for the running request.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    envoy: EnvoyPtr,
+    module: ModulePtr,
+) {
+    // SAFETY: the caller's guarantee.
+    unsafe {
+        guard(module, "stream_complete", (), |filter| {
+            if let Some(waiter) = filter.waiter.take() {
+                filter.gateway().forget(filter.request, &waiter);
+            }
+            with_core(filter, envoy, |exchange, worker, host| {
+                exchange.end(worker, host);
+            });
+        })
+    }
+}
+
+/// # Safety
+/// This library's filter, destroyed once.
+#[no_mangle]
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: ModulePtr) {
+    // SAFETY: the caller's guarantee: the box made in http_filter_new.
+    let filter = unsafe { Box::from_raw(module as *mut Filter) };
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        if let Some(waiter) = &filter.waiter {
+            filter.gateway().forget(filter.request, waiter);
+        }
+    }));
+    drop(filter);
+}
+
+// Hooks Envoy requires of every HTTP filter module; this filter has nothing to do in them.
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    _envoy: EnvoyPtr,
+    _module: ModulePtr,
+) -> abi::TrailersStatus {
+    abi::TRAILERS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _envoy: EnvoyPtr,
+    _module: ModulePtr,
+) -> abi::TrailersStatus {
+    abi::TRAILERS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _envoy: EnvoyPtr,
+    _module: ModulePtr,
+    _callout: u64,
+    _result: abi::CalloutResult,
+    _headers: *const Header,
+    _header_count: usize,
+    _body: *const Buffer,
+    _body_count: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _envoy: EnvoyPtr,
+    _module: ModulePtr,
+    _stream: u64,
+    _headers: *const Header,
+    _header_count: usize,
+    _end_of_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _envoy: EnvoyPtr,
+    _module: ModulePtr,
+    _stream: u64,
+    _data: *const Buffer,
+    _data_count: usize,
+    _end_of_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _envoy: EnvoyPtr,
+    _module: ModulePtr,
+    _stream: u64,
+    _trailers: *const Header,
+    _trailer_count: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _envoy: EnvoyPtr,
+    _module: ModulePtr,
+    _stream: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _envoy: EnvoyPtr,
+    _module: ModulePtr,
+    _stream: u64,
+    _reason: u32,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _envoy: EnvoyPtr,
+    _module: ModulePtr,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _envoy: EnvoyPtr,
+    _module: ModulePtr,
+) {
+}

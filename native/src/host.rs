@@ -1,0 +1,413 @@
+//! The core's host traits over the dynamic-module ABI. [`NativeHost`] is one worker's view of
+//! metrics and shared data through one of Envoy's objects: a request's filter on its worker
+//! thread, or the filter config on the main thread. [`RequestHost`] adds one request;
+//! [`MainHost`] adds the calls only the main thread may make.
+
+use veza_observability_core::host::{
+    CallRefused, Calls, CasOutcome, HeaderMap, Host, HostError, Labels, MetricId, Property, Request,
+};
+
+use crate::abi::{self, Buffer, EnvoyPtr, Header};
+use crate::gateway::{Gateway, Reply};
+use crate::metrics::SeriesTable;
+
+/// Envoy refused a request-side call: reported as proxy-wasm's `InternalFailure` would be.
+const REFUSED: HostError = HostError(10);
+
+/// Which of Envoy's objects metric updates go through.
+#[derive(Clone, Copy)]
+enum Target {
+    /// A request's filter: its worker thread.
+    Filter(EnvoyPtr),
+    /// The filter config: the main thread.
+    Config(EnvoyPtr),
+}
+
+/// Metrics and shared data for one worker's core.
+pub struct NativeHost<'a> {
+    gateway: &'a Gateway,
+    series: &'a mut SeriesTable,
+    target: Target,
+}
+
+impl NativeHost<'_> {
+    fn update(
+        &self,
+        id: MetricId,
+        on_filter: abi::Update,
+        on_config: abi::Update,
+        value: u64,
+    ) -> Result<(), HostError> {
+        match self.target {
+            Target::Filter(filter) => self.series.update(id, filter, on_filter, value),
+            Target::Config(config) => self.series.update(id, config, on_config, value),
+        }
+    }
+}
+
+impl Host for NativeHost<'_> {
+    /// Defines the series and shows it at 0 at once, as a wasm host's defined metric is.
+    fn define_counter(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+        let id = self
+            .series
+            .define(self.gateway.families(), name, false, labels)?;
+        self.increment_counter(id, 0)?;
+        Ok(id)
+    }
+
+    fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError> {
+        self.update(
+            id,
+            abi::envoy_dynamic_module_callback_http_filter_increment_counter,
+            abi::envoy_dynamic_module_callback_http_filter_config_increment_counter,
+            delta,
+        )
+    }
+
+    fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+        self.series
+            .define(self.gateway.families(), name, true, labels)
+    }
+
+    fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
+        self.update(
+            id,
+            abi::envoy_dynamic_module_callback_http_filter_set_gauge,
+            abi::envoy_dynamic_module_callback_http_filter_config_set_gauge,
+            value,
+        )
+    }
+
+    fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {
+        if delta >= 0 {
+            self.update(
+                id,
+                abi::envoy_dynamic_module_callback_http_filter_increment_gauge,
+                abi::envoy_dynamic_module_callback_http_filter_config_increment_gauge,
+                delta.unsigned_abs(),
+            )
+        } else {
+            self.update(
+                id,
+                abi::envoy_dynamic_module_callback_http_filter_decrement_gauge,
+                abi::envoy_dynamic_module_callback_http_filter_config_decrement_gauge,
+                delta.unsigned_abs(),
+            )
+        }
+    }
+
+    fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        self.gateway.shared().get(key)
+    }
+
+    fn set_shared(&mut self, key: &str, value: &[u8], cas: u32) -> Result<CasOutcome, HostError> {
+        self.gateway.shared().set(key, value, cas)
+    }
+}
+
+/// One request on its worker thread.
+pub struct RequestHost<'a> {
+    host: NativeHost<'a>,
+    filter: EnvoyPtr,
+    /// A local reply was sent in this hook: a paused request that needs no waking.
+    pub replied: bool,
+}
+
+impl<'a> RequestHost<'a> {
+    pub fn new(gateway: &'a Gateway, series: &'a mut SeriesTable, filter: EnvoyPtr) -> Self {
+        RequestHost {
+            host: NativeHost {
+                gateway,
+                series,
+                target: Target::Filter(filter),
+            },
+            filter,
+            replied: false,
+        }
+    }
+}
+
+impl Host for RequestHost<'_> {
+    fn define_counter(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+        self.host.define_counter(name, labels)
+    }
+    fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError> {
+        self.host.increment_counter(id, delta)
+    }
+    fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+        self.host.define_gauge(name, labels)
+    }
+    fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
+        self.host.set_gauge(id, value)
+    }
+    fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {
+        self.host.add_gauge(id, delta)
+    }
+    fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        self.host.get_shared(key)
+    }
+    fn set_shared(&mut self, key: &str, value: &[u8], cas: u32) -> Result<CasOutcome, HostError> {
+        self.host.set_shared(key, value, cas)
+    }
+}
+
+fn header_type(map: HeaderMap) -> abi::HeaderType {
+    match map {
+        HeaderMap::Request => abi::REQUEST_HEADER,
+        HeaderMap::Response => abi::RESPONSE_HEADER,
+    }
+}
+
+/// The clock the core's durations and windows use: nanoseconds since the epoch.
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl Request for RequestHost<'_> {
+    fn now_nanos(&mut self) -> Result<u64, HostError> {
+        Ok(now_nanos())
+    }
+
+    fn request_headers(&mut self) -> Result<Vec<u8>, HostError> {
+        // SAFETY: `filter` is Envoy's object for the running hook; the headers point into its
+        // map and are copied into the serialized form before the hook returns.
+        unsafe {
+            let count = abi::envoy_dynamic_module_callback_http_get_headers_size(
+                self.filter,
+                abi::REQUEST_HEADER,
+            );
+            let mut headers = vec![Header::EMPTY; count];
+            if count > 0
+                && !abi::envoy_dynamic_module_callback_http_get_headers(
+                    self.filter,
+                    abi::REQUEST_HEADER,
+                    headers.as_mut_ptr(),
+                )
+            {
+                return Err(REFUSED);
+            }
+            let pairs: Vec<(&str, &[u8])> = headers
+                .iter()
+                .filter_map(|h| Some((std::str::from_utf8(h.key.bytes()).ok()?, h.value.bytes())))
+                .collect();
+            Ok(veza_observability_core::header_map::serialize(&pairs))
+        }
+    }
+
+    fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        let mut value = Buffer::EMPTY;
+        let mut count = 0usize;
+        // SAFETY: valid pointers for the call; the value is copied before the hook returns.
+        unsafe {
+            let found = abi::envoy_dynamic_module_callback_http_get_header(
+                self.filter,
+                header_type(map),
+                Buffer::of(name.as_bytes()),
+                &mut value,
+                0,
+                &mut count,
+            );
+            Ok((found && count > 0).then(|| value.bytes().to_vec()))
+        }
+    }
+
+    fn set_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError> {
+        // SAFETY: valid buffers for the call.
+        let done = unsafe {
+            abi::envoy_dynamic_module_callback_http_set_header(
+                self.filter,
+                header_type(map),
+                Buffer::of(name.as_bytes()),
+                Buffer::of(value),
+            )
+        };
+        done.then_some(()).ok_or(REFUSED)
+    }
+
+    fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError> {
+        // SAFETY: valid buffers for the call; a null value removes the header.
+        let done = unsafe {
+            abi::envoy_dynamic_module_callback_http_set_header(
+                self.filter,
+                header_type(map),
+                Buffer::of(name.as_bytes()),
+                Buffer::EMPTY,
+            )
+        };
+        done.then_some(()).ok_or(REFUSED)
+    }
+
+    fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError> {
+        let attribute = match property {
+            // Not an attribute in this ABI: the core falls back to what it measured itself.
+            Property::RequestDuration => return Ok(None),
+            Property::RouteName => abi::ATTRIBUTE_ROUTE_NAME,
+            Property::RequestProtocol => abi::ATTRIBUTE_REQUEST_PROTOCOL,
+        };
+        let mut value = Buffer::EMPTY;
+        // SAFETY: a valid pointer for the call; the value is copied before the hook returns.
+        unsafe {
+            let found = abi::envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                self.filter,
+                attribute,
+                &mut value,
+            );
+            Ok(found.then(|| value.bytes().to_vec()))
+        }
+    }
+
+    fn set_log_field(&mut self, key: &str, value: &[u8]) -> Result<(), HostError> {
+        // Filter state under the key itself, which access log formats read.
+        // SAFETY: valid buffers for the call.
+        let done = unsafe {
+            abi::envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                self.filter,
+                Buffer::of(key.as_bytes()),
+                Buffer::of(value),
+            )
+        };
+        done.then_some(()).ok_or(REFUSED)
+    }
+
+    fn send_reply(&mut self, status: u32, content_type: &str, body: &str) -> Result<(), HostError> {
+        send_response(self.filter, status, content_type, body);
+        self.replied = true;
+        Ok(())
+    }
+
+    #[cfg(feature = "fault-injection")]
+    #[allow(
+        clippy::panic,
+        reason = "the test-only fault: a panic for the hook's guard"
+    )]
+    fn trap(&mut self) {
+        panic!("fault injection: the trap header");
+    }
+}
+
+/// Answers a request locally.
+pub fn send_response(filter: EnvoyPtr, status: u32, content_type: &str, body: &str) {
+    let headers = [
+        Header::of(b"content-type", content_type.as_bytes()),
+        Header::of(b"cache-control", b"no-store"),
+    ];
+    // SAFETY: valid buffers for the call; `filter` is Envoy's object for the running hook.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_send_response(
+            filter,
+            status,
+            headers.as_ptr(),
+            headers.len(),
+            Buffer::of(body.as_bytes()),
+            Buffer::of(b"veza_observability"),
+        );
+    }
+}
+
+/// One worker's core on the main thread: its ticks, its calls and their answers.
+pub struct MainHost<'a> {
+    host: NativeHost<'a>,
+    config: EnvoyPtr,
+    slot: usize,
+}
+
+impl<'a> MainHost<'a> {
+    pub fn new(
+        gateway: &'a Gateway,
+        series: &'a mut SeriesTable,
+        config: EnvoyPtr,
+        slot: usize,
+    ) -> Self {
+        MainHost {
+            host: NativeHost {
+                gateway,
+                series,
+                target: Target::Config(config),
+            },
+            config,
+            slot,
+        }
+    }
+}
+
+impl Host for MainHost<'_> {
+    fn define_counter(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+        self.host.define_counter(name, labels)
+    }
+    fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError> {
+        self.host.increment_counter(id, delta)
+    }
+    fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
+        self.host.define_gauge(name, labels)
+    }
+    fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
+        self.host.set_gauge(id, value)
+    }
+    fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {
+        self.host.add_gauge(id, delta)
+    }
+    fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+        self.host.get_shared(key)
+    }
+    fn set_shared(&mut self, key: &str, value: &[u8], cas: u32) -> Result<CasOutcome, HostError> {
+        self.host.set_shared(key, value, cas)
+    }
+}
+
+impl Calls for MainHost<'_> {
+    fn dispatch(
+        &mut self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout_ms: u32,
+    ) -> Result<u32, CallRefused> {
+        let headers: Vec<Header> = headers
+            .iter()
+            .map(|(k, v)| Header::of(k.as_bytes(), v.as_bytes()))
+            .collect();
+        let mut id = 0u64;
+        // SAFETY: valid buffers for the call; the main thread, as the ABI requires.
+        let result = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_http_callout(
+                self.config,
+                &mut id,
+                Buffer::of(cluster.as_bytes()),
+                headers.as_ptr(),
+                headers.len(),
+                body.map_or(Buffer::EMPTY, Buffer::of),
+                u64::from(timeout_ms),
+            )
+        };
+        match result {
+            abi::CALLOUT_SUCCESS => Ok(self.host.gateway.calling(id, self.slot)),
+            abi::CALLOUT_CLUSTER_NOT_FOUND => Err(CallRefused::UnknownCluster),
+            _ => Err(CallRefused::Failed),
+        }
+    }
+
+    fn answer(
+        &mut self,
+        context_id: u32,
+        status: u32,
+        content_type: &str,
+        body: &str,
+    ) -> Result<(), HostError> {
+        let reply = Reply {
+            status,
+            content_type: content_type.to_owned(),
+            body: body.to_owned(),
+        };
+        self.host
+            .gateway
+            .answer(context_id, reply)
+            .ok_or(HostError(1))
+    }
+
+    /// No VM here: the process's memory is Envoy's own `server.memory_allocated`.
+    fn memory_bytes(&self) -> Option<u64> {
+        None
+    }
+}
