@@ -13,7 +13,7 @@ WASM := build/veza_observability.wasm
 ENVOY := build/bin/envoy
 CARGO ?= cargo
 
-.PHONY: help run test bench profile package dashboard fuzz soak kube-rules lint unit e2e wasm wasm-faults tools clean
+.PHONY: help run test bench profile package dashboard fuzz soak kube-rules lint unit e2e e2e-wasm e2e-native wasm wasm-faults native native-faults tools clean
 
 help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
@@ -105,11 +105,30 @@ wasm-faults: build/.rust-target
 	@mkdir -p $(dir $(FAULTS_WASM))
 	cp target/fault-injection/wasm32-wasip1/release/veza_observability.wasm $(FAULTS_WASM)
 
+# The native build: the same core as an Envoy dynamic module (native/), for Envoy 1.40's ABI
+# v0.2.0. Its own profile unwinds, so a panic is caught at the hook instead of aborting Envoy.
+NATIVE := build/libveza_observability.so
+native:
+	$(CARGO) build --profile native -p veza-observability-native
+	@mkdir -p build
+	cp target/native/libveza_observability_native.so $(NATIVE)
+	@ls -l $(NATIVE) | awk '{print "filter: " $$NF " (" $$5 " bytes)"}'
+
+# The native module with the test-only `fault-injection` feature (a panic on request), in its
+# own target folder as for the wasm one. Never shipped.
+native-faults:
+	$(CARGO) build --profile native -p veza-observability-native --features fault-injection \
+	  --target-dir target/fault-injection
+	@mkdir -p build/fault-injection
+	cp target/fault-injection/native/libveza_observability_native.so build/fault-injection/libveza_observability.so
+
 # ---------------------------------------------------------------- package
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
-package: wasm
+package: wasm native
 	$(CARGO) run --quiet -p oci-package -- $(WASM) build/package $(VERSION)
+	cp $(NATIVE) build/package/libveza_observability.so
+	cd build/package && sha256sum libveza_observability.so > libveza_observability.so.sha256
 
 # The PrometheusRule for kube-prometheus, regenerated from the rule files (make test checks
 # the committed one is current).
@@ -118,7 +137,8 @@ kube-rules:
 
 # ---------------------------------------------------------------- run
 
-run: tools wasm
+# VEZA_BUILD=native runs the native module (envoy/envoy-native.yaml) instead of the .wasm.
+run: tools wasm native
 	$(CARGO) build --quiet -p veza-standins
 	scripts/run-gateway.sh
 
@@ -170,14 +190,25 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability -p veza-observability-core -p empty-filter -p probe-filter -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability --features fault-injection -- -D warnings
+	$(CARGO) clippy --lib -p veza-observability-native --features fault-injection -- -D warnings
 
 unit: build/.rust-target
 	$(CARGO) test --lib
 	$(CARGO) test --target wasm32-wasip1 --lib -p veza-observability-core
 
-e2e: tools wasm wasm-faults
+# The end-to-end suite against each build, with the same assertions (VEZA_BUILD selects it):
+# every test with the .wasm; with the native module, every test that loads the filter.
+e2e: e2e-wasm e2e-native
+
+e2e-wasm: tools wasm wasm-faults native
 	$(CARGO) build --quiet -p veza-standins
-	$(CARGO) test -p veza-e2e --tests -- --test-threads 2
+	VEZA_BUILD=wasm $(CARGO) test -p veza-e2e --tests -- --test-threads 2
+
+NATIVE_E2E := $(addprefix --test ,business_metrics configuration envoy_tracer exposition health \
+  hostile_input http_metrics native prometheus_scrape reload span_export trace_context websocket_streams)
+e2e-native: tools native native-faults
+	$(CARGO) build --quiet -p veza-standins
+	VEZA_BUILD=native $(CARGO) test -p veza-e2e $(NATIVE_E2E) -- --test-threads 2
 
 # ---------------------------------------------------------------- bench
 

@@ -6,6 +6,7 @@
 # VEZA_STATS_PORT (19001), VEZA_BACKEND_PORT (8080), VEZA_CHAT_PORT (3001), VEZA_STREAM_PORT (3002).
 # VEZA_DEMO_TRAFFIC=0 turns off the light demo traffic sent when stand-ins answer.
 # VEZA_RUN_DIR (build) holds the generated Envoy config and Envoy's log.
+# VEZA_BUILD=native runs the native module (envoy/envoy-native.yaml) instead of the .wasm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,7 +16,11 @@ stats=${VEZA_STATS_PORT:-19001}
 backend=${VEZA_BACKEND_PORT:-8080}
 chat=${VEZA_CHAT_PORT:-3001}
 stream=${VEZA_STREAM_PORT:-3002}
-wasm=$PWD/build/veza_observability.wasm
+case ${VEZA_BUILD:-wasm} in
+  wasm) shipped=envoy/envoy.yaml module=veza_observability.wasm ;;
+  native) shipped=envoy/envoy-native.yaml module=libveza_observability.so ;;
+  *) echo "VEZA_BUILD=${VEZA_BUILD}: expected wasm or native" >&2; exit 2 ;;
+esac
 run_dir=${VEZA_RUN_DIR:-build}
 
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -59,8 +64,8 @@ sed -e "s|port_value: 10000 }|port_value: $gateway }|" \
     -e "s|port_value: 8080 }|port_value: $backend }|" \
     -e "s|port_value: 3001 }|port_value: $chat }|" \
     -e "s|port_value: 3002 }|port_value: $stream }|" \
-    -e "s|filename: build/veza_observability.wasm|filename: $wasm|" \
-    envoy/envoy.yaml > "$config"
+    -e "s|filename: build/$module|filename: $PWD/build/$module|" \
+    "$shipped" > "$config"
 
 # Envoy's stdout is the JSON access log: to a file here, not over the terminal.
 if command -v func-e >/dev/null; then
@@ -77,6 +82,7 @@ done
 
 cat <<MSG
 
+  Filter            ${VEZA_BUILD:-wasm} build ($shipped)
   Veza gateway      http://127.0.0.1:$gateway   (try: curl http://127.0.0.1:$gateway/api/v1/tracks/42)
   Health            http://127.0.0.1:$gateway/live   http://127.0.0.1:$gateway/ready
                     (/ready also calls postgres_exporter on 9187 and redis_exporter on 9121)

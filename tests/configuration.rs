@@ -14,7 +14,15 @@ use veza_test_harness::*;
 const REFUSED: &str = "veza-observability: invalid plugin configuration: ";
 
 fn gateway() -> GatewayConfig {
-    GatewayConfig::shipped("envoy/envoy.yaml")
+    GatewayConfig::shipped(Build::selected().gateway_config())
+}
+
+/// What Envoy says when the filter refuses its configuration.
+fn envoy_refusal() -> &'static str {
+    match Build::selected() {
+        Build::Wasm => "Unable to create Wasm plugin veza_observability",
+        Build::Native => "Failed to create filter config: Failed to initialize dynamic module",
+    }
 }
 
 #[test]
@@ -24,6 +32,7 @@ fn every_shipped_envoy_config_validates() {
         shipped,
         [
             "envoy/bench.yaml",
+            "envoy/envoy-native.yaml",
             "envoy/envoy.yaml",
             "examples/func-e/envoy.yaml"
         ],
@@ -40,12 +49,24 @@ fn every_shipped_envoy_config_validates() {
 }
 
 /// Without a `stats_tags` entry per label, Envoy's Prometheus output keeps the encoded label
-/// inside the metric name.
+/// inside the metric name. The native module's labels are Envoy's own tags: its configs need
+/// the namespace and the runtime flag that give them their bare names instead.
 #[test]
 fn every_shipped_envoy_config_extracts_every_label() {
     use veza_observability::stats_tags::{stats_tag_regex, LABEL_KEYS};
     for relative in GatewayConfig::all_shipped() {
         let text = std::fs::read_to_string(format!("{REPO}/{relative}")).unwrap();
+        if text.contains("DynamicModuleFilter") {
+            assert!(!text.contains("stats_config:"), "{relative}");
+            assert!(text.contains("metrics_namespace: veza\n"), "{relative}");
+            assert!(
+                text.contains(
+                    "envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix: true"
+                ),
+                "{relative}"
+            );
+            continue;
+        }
         for key in LABEL_KEYS {
             let line = format!("regex: '{}'", stats_tag_regex(key));
             assert!(
@@ -86,17 +107,14 @@ fn each_bad_configuration_is_refused_with_its_field_named() {
             output.contains(&expected),
             "{json}: expected {expected:?} in:\n{output}"
         );
-        assert!(
-            output.contains("Unable to create Wasm plugin veza_observability"),
-            "{output}"
-        );
+        assert!(output.contains(envoy_refusal()), "{output}");
     }
 }
 
 #[test]
 fn a_running_envoy_refuses_to_start_with_a_bad_configuration() {
     let dir = scratch_dir("refused");
-    let (config, _) = GatewayConfig::shipped_on_fresh_ports("envoy/envoy.yaml");
+    let (config, _) = GatewayConfig::shipped_on_fresh_ports(Build::selected().gateway_config());
     let config = config.plugin_configuration(r#"{"max_series": 0}"#);
     let path = dir.join("envoy.yaml");
     std::fs::write(&path, &config.text).unwrap();

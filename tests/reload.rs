@@ -54,13 +54,32 @@ fn publish(dir: &Path, listener: &Value) {
 /// The filter's configuration string inside the listener.
 fn plugin_configuration(listener: &mut Value) -> &mut Value {
     let filters = &mut listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
-    let wasm = filters
+    let filter = filters
         .as_array_mut()
         .unwrap()
         .iter_mut()
-        .find(|f| f["name"] == "envoy.filters.http.wasm")
+        .find(|f| f["name"] == "envoy.filters.http.wasm" || f["name"] == "veza_observability")
         .unwrap();
-    &mut wasm["typed_config"]["config"]["configuration"]["value"]
+    match Build::selected() {
+        Build::Wasm => &mut filter["typed_config"]["config"]["configuration"]["value"],
+        Build::Native => &mut filter["typed_config"]["filter_config"]["value"],
+    }
+}
+
+/// The native build's ticker threads, one per live filter config (the gateway's and the stats
+/// listener's): a config that goes leaves none behind. The wasm build has none.
+fn tickers(envoy: &Envoy) -> usize {
+    match Build::selected() {
+        Build::Wasm => 0,
+        Build::Native => envoy.threads_named("veza-ticker"),
+    }
+}
+
+fn live_configs() -> usize {
+    match Build::selected() {
+        Build::Wasm => 0,
+        Build::Native => 2,
+    }
 }
 
 /// Publishes the listener a second time, with `configuration` for the filter, and waits until
@@ -218,6 +237,7 @@ fn a_listener_update_ends_the_old_listeners_websockets_with_its_drain_and_the_ga
     let (bootstrap, mut listener) = with_lds(&config, &dir);
     publish(&dir, &listener);
     let envoy = Envoy::start_draining_in(&bootstrap, ports, 2, 1);
+    assert_eq!(tickers(&envoy), live_configs());
     let mut old: Vec<_> = (0..3)
         .map(|_| raw_websocket(ports.listener, "/ws"))
         .collect();
@@ -233,6 +253,12 @@ fn a_listener_update_ends_the_old_listeners_websockets_with_its_drain_and_the_ga
         "the old listener to be gone",
         Duration::from_secs(15),
         || (stat(&envoy, "envoy_listener_manager_total_listeners_draining") == 0.0).then_some(()),
+    );
+    // The old listener's filter config is gone, and its ticker with it.
+    poll(
+        "the old config's ticker to stop",
+        Duration::from_secs(10),
+        || (tickers(&envoy) == live_configs()).then_some(()),
     );
 
     // The new listener and its plugin instance count on the same series.

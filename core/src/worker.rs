@@ -62,8 +62,9 @@ pub struct State {
     dependency_metrics: Vec<(Option<Option<GaugeHandle>>, Option<HistogramHandle>)>,
     /// When this worker next asks whether a background health round is due.
     next_check_nanos: u64,
-    /// `veza_observability_vm_memory_bytes`.
-    memory: Option<GaugeHandle>,
+    /// `veza_observability_vm_memory_bytes`, defined at the first flush of a host that has a
+    /// figure of its own (a wasm VM; not a native module, whose memory is Envoy's).
+    memory: Option<Option<GaugeHandle>>,
     /// Scrapes of the stats listener's `/metrics` waiting for the admin call.
     pub scrapes: Scrapes,
     /// Envoy's tracer was seen replacing the filter's context (logged once per worker).
@@ -107,7 +108,6 @@ impl Worker {
                 (None, duration)
             })
             .collect();
-        let memory = registry.define_gauge(host, names::VM_MEMORY_BYTES, &[]);
         let started_nanos = first_start(host, now);
         Ok(Worker {
             settings,
@@ -125,7 +125,7 @@ impl Worker {
                 exporter,
                 dependency_metrics,
                 next_check_nanos: 0,
-                memory,
+                memory: None,
                 scrapes: Scrapes::default(),
                 tracer_conflict_logged: false,
             }),
@@ -272,14 +272,30 @@ impl Worker {
         }
     }
 
-    /// The business counters this configuration defines, for a host that fixes its metric
-    /// families when the configuration loads ([`names::declared`]).
-    pub fn business_counters(settings: &Settings) -> impl Iterator<Item = &str> {
-        settings
+    /// The families a host that fixes its metrics when the configuration loads defines for
+    /// these settings: every declared family and business counter, less the label-less
+    /// families of features the settings leave off. A host that defines a label-less family
+    /// shows it at once, so these would be series the filter never counts in.
+    pub fn families(settings: &Settings) -> Vec<names::Declared> {
+        let mut off = Vec::new();
+        if settings.tracing.collector.is_none() {
+            off.extend([
+                names::TRACE_SPANS_EXPORTED_TOTAL,
+                names::TRACE_EXPORT_FAILURES_TOTAL,
+            ]);
+        }
+        if !settings.active_users.enabled {
+            off.push(names::ACTIVE_USERS);
+        }
+        let business = settings
             .business
             .rules
             .iter()
-            .map(|rule| rule.counter.as_str())
+            .map(|rule| rule.counter.as_str());
+        names::declared(business)
+            .into_iter()
+            .filter(|family| !off.contains(&family.name.as_str()))
+            .collect()
     }
 
     /// How much of a call's response body the host should read: the admin page of the
@@ -355,8 +371,14 @@ impl Worker {
 impl State {
     /// Hands the aggregated metrics to the host, with the worker's memory size.
     fn flush(&mut self, host: &mut dyn Calls) {
-        if let (Some(gauge), Some(bytes)) = (self.memory, host.memory_bytes()) {
-            self.registry.set_gauge(host, gauge, bytes);
+        if let Some(bytes) = host.memory_bytes() {
+            let registry = &mut self.registry;
+            let gauge = *self
+                .memory
+                .get_or_insert_with(|| registry.define_gauge(host, names::VM_MEMORY_BYTES, &[]));
+            if let Some(gauge) = gauge {
+                self.registry.set_gauge(host, gauge, bytes);
+            }
         }
         self.registry.flush(host);
     }

@@ -223,6 +223,9 @@ extern "C" {
         key: Buffer,
         value: Buffer,
     ) -> bool;
+    /// Makes Envoy match the route again (after the filter rewrote request headers), as a
+    /// wasm filter's header write does by itself.
+    pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: EnvoyPtr);
     pub fn envoy_dynamic_module_callback_http_send_response(
         filter: EnvoyPtr,
         status: u32,

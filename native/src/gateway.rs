@@ -133,7 +133,11 @@ impl Gateway {
     pub fn new(config: EnvoyPtr, bytes: &[u8], workers: usize) -> Result<Gateway, String> {
         let settings = veza_observability_core::config::load(Some(bytes))
             .map_err(|err| format!("invalid plugin configuration: {err}"))?;
-        let declared = names::declared(Worker::business_counters(&settings));
+        // No VM here: the module's memory is Envoy's (`server.memory_allocated` counts it).
+        let declared: Vec<_> = Worker::families(&settings)
+            .into_iter()
+            .filter(|family| family.name != names::VM_MEMORY_BYTES)
+            .collect();
         let families = Families::define(config, &declared)?;
         // SAFETY: Envoy's config object, on the main thread.
         let scheduler =

@@ -299,6 +299,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             let gateway: &Gateway = &*filter.gateway;
             let Some((next, waiter)) = with_core(filter, envoy, |exchange, worker, host| {
                 let next = exchange.request_headers(worker, host);
+                if host.rewrote_request {
+                    // SAFETY: Envoy's filter, during its request-headers hook.
+                    abi::envoy_dynamic_module_callback_http_clear_route_cache(envoy);
+                }
                 // Registered before the worker's lock is released, so the main thread's
                 // answer always finds it.
                 let waiter =

@@ -65,8 +65,15 @@ impl Host for NativeHost<'_> {
     }
 
     fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
-        self.series
-            .define(self.gateway.families(), name, true, labels)
+        let id = self
+            .series
+            .define(self.gateway.families(), name, true, labels)?;
+        // Envoy creates a tagged gauge only when its value changes: up and down again shows
+        // it at 0 now, as a wasm host's defined gauge is, without touching what other
+        // workers added to it.
+        self.add_gauge(id, 1)?;
+        self.add_gauge(id, -1)?;
+        Ok(id)
     }
 
     fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
@@ -111,6 +118,8 @@ pub struct RequestHost<'a> {
     filter: EnvoyPtr,
     /// A local reply was sent in this hook: a paused request that needs no waking.
     pub replied: bool,
+    /// A request header was written or removed: the route must be matched again.
+    pub rewrote_request: bool,
 }
 
 impl<'a> RequestHost<'a> {
@@ -123,6 +132,7 @@ impl<'a> RequestHost<'a> {
             },
             filter,
             replied: false,
+            rewrote_request: false,
         }
     }
 }
@@ -214,6 +224,7 @@ impl Request for RequestHost<'_> {
     }
 
     fn set_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.rewrote_request |= map == HeaderMap::Request;
         // SAFETY: valid buffers for the call.
         let done = unsafe {
             abi::envoy_dynamic_module_callback_http_set_header(
@@ -227,6 +238,7 @@ impl Request for RequestHost<'_> {
     }
 
     fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError> {
+        self.rewrote_request |= map == HeaderMap::Request;
         // SAFETY: valid buffers for the call; a null value removes the header.
         let done = unsafe {
             abi::envoy_dynamic_module_callback_http_set_header(

@@ -32,6 +32,7 @@ pub struct Envoy {
     pub ports: Ports,
     pub log: PathBuf,
     pub dir: PathBuf,
+    expected_errors: Vec<(String, f64)>,
 }
 
 impl Envoy {
@@ -132,6 +133,7 @@ impl Envoy {
             ports,
             log,
             dir,
+            expected_errors: Vec::new(),
         };
         let admin = envoy.ports.admin;
         poll("Envoy to be LIVE", Duration::from_secs(30), || {
@@ -207,6 +209,15 @@ impl Envoy {
         poll("Envoy to exit", timeout, || self.child.try_wait().unwrap())
     }
 
+    /// How many of Envoy's threads have this name (`/proc/<pid>/task/*/comm`).
+    pub fn threads_named(&self, name: &str) -> usize {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).unwrap();
+        tasks
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|comm| comm.trim_end() == name)
+            .count()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -231,6 +242,12 @@ impl Envoy {
 }
 
 impl Envoy {
+    /// Errors a test caused on purpose (a fault it injected), by operation, with their exact
+    /// count: the closing check accepts those values and nothing else.
+    pub fn expect_errors(&mut self, errors: &[(&str, f64)]) {
+        self.expected_errors = errors.iter().map(|(o, v)| ((*o).to_owned(), *v)).collect();
+    }
+
     /// Every `veza_observability_errors_total` sample that is not 0, while Envoy still runs.
     /// The filter counts a failed hostcall in the flush that met it, so this is at most one
     /// flush interval behind the traffic that caused it.
@@ -244,6 +261,11 @@ impl Envoy {
         parse_exposition(&text, "veza_observability_errors_total")
             .into_iter()
             .filter(|s| s.value != 0.0)
+            .filter(|s| {
+                !self.expected_errors.iter().any(|(operation, value)| {
+                    s.label("operation") == operation && s.value == *value
+                })
+            })
             .map(|s| format!("{:?} {}", s.labels, s.value))
             .collect()
     }

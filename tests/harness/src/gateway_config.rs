@@ -4,7 +4,10 @@ use std::path::Path;
 
 use veza_standins::Listeners;
 
-use crate::{fault_injection_wasm_path, free_port, wasm_path, REPO};
+use crate::{
+    fault_injection_native_path, fault_injection_wasm_path, free_port, native_path, wasm_path,
+    Build, REPO,
+};
 
 /// Where the repository keeps Envoy configs.
 pub const SHIPPED_CONFIG_DIRS: [&str; 2] = ["envoy", "examples/func-e"];
@@ -34,10 +37,15 @@ pub struct Ports {
 }
 
 impl GatewayConfig {
-    /// A config as shipped, loading the `.wasm` under test (shipped configs name the module
-    /// `make wasm` builds or the packaged one).
+    /// A config as shipped, loading the module under test (shipped configs name the module
+    /// `make wasm` or `make native` builds, or the packaged one).
     pub fn shipped(relative: &str) -> GatewayConfig {
         let text = std::fs::read_to_string(Path::new(REPO).join(relative)).unwrap();
+        let native = "filename: build/libveza_observability.so";
+        if text.contains(native) {
+            return GatewayConfig { text }
+                .replace_once(native, &format!("filename: {}", native_path().display()));
+        }
         let module = ["build/", "build/package/"]
             .iter()
             .map(|dir| format!("filename: {dir}veza_observability.wasm"))
@@ -103,7 +111,12 @@ impl GatewayConfig {
     }
 
     pub fn gateway_with(upstreams: Upstreams) -> (GatewayConfig, Ports) {
-        let (config, ports) = GatewayConfig::shipped_on_fresh_ports("envoy/envoy.yaml");
+        GatewayConfig::gateway_for(Build::selected(), upstreams)
+    }
+
+    /// The gateway loading `build`, whichever build the suite runs with.
+    pub fn gateway_for(build: Build, upstreams: Upstreams) -> (GatewayConfig, Ports) {
+        let (config, ports) = GatewayConfig::shipped_on_fresh_ports(build.gateway_config());
         let config = config
             .port(8080, upstreams.backend)
             .port(3001, upstreams.chat)
@@ -151,8 +164,12 @@ impl GatewayConfig {
 
     /// Loads the module built with the test-only `fault-injection` feature instead.
     pub fn with_fault_injection(self) -> GatewayConfig {
-        let shipped = format!("filename: {}", wasm_path().display());
-        let faults = format!("filename: {}", fault_injection_wasm_path().display());
+        let (shipped, faults) = match Build::selected() {
+            Build::Wasm => (wasm_path(), fault_injection_wasm_path()),
+            Build::Native => (native_path(), fault_injection_native_path()),
+        };
+        let shipped = format!("filename: {}", shipped.display());
+        let faults = format!("filename: {}", faults.display());
         self.replace_once(&shipped, &faults)
     }
 

@@ -62,6 +62,67 @@ pub fn envoy_bin() -> PathBuf {
     path
 }
 
+/// Which build of the filter the end-to-end tests load: `VEZA_BUILD=wasm` (the default) or
+/// `VEZA_BUILD=native`. `make e2e` runs the suite once with each; the assertions are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The proxy-wasm module in V8 (`envoy/envoy.yaml`).
+    Wasm,
+    /// The dynamic module (`envoy/envoy-native.yaml`).
+    Native,
+}
+
+impl Build {
+    pub fn selected() -> Build {
+        match std::env::var("VEZA_BUILD").as_deref() {
+            Ok("native") => Build::Native,
+            Ok("wasm") | Err(_) => Build::Wasm,
+            Ok(other) => panic!("VEZA_BUILD={other}: expected wasm or native"),
+        }
+    }
+
+    /// The shipped gateway config that loads this build.
+    pub fn gateway_config(self) -> &'static str {
+        match self {
+            Build::Wasm => "envoy/envoy.yaml",
+            Build::Native => "envoy/envoy-native.yaml",
+        }
+    }
+
+    /// The filter-state key an access log format reads a log field from: the wasm host
+    /// prefixes `wasm.`.
+    pub fn filter_state_key(self, field: &str) -> String {
+        match self {
+            Build::Wasm => format!("wasm.{field}"),
+            Build::Native => field.to_owned(),
+        }
+    }
+}
+
+/// The native module: `$VEZA_NATIVE`, else the library `make native` builds.
+pub fn native_path() -> PathBuf {
+    let path = std::env::var_os("VEZA_NATIVE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join("build/libveza_observability.so"));
+    assert!(
+        path.exists(),
+        "no native module at {}: run `make native` or set VEZA_NATIVE",
+        path.display()
+    );
+    path
+}
+
+/// The native module built with the test-only `fault-injection` feature (`make native-faults`).
+pub fn fault_injection_native_path() -> PathBuf {
+    let path = Path::new(REPO).join("build/fault-injection/libveza_observability.so");
+    assert!(
+        path.exists(),
+        "no fault-injection build at {}: run `make native-faults`",
+        path.display()
+    );
+    path
+}
+
 /// The release `.wasm`: `$VEZA_WASM`, else the optimized module `make wasm` builds.
 pub fn wasm_path() -> PathBuf {
     let path = std::env::var_os("VEZA_WASM")

@@ -1,0 +1,319 @@
+//! The native build (the dynamic module, `make native`) against the wasm build, and what only
+//! a library in Envoy's own process has to show: the same families, labels and values for the
+//! same traffic; a panic caught at the hook, with Envoy alive and counting; several workers
+//! sharing the gateway-wide state with exact counts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tungstenite::Message;
+use veza_observability::metrics::names;
+use veza_test_harness::*;
+
+/// A series: family name and its labels.
+type SeriesKey = (String, BTreeMap<String, String>);
+
+/// Every sample of the filter's families in Envoy's `/stats/prometheus`, by series.
+fn filter_series(envoy: &Envoy) -> BTreeMap<SeriesKey, f64> {
+    let text = envoy.prometheus_text();
+    let mut all = BTreeMap::new();
+    for declared in names::declared(["user_logins_total", "user_logins_failed_total"]) {
+        for sample in parse_exposition(&text, &declared.name) {
+            all.insert((declared.name.clone(), sample.labels), sample.value);
+        }
+    }
+    all
+}
+
+/// Values that depend on time, not on the traffic: durations and the VM's memory.
+fn timing(name: &str) -> bool {
+    name.contains("duration_seconds") || name.starts_with(names::STREAM_BITRATE_BPS)
+}
+
+/// The same requests, WebSocket session and stream for either gateway.
+fn traffic(envoy: &Envoy) {
+    for path in [
+        "/api/v1/tracks/1",
+        "/api/v1/tracks/2",
+        "/api/v1/tracks",
+        "/api/v1/nope",
+        "/health",
+        "/live",
+        "/stream/a.mp3?expires=99999999999&sig=s",
+    ] {
+        let _ = http_bytes("GET", &envoy.url(path), &[]);
+    }
+    assert_eq!(
+        http(
+            "POST",
+            &envoy.url("/api/v1/auth/login"),
+            &[],
+            r#"{"email":"a@b.c","password":"wrong"}"#
+        )
+        .unwrap()
+        .0,
+        401
+    );
+    assert_eq!(http("GET", &envoy.url("/ready"), &[], "").unwrap().0, 503);
+    let (mut socket, _) = tungstenite::connect(envoy.url("/ws").replace("http", "ws")).unwrap();
+    socket.read().unwrap();
+    socket
+        .send(Message::text(
+            r#"{"type":"SendMessage","conversation_id":"c1","content":"hi"}"#,
+        ))
+        .unwrap();
+    socket.read().unwrap();
+    socket.close(None).unwrap();
+    let _ = socket.read();
+    drop(socket);
+    envoy.wait_websockets_closed("chat", 1.0);
+    envoy.wait_for(
+        "http_requests_total",
+        &[
+            ("method", "GET"),
+            ("endpoint", "/stream/:filename"),
+            ("status", "200"),
+            ("service", "stream"),
+        ],
+        1.0,
+    );
+}
+
+#[test]
+fn both_builds_emit_the_same_families_labels_and_values_for_the_same_traffic() {
+    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
+    let exporters = (free_port(), free_port());
+    let start = |build: Build| {
+        let (config, ports) = GatewayConfig::gateway_for(
+            build,
+            Upstreams {
+                backend: standins.backend.port(),
+                chat: standins.chat.port(),
+                stream: standins.stream.port(),
+                postgres_exporter: exporters.0,
+                redis_exporter: exporters.1,
+            },
+        );
+        let envoy = Envoy::start(&config, ports, 2);
+        traffic(&envoy);
+        envoy
+    };
+    let wasm = start(Build::Wasm);
+    let native = start(Build::Native);
+    // Both flush within a second; the counted totals settle.
+    let settled = |envoy: &Envoy| {
+        let mut last = filter_series(envoy);
+        poll("the counts to settle", Duration::from_secs(10), || {
+            std::thread::sleep(Duration::from_millis(1200));
+            let now = filter_series(envoy);
+            let same = now == last;
+            last = now;
+            same.then(|| last.clone())
+        })
+    };
+    let mut from_wasm = settled(&wasm);
+    let from_native = settled(&native);
+    // The VM's memory is the wasm build's alone: the native module's is Envoy's own.
+    from_wasm.retain(|(name, _), _| name != names::VM_MEMORY_BYTES);
+    let keys = |series: &BTreeMap<SeriesKey, f64>| series.keys().cloned().collect::<BTreeSet<_>>();
+    let (wasm_keys, native_keys) = (keys(&from_wasm), keys(&from_native));
+    let only_wasm: Vec<_> = wasm_keys.difference(&native_keys).collect();
+    let only_native: Vec<_> = native_keys.difference(&wasm_keys).collect();
+    assert!(
+        only_wasm.is_empty() && only_native.is_empty(),
+        "only in wasm: {only_wasm:?}\nonly in native: {only_native:?}"
+    );
+    assert!(from_wasm.len() > 100, "{} series", from_wasm.len());
+    for (key, value) in &from_wasm {
+        if !timing(&key.0) || key.0.ends_with("_count") {
+            assert_eq!(Some(value), from_native.get(key), "{key:?}");
+        }
+    }
+}
+
+const TRAP: &str = r#"{"fault_injection": {"trap_header": "x-veza-test-trap"}}"#;
+
+#[test]
+fn a_panic_in_a_hook_is_caught_the_request_goes_on_and_envoy_keeps_counting() {
+    assert_eq!(
+        Build::selected(),
+        Build::Native,
+        "run with VEZA_BUILD=native"
+    );
+    let (_standins, config, ports) = GatewayConfig::with_standins();
+    let mut envoy = Envoy::start(
+        &config.with_fault_injection().plugin_configuration(TRAP),
+        ports,
+        1,
+    );
+    let get = |headers: &[(&str, &str)]| {
+        http("GET", &envoy.url("/api/v1/tracks/1"), headers, "")
+            .unwrap()
+            .0
+    };
+    let counted = || {
+        envoy
+            .samples("http_requests_total")
+            .iter()
+            .map(|s| s.value)
+            .sum::<f64>()
+    };
+    for _ in 0..3 {
+        assert_eq!(get(&[]), 200);
+    }
+    // The panicking request reaches the service as if the filter were absent: no 503.
+    assert_eq!(get(&[("x-veza-test-trap", "1")]), 200);
+    for _ in 0..3 {
+        assert_eq!(get(&[]), 200);
+    }
+    poll("six requests counted", Duration::from_secs(10), || {
+        (counted() == 6.0).then_some(())
+    });
+    envoy.wait_for(
+        "veza_observability_errors_total",
+        &[("operation", "hook")],
+        1.0,
+    );
+    let log = envoy.flushed_log_text();
+    assert_eq!(
+        log.matches(
+            "veza-observability: request_headers panicked (fault injection: the trap header)"
+        )
+        .count(),
+        1,
+        "logged once"
+    );
+    // A second panic is counted, not logged again.
+    assert_eq!(get(&[("x-veza-test-trap", "1")]), 200);
+    envoy.wait_for(
+        "veza_observability_errors_total",
+        &[("operation", "hook")],
+        2.0,
+    );
+    assert_eq!(get(&[]), 200);
+    poll("seven requests counted", Duration::from_secs(10), || {
+        (counted() == 7.0).then_some(())
+    });
+    assert_eq!(envoy.flushed_log_text().matches("panicked").count(), 1);
+    // The panics were counted on purpose: the harness's closing check must not see them.
+    envoy.expect_errors(&[("hook", 2.0)]);
+}
+
+/// Four workers, eight clients: each request a new connection, so they spread over workers.
+const WORKERS: u32 = 4;
+const CLIENTS: usize = 8;
+
+#[test]
+fn four_workers_share_one_series_budget_exactly() {
+    let (_standins, config, ports) = GatewayConfig::with_standins();
+    let config = config.plugin_configuration(r#"{"max_series": 20}"#);
+    let envoy = Envoy::start(&config, ports, WORKERS);
+    const REQUESTS: usize = 60;
+    std::thread::scope(|scope| {
+        for client in 0..CLIENTS {
+            let envoy = &envoy;
+            scope.spawn(move || {
+                for i in 0..REQUESTS {
+                    // 60 statuses: 60 label sets offered to a budget of 20.
+                    let status = (200 + (client * REQUESTS + i) % 60).to_string();
+                    let (got, _) = http(
+                        "GET",
+                        &envoy.url(&format!("/api/v1/tracks/{client}-{i}")),
+                        &[("connection", "close"), ("x-standin-status", &status)],
+                        "",
+                    )
+                    .unwrap();
+                    assert_eq!(got.to_string(), status);
+                }
+            });
+        }
+    });
+    let total = (CLIENTS * REQUESTS) as f64;
+    let series = poll("every request counted", Duration::from_secs(10), || {
+        let samples = envoy.samples("http_requests_total");
+        (samples.iter().map(|s| s.value).sum::<f64>() == total).then_some(samples)
+    });
+    assert_eq!(
+        series.len(),
+        20 + 1,
+        "20 admitted label sets and the overflow series"
+    );
+    let overflow = series
+        .iter()
+        .find(|s| s.label("endpoint") == "other")
+        .expect("the overflow series");
+    assert_eq!(
+        (
+            overflow.label("method"),
+            overflow.label("status"),
+            overflow.label("service")
+        ),
+        ("OTHER", "2xx", "backend-api")
+    );
+    assert_eq!(
+        envoy.samples("http_request_duration_seconds_count").len(),
+        2
+    );
+}
+
+#[test]
+fn four_workers_share_upgrades_and_ready_rounds_with_exact_counts() {
+    let (_standins, config, ports) = GatewayConfig::with_standins();
+    let envoy = Envoy::start(&config, ports, WORKERS);
+    const SOCKETS: usize = 5;
+    const PROBES: usize = 10;
+    std::thread::scope(|scope| {
+        for _ in 0..CLIENTS {
+            let envoy = &envoy;
+            scope.spawn(move || {
+                for _ in 0..SOCKETS {
+                    let (mut socket, response) =
+                        tungstenite::connect(envoy.url("/ws").replace("http", "ws")).unwrap();
+                    assert_eq!(response.status(), 101);
+                    socket.read().unwrap();
+                    socket.close(None).unwrap();
+                    let _ = socket.read();
+                }
+            });
+            scope.spawn(move || {
+                for _ in 0..PROBES {
+                    let (status, body) =
+                        http("GET", &envoy.url("/ready"), &[("connection", "close")], "").unwrap();
+                    assert_eq!(status, 503, "{body}");
+                    assert!(
+                        body.starts_with(r#"{"status":"unready","checks":{"#),
+                        "{body}"
+                    );
+                }
+            });
+        }
+    });
+    let sockets = (CLIENTS * SOCKETS) as f64;
+    envoy.wait_websockets_closed("chat", sockets);
+    envoy.wait_for(
+        "websocket_upgrades_total",
+        &[("service", "chat"), ("endpoint", "/ws"), ("status", "101")],
+        sockets,
+    );
+    envoy.wait_for(
+        "http_requests_total",
+        &[
+            ("method", "GET"),
+            ("endpoint", "/ready"),
+            ("status", "503"),
+            ("service", "gateway"),
+        ],
+        (CLIENTS * PROBES) as f64,
+    );
+    assert_eq!(
+        envoy.value("websocket_connections_active", &[("service", "chat")]),
+        Some(0.0)
+    );
+    assert_eq!(envoy.value("chat_rooms_active", &[]), Some(0.0));
+}
