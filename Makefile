@@ -126,9 +126,7 @@ native-faults:
 
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 package: wasm native
-	$(CARGO) run --quiet -p oci-package -- $(WASM) build/package $(VERSION)
-	cp $(NATIVE) build/package/libveza_observability.so
-	cd build/package && sha256sum libveza_observability.so > libveza_observability.so.sha256
+	$(CARGO) run --quiet -p oci-package -- $(WASM) build/package $(VERSION) $(NATIVE)
 
 # The PrometheusRule for kube-prometheus, regenerated from the rule files (make test checks
 # the committed one is current).
@@ -212,7 +210,7 @@ e2e-native: tools native native-faults
 
 # ---------------------------------------------------------------- bench
 
-bench: tools wasm build/.bench-packages build/tools/bin/oha
+bench: tools wasm native build/.bench-packages build/tools/bin/oha
 	$(CARGO) build --target wasm32-wasip1 --release -p empty-filter -p probe-filter
 	$(CARGO) bench -p veza-bench --bench gateway
 

@@ -161,3 +161,23 @@ fn skopeo_reads_the_layout_like_a_registry_client() {
         );
     }
 }
+
+#[test]
+fn the_native_module_is_packaged_with_its_digest() {
+    let out = scratch_dir("package-native");
+    let library = native_path();
+    let sha256_file = oci_package::package_native(&library, &out).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&sha256_file).unwrap(),
+        format!("{}  libveza_observability.so\n", sha256sum(&library))
+    );
+    let check = Command::new("sha256sum")
+        .arg("-c")
+        .arg(&sha256_file)
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    // Not a library: refused.
+    assert!(oci_package::package_native(&wasm_path(), &out).is_err());
+}

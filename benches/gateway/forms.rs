@@ -22,6 +22,22 @@ pub(crate) enum FormId {
     CargoWasm,
     /// The probe filter making only these hostcalls (see fixtures/probe-filter).
     Probe(&'static str),
+    /// The native build (the dynamic module) as configured by default.
+    Native,
+    /// The native build without trace headers.
+    NativeNoTraceHeaders,
+    /// The native build sampling 100% with every span exported.
+    NativeSpans,
+}
+
+impl FormId {
+    /// Whether the form loads the native build.
+    pub(crate) fn native(self) -> bool {
+        matches!(
+            self,
+            FormId::Native | FormId::NativeNoTraceHeaders | FormId::NativeSpans
+        )
+    }
 }
 
 /// The probe forms: the hostcalls this filter makes on a plain request, one kind at a time,
@@ -166,6 +182,21 @@ pub(crate) fn forms() -> Vec<Form> {
             false,
             0,
         ),
+        form(FormId::Native, "native module", BOTH, true, 0),
+        form(
+            FormId::NativeNoTraceHeaders,
+            "native module, no trace headers",
+            BOTH,
+            false,
+            0,
+        ),
+        form(
+            FormId::NativeSpans,
+            "native module, 100% spans",
+            BOTH,
+            false,
+            0,
+        ),
         form(FormId::Templates10, "10 templates", SCALE, false, 0),
         form(
             FormId::Templates1000,
@@ -221,6 +252,11 @@ pub(crate) fn config(id: FormId, nginx_port: u16, chat_port: u16) -> (GatewayCon
     };
     let config = match id {
         FormId::ThisFilter => config,
+        FormId::Native => native(config),
+        FormId::NativeNoTraceHeaders => {
+            native(config).plugin_configuration(NO_TRACE_HEADERS_CONFIG)
+        }
+        FormId::NativeSpans => native(config).plugin_configuration(TRACE_ALL_CONFIG),
         FormId::ThisFilterSpans => config.plugin_configuration(TRACE_ALL_CONFIG),
         FormId::NoTraceHeaders => config.plugin_configuration(NO_TRACE_HEADERS_CONFIG),
         FormId::Experiment => config.plugin_configuration(&experiment_config().unwrap()),
@@ -260,5 +296,38 @@ pub(crate) fn with_module(config: GatewayConfig, module: &str) -> GatewayConfig 
     config.replace_once(
         &format!("filename: {}", wasm_path().display()),
         &format!("filename: {}", path.display()),
+    )
+}
+
+/// The native build's filter entry, in the wasm filter's place.
+const NATIVE_FILTER: &str = r#"          - name: veza_observability
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config:
+                name: veza_observability
+                metrics_namespace: veza
+                module: { local: { filename: NATIVE } }
+              filter_name: veza_observability
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: |
+                    {}
+"#;
+
+/// The config with the native build in place of the wasm one (as envoy/envoy-native.yaml
+/// loads it: bare metric names through the namespace and the runtime flag).
+pub(crate) fn native(config: GatewayConfig) -> GatewayConfig {
+    let start =
+        config.text.find("          # >>> filter\n").unwrap() + "          # >>> filter\n".len();
+    let end = config.text.find("          # <<< filter\n").unwrap();
+    let mut text = config.text.clone();
+    text.replace_range(
+        start..end,
+        &NATIVE_FILTER.replace("NATIVE", &native_path().display().to_string()),
+    );
+    GatewayConfig { text }.replace_once(
+        "static_resources:\n",
+        "layered_runtime:\n  layers:\n  - name: veza_observability\n    static_layer:\n      \
+         envoy.reloadable_features.dynamic_modules_strip_custom_stat_prefix: true\nstatic_resources:\n",
     )
 }

@@ -12,7 +12,9 @@
 //! - Envoy's native `envoy.access_loggers.stats` emitting the same counter and histogram;
 //! - this filter sampling 100% with every span exported, and Envoy's own OpenTelemetry tracer
 //!   doing the same job (100%, `traceparent`, spans to the same collector);
-//! - this filter with 10 and with 1,000 route templates, and with 10,000 live series.
+//! - this filter with 10 and with 1,000 route templates, and with 10,000 live series;
+//! - the native build (the dynamic module) by default, without trace headers, and with 100%
+//!   spans exported, against the same peers.
 //!
 //! Reported per form and route: median requests/s, p50 and p99 latency, the ratio to no filter,
 //! and Envoy's own CPU time per request (from /proc over the run). Then: p99 latency at a fixed
@@ -68,6 +70,13 @@ const P99_ADDED_TARGET_US: f64 = 100.0;
 const SCALE_TOLERANCE: f64 = 0.10;
 const MEMORY_DRIFT_TARGET: f64 = 0.02;
 const WEBSOCKET_TARGET: f64 = 0.9;
+/// The native build's goals: added CPU as multiples of Envoy's own peers' (the stats access
+/// logger for metrics, the OpenTelemetry tracer for spans), throughput and WebSocket shares.
+const NATIVE_VS_LOGGER_TARGET: f64 = 1.5;
+const NATIVE_METRICS_ONLY_VS_LOGGER_TARGET: f64 = 1.0;
+const NATIVE_SPANS_VS_TRACER_TARGET: f64 = 0.5;
+const NATIVE_DIRECT_THROUGHPUT_TARGET: f64 = 0.90;
+const NATIVE_WEBSOCKET_TARGET: f64 = 0.97;
 const WASM_SIZE_TARGET: u64 = 300 * 1024;
 const WEBSOCKET_CONNECTIONS: usize = 4;
 /// Distinct paths of the memory run.
@@ -134,7 +143,7 @@ fn main() {
             }
             // The native peers really do their job (a misconfigured one would look cheap).
             let emitted = match form.id {
-                FormId::ThisFilterSpans => Some("trace_spans_exported_total"),
+                FormId::ThisFilterSpans | FormId::NativeSpans => Some("trace_spans_exported_total"),
                 FormId::EnvoyTracer => Some("envoy_tracing_opentelemetry_spans_sent"),
                 FormId::StatsLogger => Some("envoy_native_http_requests_total"),
                 _ => None,
@@ -276,6 +285,60 @@ fn main() {
             );
         }
     }
+    for route in [Route::Direct, Route::Proxied] {
+        let Some(none) = summary(FormId::NoFilter, route) else {
+            continue;
+        };
+        let added = |id: FormId| summary(id, route).map(|s| s.cpu - none.cpu);
+        let logger = added(FormId::StatsLogger);
+        for (id, target, what) in [
+            (
+                FormId::Native,
+                NATIVE_VS_LOGGER_TARGET,
+                "native module, default",
+            ),
+            (
+                FormId::NativeNoTraceHeaders,
+                NATIVE_METRICS_ONLY_VS_LOGGER_TARGET,
+                "native module without trace headers",
+            ),
+        ] {
+            if let (Some(ours), Some(logger)) = (added(id), logger) {
+                verdicts.add(
+                    ours <= target * logger,
+                    &format!(
+                        "{}: {what}, added CPU vs Envoy's stats access logger's",
+                        route.name()
+                    ),
+                    format!("{ours:.1} µs vs {logger:.1} µs: {:.2} ×", ours / logger),
+                    format!("≤ {target} ×"),
+                );
+            }
+        }
+        if let (Some(ours), Some(tracer)) = (added(FormId::NativeSpans), added(FormId::EnvoyTracer))
+        {
+            verdicts.add(
+                ours <= NATIVE_SPANS_VS_TRACER_TARGET * tracer,
+                &format!(
+                    "{}: native module with 100% spans exported, added CPU vs Envoy's OpenTelemetry tracer's",
+                    route.name()
+                ),
+                format!("{ours:.1} µs vs {tracer:.1} µs: {:.2} ×", ours / tracer),
+                format!("≤ {NATIVE_SPANS_VS_TRACER_TARGET} ×"),
+            );
+        }
+        if route == Route::Direct {
+            if let Some(native) = summary(FormId::Native, route) {
+                let ratio = native.rps / none.rps;
+                verdicts.add(
+                    ratio >= NATIVE_DIRECT_THROUGHPUT_TARGET,
+                    "direct response: native module's throughput vs no filter",
+                    format!("{ratio:.3}"),
+                    format!("≥ {NATIVE_DIRECT_THROUGHPUT_TARGET}"),
+                );
+            }
+        }
+    }
     let none_direct = summary(FormId::NoFilter, Route::Direct);
     let scale_cost = |id: FormId| {
         let s = summary(id, Route::Templated)?;
@@ -307,7 +370,12 @@ fn main() {
     }
 
     // Fixed-rate latency through nginx at 70% of the no-filter maximum.
-    let latency_forms = [FormId::NoFilter, FormId::EmptyWasm, FormId::ThisFilter];
+    let latency_forms = [
+        FormId::NoFilter,
+        FormId::EmptyWasm,
+        FormId::ThisFilter,
+        FormId::Native,
+    ];
     let mut p99s: HashMap<FormId, Vec<(f64, f64)>> = HashMap::new();
     let rate = summary(FormId::NoFilter, Route::Proxied).map(|s| s.rps * FIXED_RATE_SHARE);
     if let Some(rate) = rate {
@@ -339,17 +407,19 @@ fn main() {
                 .unwrap_or_default();
             println!("| {} | {achieved:.0} | {p99:.0} µs | {added} |", form.name);
         }
-        if let (Some(base), Some((this, achieved))) = (base, p99_of(FormId::ThisFilter)) {
-            let added = this - base;
-            verdicts.add(
-                added <= P99_ADDED_TARGET_US && achieved >= rate * 0.98,
-                &format!(
-                    "p99 latency added at {:.0}% of the no-filter maximum rate, proxied",
-                    FIXED_RATE_SHARE * 100.0
-                ),
-                format!("{added:+.0} µs ({achieved:.0} of {rate:.0} requests/s sent)"),
-                format!("≤ {P99_ADDED_TARGET_US:.0} µs, at the offered rate"),
-            );
+        for (id, build) in [(FormId::ThisFilter, "wasm"), (FormId::Native, "native")] {
+            if let (Some(base), Some((this, achieved))) = (base, p99_of(id)) {
+                let added = this - base;
+                verdicts.add(
+                    added <= P99_ADDED_TARGET_US && achieved >= rate * 0.98,
+                    &format!(
+                        "{build}: p99 latency added at {:.0}% of the no-filter maximum rate, proxied",
+                        FIXED_RATE_SHARE * 100.0
+                    ),
+                    format!("{added:+.0} µs ({achieved:.0} of {rate:.0} requests/s sent)"),
+                    format!("≤ {P99_ADDED_TARGET_US:.0} µs, at the offered rate"),
+                );
+            }
         }
     }
 
@@ -368,24 +438,39 @@ fn main() {
                 .unwrap_or_default();
             println!("| {} | {rate:.0} | {ratio} | {cpu:.1} µs |", form.name);
         }
-        if let (Some(base), Some(this)) = (base, echo(FormId::ThisFilter)) {
-            let ratio = this.0 / base.0;
-            verdicts.add(
-                ratio >= WEBSOCKET_TARGET,
-                "WebSocket echo rate vs no filter",
-                format!("{ratio:.3}"),
-                format!("≥ {WEBSOCKET_TARGET}"),
-            );
+        for (id, build, target) in [
+            (FormId::ThisFilter, "wasm", WEBSOCKET_TARGET),
+            (FormId::Native, "native", NATIVE_WEBSOCKET_TARGET),
+        ] {
+            if let (Some(base), Some(this)) = (base, echo(id)) {
+                let ratio = this.0 / base.0;
+                verdicts.add(
+                    ratio >= target,
+                    &format!("{build}: WebSocket echo rate vs no filter"),
+                    format!("{ratio:.3}"),
+                    format!("≥ {target}"),
+                );
+            }
         }
     }
 
-    if memory_requests > 0 && forms.iter().any(|f| f.id == FormId::ThisFilter) {
+    for (id, build) in [(FormId::ThisFilter, "wasm"), (FormId::Native, "native")] {
+        if memory_requests == 0 || !forms.iter().any(|f| f.id == id) {
+            continue;
+        }
         let dir = scratch_dir("memory");
-        let run = memory_run(nginx.port, chat_port, memory_requests, connections, &dir);
+        let run = memory_run(
+            id,
+            nginx.port,
+            chat_port,
+            memory_requests,
+            connections,
+            &dir,
+        );
         let (_, vm_start, rss_start) = run.samples[0];
         let (_, vm_end, rss_end) = *run.samples.last().unwrap();
         println!(
-            "\nMemory: {} requests over {MEMORY_PATHS} distinct paths in {:.0} s, after {MEMORY_WARMUP_REQUESTS} warm-up requests\n",
+            "\nMemory, {build} build: {} requests over {MEMORY_PATHS} distinct paths in {:.0} s, after {MEMORY_WARMUP_REQUESTS} warm-up requests\n",
             run.requests, run.seconds
         );
         println!("| requests | VM linear memory | Envoy RSS |");
@@ -399,20 +484,23 @@ fn main() {
         }
         let vm_drift = vm_end / vm_start - 1.0;
         let rss_drift = rss_end / rss_start - 1.0;
-        verdicts.add(
-            vm_drift.abs() < MEMORY_DRIFT_TARGET,
-            "VM memory drift over the memory run (one worker)",
-            format!(
-                "{:.0} → {:.0} KiB: {:+.2}%",
-                vm_start / 1024.0,
-                vm_end / 1024.0,
-                vm_drift * 100.0
-            ),
-            format!("< {:.0}%", MEMORY_DRIFT_TARGET * 100.0),
-        );
+        // The native build has no VM: its memory is in Envoy's RSS.
+        if !id.native() {
+            verdicts.add(
+                vm_drift.abs() < MEMORY_DRIFT_TARGET,
+                "VM memory drift over the memory run (one worker)",
+                format!(
+                    "{:.0} → {:.0} KiB: {:+.2}%",
+                    vm_start / 1024.0,
+                    vm_end / 1024.0,
+                    vm_drift * 100.0
+                ),
+                format!("< {:.0}%", MEMORY_DRIFT_TARGET * 100.0),
+            );
+        }
         verdicts.add(
             rss_drift.abs() < MEMORY_DRIFT_TARGET,
-            "Envoy RSS drift over the memory run",
+            &format!("{build}: Envoy RSS drift over the memory run"),
             format!(
                 "{:.1} → {:.1} MiB: {:+.2}%",
                 rss_start / 1048576.0,
@@ -424,6 +512,13 @@ fn main() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    if forms.iter().any(|f| f.id.native()) {
+        let size = std::fs::metadata(native_path()).unwrap().len();
+        println!(
+            "\nNative module: {size} bytes ({:.0} KiB)",
+            size as f64 / 1024.0
+        );
+    }
     let size = std::fs::metadata(wasm_path()).unwrap().len();
     verdicts.add(
         size <= WASM_SIZE_TARGET,

@@ -9,16 +9,17 @@ pub(crate) struct MemoryRun {
     pub(crate) samples: Vec<(u64, f64, f64)>,
 }
 
-/// `total` requests over 10,000 distinct paths through this filter, sampling the VM memory
-/// gauge and Envoy's RSS after a warm-up and then every 30 s.
+/// `total` requests over 10,000 distinct paths through this filter (form `id`, either build),
+/// sampling the VM memory gauge (wasm) and Envoy's RSS after a warm-up and then every 30 s.
 pub(crate) fn memory_run(
+    id: FormId,
     nginx_port: u16,
     chat_port: u16,
     total: u64,
     connections: u64,
     dir: &Path,
 ) -> MemoryRun {
-    let (config, ports) = config(FormId::ThisFilter, nginx_port, chat_port);
+    let (config, ports) = config(id, nginx_port, chat_port);
     let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
     let script = dir.join("paths.lua");
     std::fs::write(
@@ -45,7 +46,14 @@ pub(crate) fn memory_run(
     };
     // The gauge is at most one flush (1 s) older than the chunk of load just ended: nothing
     // for a 30 s chunk, and a leak would show over the run either way.
-    let sample = |envoy: &Envoy, done: u64| (done, vm_memory_bytes(envoy), rss_bytes(envoy.pid()));
+    let vm = |envoy: &Envoy| {
+        if id.native() {
+            0.0
+        } else {
+            vm_memory_bytes(envoy)
+        }
+    };
+    let sample = |envoy: &Envoy, done: u64| (done, vm(envoy), rss_bytes(envoy.pid()));
     let mut done = 0;
     while done < MEMORY_WARMUP_REQUESTS {
         done += chunk(5);

@@ -140,3 +140,27 @@ fn write_tarball(layout: &Path, tarball: &Path) -> io::Result<()> {
     }
     builder.into_inner()?.sync_all()
 }
+
+/// The native module's file name in the package, as Envoy finds it by `name: veza_observability`.
+pub const NATIVE_NAME: &str = "libveza_observability.so";
+
+/// Copies the native module (`make native`) into `out` with its sha256 file beside it. It is
+/// a shared library, not an image layer: it is loaded by path or by Envoy's remote source,
+/// which checks this digest.
+pub fn package_native(library: &Path, out: &Path) -> io::Result<PathBuf> {
+    let bytes = fs::read(library)?;
+    if bytes.get(..4) != Some(b"\x7fELF") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{} is not a shared library", library.display()),
+        ));
+    }
+    fs::create_dir_all(out)?;
+    fs::write(out.join(NATIVE_NAME), &bytes)?;
+    let sha256_file = out.join(format!("{NATIVE_NAME}.sha256"));
+    fs::write(
+        &sha256_file,
+        format!("{}  {NATIVE_NAME}\n", sha256_hex(&bytes)),
+    )?;
+    Ok(sha256_file)
+}

@@ -5,10 +5,23 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [wasm, out, tag] = args.as_slice() else {
-        eprintln!("usage: oci-package WASM OUT_DIR TAG");
-        return ExitCode::FAILURE;
+    let (wasm, out, tag, native) = match args.as_slice() {
+        [wasm, out, tag] => (wasm, out, tag, None),
+        [wasm, out, tag, native] => (wasm, out, tag, Some(native)),
+        _ => {
+            eprintln!("usage: oci-package WASM OUT_DIR TAG [NATIVE_SO]");
+            return ExitCode::FAILURE;
+        }
     };
+    if let Some(native) = native {
+        match oci_package::package_native(Path::new(native), Path::new(out)) {
+            Ok(sha256) => println!("native   {} ({})", native, sha256.display()),
+            Err(err) => {
+                eprintln!("oci-package: {err}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     match oci_package::package(Path::new(wasm), Path::new(out), tag) {
         Ok(package) => {
             println!("module   {}", package.wasm.display());
