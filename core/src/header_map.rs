@@ -50,14 +50,23 @@ fn read_u32(map: &[u8], at: usize) -> Option<usize> {
 
 /// Serializes pairs the way the host does (for tests and tools).
 pub fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
-    for (key, value) in pairs {
+    serialize_pairs(pairs.iter().map(|(key, value)| (key.as_bytes(), *value)))
+}
+
+/// Serializes pairs of bytes in one allocation of the exact size: what a host whose header
+/// map is not in this form (a native module) hands the core.
+pub fn serialize_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
+    let (count, bytes) = pairs.clone().fold((0usize, 0usize), |(n, size), (k, v)| {
+        (n + 1, size + 8 + k.len() + v.len() + 2)
+    });
+    let mut out = Vec::with_capacity(4 + bytes);
+    out.extend_from_slice(&(count as u32).to_le_bytes());
+    for (key, value) in pairs.clone() {
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
         out.extend_from_slice(&(value.len() as u32).to_le_bytes());
     }
     for (key, value) in pairs {
-        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(key);
         out.push(0);
         out.extend_from_slice(value);
         out.push(0);

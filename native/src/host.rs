@@ -11,6 +11,9 @@ use crate::abi::{self, Buffer, EnvoyPtr, Header};
 use crate::gateway::{Gateway, Reply};
 use crate::metrics::SeriesTable;
 
+/// Request headers read without a heap allocation.
+const HEADERS_ON_STACK: usize = 48;
+
 /// Envoy refused a request-side call: reported as proxy-wasm's `InternalFailure` would be.
 const REFUSED: HostError = HostError(10);
 
@@ -188,7 +191,15 @@ impl Request for RequestHost<'_> {
                 self.filter,
                 abi::REQUEST_HEADER,
             );
-            let mut headers = vec![Header::EMPTY; count];
+            // Most requests have a few dozen headers: read them into the stack.
+            let mut on_stack = [Header::EMPTY; HEADERS_ON_STACK];
+            let mut on_heap = Vec::new();
+            let headers: &mut [Header] = if count <= HEADERS_ON_STACK {
+                on_stack.get_mut(..count).unwrap_or_default()
+            } else {
+                on_heap.resize(count, Header::EMPTY);
+                &mut on_heap
+            };
             if count > 0
                 && !abi::envoy_dynamic_module_callback_http_get_headers(
                     self.filter,
@@ -198,11 +209,9 @@ impl Request for RequestHost<'_> {
             {
                 return Err(REFUSED);
             }
-            let pairs: Vec<(&str, &[u8])> = headers
-                .iter()
-                .filter_map(|h| Some((std::str::from_utf8(h.key.bytes()).ok()?, h.value.bytes())))
-                .collect();
-            Ok(veza_observability_core::header_map::serialize(&pairs))
+            Ok(veza_observability_core::header_map::serialize_pairs(
+                headers.iter().map(|h| (h.key.bytes(), h.value.bytes())),
+            ))
         }
     }
 
