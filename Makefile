@@ -198,7 +198,7 @@ unit: build/.rust-target
 # every test with the .wasm; with the native module, every test that loads the filter.
 e2e: e2e-wasm e2e-native
 
-e2e-wasm: tools wasm wasm-faults native
+e2e-wasm: tools wasm wasm-faults native native-faults
 	$(CARGO) build --quiet -p veza-standins
 	VEZA_BUILD=wasm $(CARGO) test -p veza-e2e --tests -- --test-threads 2
 
