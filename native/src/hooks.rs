@@ -74,6 +74,10 @@ unsafe fn guard<T>(
     fallback: T,
     work: impl FnOnce(&mut Filter) -> T,
 ) -> T {
+    // A filter that could not be made (http_filter_new returned null) lets requests through.
+    if module.is_null() {
+        return fallback;
+    }
     // SAFETY: the caller's guarantee; Envoy calls one request's hooks on one thread.
     let filter = unsafe { &mut *(module as *mut Filter) };
     if filter.failed {
@@ -444,6 +448,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 /// This library's filter, destroyed once.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: ModulePtr) {
+    if module.is_null() {
+        return;
+    }
     // SAFETY: the caller's guarantee: the box made in http_filter_new.
     let filter = unsafe { Box::from_raw(module as *mut Filter) };
     let _ = catch_unwind(AssertUnwindSafe(|| {
