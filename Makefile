@@ -13,12 +13,13 @@ WASM := build/veza_observability.wasm
 ENVOY := build/bin/envoy
 CARGO ?= cargo
 
-.PHONY: help run test bench profile package dashboard fuzz soak kube-rules lint unit e2e e2e-wasm e2e-native wasm wasm-faults native native-faults tools clean
+.PHONY: help run test bench count profile package dashboard fuzz soak kube-rules lint unit e2e e2e-wasm e2e-native wasm wasm-faults native native-faults tools clean
 
 help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
 	@echo "make test   formatting, lints, unit tests (native and wasm32-wasip1), end-to-end tests"
 	@echo "make bench  throughput and latency: no filter, an empty wasm filter, this filter"
+	@echo "make count  Envoy's instructions per request with each build and its native peers (callgrind)"
 	@echo "make profile  the filter's own instructions per request and WebSocket round trip (callgrind)"
 	@echo "make package  the .wasm, its sha256, and an OCI image (layout and tarball) in build/package"
 	@echo "make dashboard  the Grafana dashboard rendered from a real Prometheus: build/dashboard/index.html"
@@ -241,6 +242,13 @@ profile:
 	echo "  1,000 templates, 10,000 live series:   $$s10000"; \
 	echo "instructions per WebSocket round trip (32-byte binary frame each way; build/callgrind_websocket_round_trips.30000):"; \
 	echo "  chat connection:                       $$websocket"
+
+# Envoy's instructions per request under callgrind for the bench's main forms (no filter, the
+# stats access logger, the wasm and the native builds): a count a shared machine's neighbours
+# do not move, where make bench's CPU times do.
+count: tools wasm native
+	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+	tools/count-instructions
 
 # oha (crates.io): the fixed-rate load of the p99 latency goal, with latency correction.
 OHA_VERSION := 1.16.0

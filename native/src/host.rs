@@ -115,6 +115,49 @@ impl Host for NativeHost<'_> {
     }
 }
 
+/// `Host` for a host that adds to [`NativeHost`] (its `host` field): metrics and shared data
+/// are the same whatever Envoy object the updates go through.
+macro_rules! delegate_host {
+    ($host:ident) => {
+        impl Host for $host<'_> {
+            fn define_counter(
+                &mut self,
+                name: &str,
+                labels: &Labels<'_>,
+            ) -> Result<MetricId, HostError> {
+                self.host.define_counter(name, labels)
+            }
+            fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError> {
+                self.host.increment_counter(id, delta)
+            }
+            fn define_gauge(
+                &mut self,
+                name: &str,
+                labels: &Labels<'_>,
+            ) -> Result<MetricId, HostError> {
+                self.host.define_gauge(name, labels)
+            }
+            fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
+                self.host.set_gauge(id, value)
+            }
+            fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {
+                self.host.add_gauge(id, delta)
+            }
+            fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
+                self.host.get_shared(key)
+            }
+            fn set_shared(
+                &mut self,
+                key: &str,
+                value: &[u8],
+                cas: u32,
+            ) -> Result<CasOutcome, HostError> {
+                self.host.set_shared(key, value, cas)
+            }
+        }
+    };
+}
+
 /// One request on its worker thread.
 pub struct RequestHost<'a> {
     host: NativeHost<'a>,
@@ -140,29 +183,7 @@ impl<'a> RequestHost<'a> {
     }
 }
 
-impl Host for RequestHost<'_> {
-    fn define_counter(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
-        self.host.define_counter(name, labels)
-    }
-    fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError> {
-        self.host.increment_counter(id, delta)
-    }
-    fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
-        self.host.define_gauge(name, labels)
-    }
-    fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
-        self.host.set_gauge(id, value)
-    }
-    fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {
-        self.host.add_gauge(id, delta)
-    }
-    fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
-        self.host.get_shared(key)
-    }
-    fn set_shared(&mut self, key: &str, value: &[u8], cas: u32) -> Result<CasOutcome, HostError> {
-        self.host.set_shared(key, value, cas)
-    }
-}
+delegate_host!(RequestHost);
 
 fn header_type(map: HeaderMap) -> abi::HeaderType {
     match map {
@@ -353,29 +374,7 @@ impl<'a> MainHost<'a> {
     }
 }
 
-impl Host for MainHost<'_> {
-    fn define_counter(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
-        self.host.define_counter(name, labels)
-    }
-    fn increment_counter(&mut self, id: MetricId, delta: u64) -> Result<(), HostError> {
-        self.host.increment_counter(id, delta)
-    }
-    fn define_gauge(&mut self, name: &str, labels: &Labels<'_>) -> Result<MetricId, HostError> {
-        self.host.define_gauge(name, labels)
-    }
-    fn set_gauge(&mut self, id: MetricId, value: u64) -> Result<(), HostError> {
-        self.host.set_gauge(id, value)
-    }
-    fn add_gauge(&mut self, id: MetricId, delta: i64) -> Result<(), HostError> {
-        self.host.add_gauge(id, delta)
-    }
-    fn get_shared(&self, key: &str) -> Result<Option<(Vec<u8>, u32)>, HostError> {
-        self.host.get_shared(key)
-    }
-    fn set_shared(&mut self, key: &str, value: &[u8], cas: u32) -> Result<CasOutcome, HostError> {
-        self.host.set_shared(key, value, cas)
-    }
-}
+delegate_host!(MainHost);
 
 impl Calls for MainHost<'_> {
     fn dispatch(
