@@ -33,17 +33,23 @@ pub const EVENT_TICK: u64 = 1;
 pub struct Slot {
     pub worker: Worker,
     pub series: SeriesTable,
-    /// The next request id of this worker (the slot's index is in the high bits).
-    next_request: u32,
-    index: u32,
 }
 
-impl Slot {
-    /// A request id unique in the gateway while it lives: the worker's index, then a count.
-    pub fn request_id(&mut self) -> u32 {
-        self.next_request = self.next_request.wrapping_add(1) & 0x00ff_ffff;
-        (self.index << 24) | self.next_request.max(1)
-    }
+thread_local! {
+    /// The count of requests made on this thread (one Envoy worker's).
+    static NEXT_REQUEST: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// A request id unique in the gateway while it lives: the worker's slot in the high bits, a
+/// count of that worker's requests below. A worker's requests all run on its one thread, so
+/// the count needs no lock.
+pub fn request_id(slot: usize) -> u32 {
+    let count = NEXT_REQUEST.with(|next| {
+        let count = next.get().wrapping_add(1) & 0x00ff_ffff;
+        next.set(count);
+        count.max(1)
+    });
+    ((slot & 0xff) as u32) << 24 | count
 }
 
 /// An answer for a paused request, handed from the main thread to the request's worker.
@@ -161,12 +167,7 @@ impl Gateway {
             let mut host = MainHost::new(&gateway, &mut series, config, index);
             let worker = Worker::configure(&mut host, Some(bytes), now)
                 .map_err(|err| format!("invalid plugin configuration: {err}"))?;
-            gateway.slots.push(Mutex::new(Slot {
-                worker,
-                series,
-                next_request: 0,
-                index: u32::try_from(index & 0xff).unwrap_or(0),
-            }));
+            gateway.slots.push(Mutex::new(Slot { worker, series }));
         }
         Ok(gateway)
     }

@@ -270,8 +270,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         // SAFETY: Envoy's filter, during the call.
         let worker =
             unsafe { abi::envoy_dynamic_module_callback_http_filter_get_worker_index(envoy) };
-        let (slot, locked) = gateway_ref.slot(worker as usize)?;
-        let request = gateway::lock(locked).request_id();
+        let (slot, _) = gateway_ref.slot(worker as usize)?;
+        let request = gateway::request_id(slot);
         Some(Box::into_raw(Box::new(Filter {
             gateway,
             slot,
