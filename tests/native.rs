@@ -192,7 +192,7 @@ fn a_panic_in_a_hook_is_caught_the_request_goes_on_and_envoy_keeps_counting() {
     let log = envoy.flushed_log_text();
     assert_eq!(
         log.matches(
-            "veza-observability: request_headers panicked (fault injection: the trap header)"
+            "hook failed with panicked (fault injection: the trap header), the request went on untouched for request_headers"
         )
         .count(),
         1,

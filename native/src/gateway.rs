@@ -123,8 +123,6 @@ pub struct Gateway {
     busy: AtomicBool,
     queued: Mutex<Vec<Answer>>,
     ticker: Mutex<Option<Ticker>>,
-    /// A hook panicked already (logged once per gateway; every one is counted).
-    pub panicked: AtomicBool,
 }
 
 /// A lock that a panic elsewhere poisoned still guards consistent data here: every critical
@@ -159,7 +157,6 @@ impl Gateway {
             busy: AtomicBool::new(false),
             queued: Mutex::default(),
             ticker: Mutex::new(None),
-            panicked: AtomicBool::new(false),
         };
         let now = now_nanos();
         for index in 0..workers.max(1) {

@@ -8,7 +8,6 @@
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use veza_observability_core::exchange::{Exchange, Next};
@@ -48,17 +47,13 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".to_owned())
 }
 
-/// Counts and logs (once per gateway) a hook's panic.
+/// Counts a hook's panic; the registry logs the first of each worker, as for any failed
+/// host call.
 fn report(gateway: &Gateway, slot: Option<usize>, hook: &str, payload: &(dyn Any + Send)) {
-    let why = panic_message(payload);
-    if !gateway.panicked.swap(true, Ordering::Relaxed) {
-        abi::log(
-            abi::LOG_ERROR,
-            &format!(
-                "veza-observability: {hook} panicked ({why}); the request went on untouched. Further panics are only counted in veza_observability_errors_total{{operation=\"hook\"}}"
-            ),
-        );
-    }
+    let why = format!(
+        "panicked ({}), the request went on untouched",
+        panic_message(payload)
+    );
     if let Some((_, slot)) = gateway.slot(slot.unwrap_or(0)) {
         gateway::lock(slot).worker.hook_failed(hook, &why);
     }
