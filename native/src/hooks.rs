@@ -1,6 +1,6 @@
 //! The functions Envoy calls. Each one runs its work inside [`guard`]: a panic stops at this
 //! boundary, the request goes on as if the filter were absent, and the panic is counted in
-//! `veza_observability_errors_total{operation="hook"}` and logged once per filter config.
+//! `veza_observability_errors_total{operation="hook"}` and logged once per worker.
 //!
 //! Lifetimes are Envoy's: the gateway (the filter config's object) outlives every request
 //! made with it, and a request's filter object lives from `http_filter_new` to
