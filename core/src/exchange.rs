@@ -212,6 +212,14 @@ impl Exchange {
         Next::Pause
     }
 
+    /// Whether [`Exchange::response_headers`] has anything to do for this request, as its
+    /// request headers left it: a host may skip the call (and its locks) otherwise.
+    pub fn wants_response_headers(&self, worker: &Worker) -> bool {
+        (self.seen.is_some() && worker.settings.tracing.response_header.is_some())
+            || self.upgrade_pending
+            || self.stream_request.is_some()
+    }
+
     /// The response headers: the trace id header, and for an upgrade or a stream request what
     /// the response makes of it.
     pub fn response_headers<R: Request>(&mut self, worker: &Worker, host: &mut R) {

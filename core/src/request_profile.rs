@@ -143,6 +143,9 @@ impl Request for ProfileHost {
     fn set_header(&mut self, _: HeaderMap, _: &str, _: &[u8]) -> Result<(), HostError> {
         Ok(())
     }
+    fn add_header(&mut self, _: HeaderMap, _: &str, _: &[u8]) -> Result<(), HostError> {
+        Ok(())
+    }
     fn remove_header(&mut self, _: HeaderMap, _: &str) -> Result<(), HostError> {
         Ok(())
     }

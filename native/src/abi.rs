@@ -223,6 +223,13 @@ extern "C" {
         key: Buffer,
         value: Buffer,
     ) -> bool;
+    /// Adds a value to a header (`set_header` first removes every value there is).
+    pub fn envoy_dynamic_module_callback_http_add_header(
+        filter: EnvoyPtr,
+        header_type: HeaderType,
+        key: Buffer,
+        value: Buffer,
+    ) -> bool;
     /// Makes Envoy match the route again (after the filter rewrote request headers), as a
     /// wasm filter's header write does by itself.
     pub fn envoy_dynamic_module_callback_http_clear_route_cache(filter: EnvoyPtr);

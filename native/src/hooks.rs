@@ -27,6 +27,9 @@ struct Filter {
     exchange: Exchange,
     /// Set while the request is paused for the main thread's answer.
     waiter: Option<Arc<Waiter>>,
+    /// The exchange has work at the response headers (most requests have none, and then the
+    /// hook takes no lock).
+    response_work: bool,
     /// A hook of this request panicked: it is let through untouched from then on.
     failed: bool,
 }
@@ -273,6 +276,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             request,
             exchange: Exchange::new(request),
             waiter: None,
+            response_work: false,
             failed: false,
         })))
     }));
@@ -296,21 +300,25 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         guard(module, "request_headers", abi::HEADERS_CONTINUE, |filter| {
             let request = filter.request;
             let gateway: &Gateway = &*filter.gateway;
-            let Some((next, waiter)) = with_core(filter, envoy, |exchange, worker, host| {
-                let next = exchange.request_headers(worker, host);
-                if host.rewrote_request {
-                    // SAFETY: Envoy's filter, during its request-headers hook.
-                    abi::envoy_dynamic_module_callback_http_clear_route_cache(envoy);
-                }
-                // Registered before the worker's lock is released, so the main thread's
-                // answer always finds it.
-                let waiter =
-                    (next == Next::Pause && !host.replied).then(|| gateway.wait(request, envoy));
-                (next, waiter)
-            }) else {
+            let Some((next, waiter, response_work)) =
+                with_core(filter, envoy, |exchange, worker, host| {
+                    let next = exchange.request_headers(worker, host);
+                    let response_work = exchange.wants_response_headers(worker);
+                    if host.rewrote_request {
+                        // SAFETY: Envoy's filter, during its request-headers hook.
+                        abi::envoy_dynamic_module_callback_http_clear_route_cache(envoy);
+                    }
+                    // Registered before the worker's lock is released, so the main thread's
+                    // answer always finds it.
+                    let waiter = (next == Next::Pause && !host.replied)
+                        .then(|| gateway.wait(request, envoy));
+                    (next, waiter, response_work)
+                })
+            else {
                 return abi::HEADERS_CONTINUE;
             };
             filter.waiter = waiter;
+            filter.response_work = response_work;
             match next {
                 Next::Continue => abi::HEADERS_CONTINUE,
                 Next::Pause => abi::HEADERS_STOP_ITERATION,
@@ -355,9 +363,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
             "response_headers",
             abi::HEADERS_CONTINUE,
             |filter| {
-                with_core(filter, envoy, |exchange, worker, host| {
-                    exchange.response_headers(worker, host);
-                });
+                if filter.response_work {
+                    with_core(filter, envoy, |exchange, worker, host| {
+                        exchange.response_headers(worker, host);
+                    });
+                }
                 abi::HEADERS_CONTINUE
             },
         )

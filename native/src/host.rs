@@ -267,6 +267,20 @@ impl Request for RequestHost<'_> {
         done.then_some(()).ok_or(REFUSED)
     }
 
+    fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.rewrote_request |= map == HeaderMap::Request;
+        // SAFETY: valid buffers for the call.
+        let done = unsafe {
+            abi::envoy_dynamic_module_callback_http_add_header(
+                self.filter,
+                header_type(map),
+                Buffer::of(name.as_bytes()),
+                Buffer::of(value),
+            )
+        };
+        done.then_some(()).ok_or(REFUSED)
+    }
+
     fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError> {
         self.rewrote_request |= map == HeaderMap::Request;
         // SAFETY: valid buffers for the call; a null value removes the header.

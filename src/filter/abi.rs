@@ -83,6 +83,13 @@ extern "C" {
         value_data: *const u8,
         value_size: usize,
     ) -> RawStatus;
+    fn proxy_add_header_map_value(
+        map_type: MapType,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> RawStatus;
     fn proxy_remove_header_map_value(
         map_type: MapType,
         key_data: *const u8,
@@ -251,6 +258,14 @@ pub fn set_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostErro
     })
 }
 
+/// Adds a value to a header.
+pub fn add_header(map: MapType, name: &str, value: &[u8]) -> Result<(), HostError> {
+    // SAFETY: pointers are valid for the call.
+    check(unsafe {
+        proxy_add_header_map_value(map, name.as_ptr(), name.len(), value.as_ptr(), value.len())
+    })
+}
+
 /// Removes every value of a header.
 pub fn remove_header(map: MapType, name: &str) -> Result<(), HostError> {
     // SAFETY: pointers are valid for the call.
@@ -355,6 +370,10 @@ impl Request for EnvoyHost {
 
     fn set_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError> {
         set_header(map_type(map), name, value)
+    }
+
+    fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError> {
+        add_header(map_type(map), name, value)
     }
 
     fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError> {

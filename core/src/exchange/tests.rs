@@ -49,6 +49,8 @@ fn a_request_is_routed_traced_and_counted_with_its_duration() {
         SECOND,
     );
     assert_eq!(exchange.request_headers(&worker, &mut host), Next::Continue);
+    // The trace id goes back in the response.
+    assert!(exchange.wants_response_headers(&worker));
     // The incoming B3 trace is continued in `traceparent`, the default outgoing format, and
     // the B3 header it came in is removed: one context reaches the service.
     let traceparent = host
@@ -280,6 +282,7 @@ fn a_websocket_upgrade_opens_a_connection_whose_frames_count_until_it_ends() {
     let mut host = MemoryHost::default();
     let worker = worker(&mut host, "{}");
     let mut exchange = upgrade_request(&worker, &mut host, 11);
+    assert!(exchange.wants_response_headers(&worker));
     respond(&mut host, "101", 0);
     exchange.response_headers(&worker, &mut host);
     let chat = [("service", "chat")];
@@ -580,4 +583,33 @@ fn past_the_series_cap_the_log_has_the_overflow_series_labels() {
         ),
         Some(1)
     );
+}
+
+#[test]
+fn exactly_one_traceparent_reaches_the_service_whether_or_not_one_came_in() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, "{}");
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    for carried in [
+        vec![],
+        vec![("traceparent", incoming)],
+        vec![("traceparent", incoming), ("traceparent", incoming)],
+    ] {
+        let mut headers = vec![(":method", "GET"), (":path", "/api/v1/tracks/42")];
+        headers.extend(carried.iter().copied());
+        host.request = request(&headers, SECOND);
+        let mut exchange = Exchange::new(9);
+        assert_eq!(exchange.request_headers(&worker, &mut host), Next::Continue);
+        // Nothing to do at the response: no trace id header, upgrade or stream.
+        assert!(!exchange.wants_response_headers(&worker));
+        let written = host.request.values(HeaderMap::Request, "traceparent");
+        assert_eq!(written.len(), 1, "{carried:?}");
+        // One value is continued; two are no valid context, and a new trace starts.
+        if carried.len() == 1 {
+            assert!(
+                written[0].starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+                "{written:?}"
+            );
+        }
+    }
 }

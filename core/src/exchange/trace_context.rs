@@ -23,7 +23,13 @@ impl Exchange {
         let decision = trace::decide(settings, &incoming, &mut state.trace_ids);
         let outgoing = trace::outgoing(settings, &decision);
         for (name, value) in &outgoing {
-            if let Err(err) = host.set_header(HeaderMap::Request, name, value.as_bytes()) {
+            // Most requests carry no trace context: adding is then enough, and cheaper.
+            let written = if trace::carried(incoming.present, name) {
+                host.set_header(HeaderMap::Request, name, value.as_bytes())
+            } else {
+                host.add_header(HeaderMap::Request, name, value.as_bytes())
+            };
+            if let Err(err) = written {
                 state.registry.host_error(Operation::SetHeader, err, name);
             }
         }

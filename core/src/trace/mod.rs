@@ -277,6 +277,15 @@ pub fn received<'a>(
     Some((incoming.trace_id, incoming.parent?))
 }
 
+/// Whether the request carried `name` (`present` from [`TraceHeaders`]); a name the filter
+/// does not own counts as present, so it is replaced rather than added beside.
+pub fn carried(present: u16, name: &str) -> bool {
+    OWNED_HEADERS
+        .iter()
+        .position(|owned| *owned == name)
+        .is_none_or(|index| present & (1 << index) != 0)
+}
+
 /// Owned headers present on the request that the outgoing set does not overwrite: they are
 /// removed, so no stale or malformed context reaches a service.
 pub fn stale(present: u16, outgoing: &[(&'static str, String)]) -> Vec<&'static str> {

@@ -353,3 +353,16 @@ fn what_a_service_received_is_read_in_its_tracers_order() {
     assert_eq!(received(pairs(&[("traceparent", "garbage")])), None);
     assert_eq!(received(pairs(&[])), None);
 }
+
+#[test]
+fn a_header_the_request_carried_is_replaced_and_only_then() {
+    let defaults = settings(|_| {});
+    let pairs = [(TRACEPARENT, "x"), (B3_SINGLE_NAME, "y")];
+    let present = headers(&defaults, &pairs).present;
+    assert!(carried(present, TRACEPARENT));
+    assert!(carried(present, B3_SINGLE_NAME));
+    assert!(!carried(present, TRACESTATE));
+    assert!(!carried(0, TRACEPARENT));
+    // A name the filter does not own is never added beside a value it cannot see.
+    assert!(carried(0, "x-request-id"));
+}
