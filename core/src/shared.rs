@@ -6,13 +6,13 @@ use crate::host::{CasOutcome, Host, HostError};
 /// Every shared-data key and key prefix, in one place so no two parts collide.
 pub mod keys {
     /// `http_requests_total` label sets admitted gateway-wide, and a marker per set.
-    pub const SERIES_COUNT: &str = "veza_observability.series_count";
+    pub const SERIES_SET: &str = "veza_observability.series_set";
     pub const SERIES_PREFIX: &str = "veza_observability.series.";
     /// Chat rooms tracked, and a reference count per room.
-    pub const ROOM_COUNT: &str = "veza_observability.room_count";
+    pub const ROOM_SET: &str = "veza_observability.room_set";
     pub const ROOM_PREFIX: &str = "veza_observability.room.";
     /// `stream_id` values admitted, and a marker per id.
-    pub const STREAM_ID_COUNT: &str = "veza_observability.stream_id_count";
+    pub const STREAM_ID_SET: &str = "veza_observability.stream_id_set";
     pub const STREAM_ID_PREFIX: &str = "veza_observability.stream_id.";
     /// The active-user sketches, one per slot of the window's ring.
     pub const ACTIVE_USERS_PREFIX: &str = "veza_observability.active_users.";
@@ -57,24 +57,75 @@ pub fn update<T>(
     Ok(None)
 }
 
+/// The most names one [`Budget`] admits: its set is one shared value of 8 bytes a name.
+pub const MAX_BUDGET: u32 = 100_000;
+
 /// A gateway-wide cap on distinct names (metric label sets, chat rooms, stream ids): a name is
 /// admitted once, by whichever worker sees it first, while fewer than `cap` are admitted.
-/// Without shared data (a host error), the cap holds per worker.
+///
+/// The admitted names are one shared value (their count, then each name's 64-bit hash),
+/// changed by compare-and-swap, so a name seen by several workers at once takes one place.
+/// Shared data cannot create a key only if it is absent, so the value is made at
+/// configuration ([`prepare`]) and a worker never writes it where it is missing. A marker per
+/// name answers an admitted name without reading the set. Without shared data (a host error,
+/// or no set), the cap holds per worker.
 #[derive(Debug)]
 pub struct Budget {
-    count_key: &'static str,
+    set_key: &'static str,
     marker_prefix: &'static str,
     admitted_here: u32,
+    /// The set was seen full: names are never released, so a name without a marker is
+    /// refused without reading the set again.
+    full: bool,
+}
+
+/// The budgets' sets, every one the filter keeps.
+const BUDGET_SETS: [&str; 3] = [keys::SERIES_SET, keys::ROOM_SET, keys::STREAM_ID_SET];
+
+/// Makes each budget's set where there is none yet, at configuration. Envoy configures a
+/// filter on its main thread before any worker takes traffic, and workers never make a set,
+/// so nothing can write between the read and the write here.
+pub fn prepare(host: &mut dyn Host) -> Result<(), HostError> {
+    for key in BUDGET_SETS {
+        if host.get_shared(key)?.is_none() {
+            host.set_shared(key, &0u32.to_le_bytes(), 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// What a budget's set says of a name.
+enum Admission {
+    Admitted,
+    Full,
+    NoSet,
+}
+
+/// The hashes in a budget's set value.
+fn set_hashes(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    let count = decode_u32(value) as usize;
+    value
+        .get(4..)
+        .unwrap_or_default()
+        .chunks_exact(8)
+        .take(count)
+        .map(decode_u64)
+}
+
+/// A name's place in a set: FNV-1a, the same in every worker and every build.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Budget {
-    /// Nothing is written until the first admission: an absent count is 0, and a write of
-    /// 0 at start-up could undo another worker's first admission.
-    pub fn new(count_key: &'static str, marker_prefix: &'static str) -> Budget {
+    pub fn new(set_key: &'static str, marker_prefix: &'static str) -> Budget {
         Budget {
-            count_key,
+            set_key,
             marker_prefix,
             admitted_here: 0,
+            full: false,
         }
     }
 
@@ -92,20 +143,42 @@ impl Budget {
             Ok(None) => {}
             Err(err) => return (self.admit_locally(cap), Some(err)),
         }
-        let admitted = update(host, self.count_key, |value| {
-            let count = value.map_or(0, decode_u32);
-            if count >= cap {
-                Update::Keep(false)
-            } else {
-                Update::Write((count + 1).to_le_bytes().to_vec(), true)
+        if self.full {
+            return (false, None);
+        }
+        let hash = name_hash(name);
+        let admission = update(host, self.set_key, |value| {
+            let Some(value) = value else {
+                return Update::Keep(Admission::NoSet);
+            };
+            let count = decode_u32(value);
+            // Another worker admitted it and has not written its marker yet.
+            if set_hashes(value).any(|h| h == hash) {
+                return Update::Keep(Admission::Admitted);
             }
+            if count >= cap {
+                return Update::Keep(Admission::Full);
+            }
+            let kept = value.get(4..).unwrap_or_default();
+            let kept = kept.get(..count as usize * 8).unwrap_or(kept);
+            let mut next = Vec::with_capacity(4 + kept.len() + 8);
+            next.extend_from_slice(&(count + 1).to_le_bytes());
+            next.extend_from_slice(kept);
+            next.extend_from_slice(&hash.to_le_bytes());
+            Update::Write(next, Admission::Admitted)
         });
-        match admitted {
-            Ok(Some(true)) => {
+        match admission {
+            Ok(Some(Admission::Admitted)) => {
                 self.admitted_here += 1;
                 (true, host.set_shared(&marker, b"1", 0).err())
             }
-            Ok(Some(false) | None) => (false, None),
+            Ok(Some(Admission::Full)) => {
+                self.full = true;
+                (false, None)
+            }
+            Ok(Some(Admission::NoSet)) => (self.admit_locally(cap), None),
+            // Other workers kept winning: refused this time, asked again next time.
+            Ok(None) => (false, None),
             Err(err) => (self.admit_locally(cap), Some(err)),
         }
     }
@@ -155,8 +228,9 @@ mod tests {
     #[test]
     fn budgets_admit_each_name_once_up_to_the_cap_across_workers() {
         let mut host = MemoryHost::default();
-        let mut first = Budget::new("count", "name.");
-        let mut second = Budget::new("count", "name.");
+        prepare(&mut host).unwrap();
+        let mut first = Budget::new(keys::SERIES_SET, "name.");
+        let mut second = Budget::new(keys::SERIES_SET, "name.");
         assert_eq!(first.admit(&mut host, "a", 2), (true, None));
         assert_eq!(
             second.admit(&mut host, "a", 2),
@@ -166,6 +240,70 @@ mod tests {
         assert_eq!(second.admit(&mut host, "b", 2), (true, None));
         assert_eq!(first.admit(&mut host, "c", 2), (false, None));
         assert_eq!(first.admit(&mut host, "b", 2), (true, None));
+        assert_eq!(admitted(&host), 2);
+    }
+
+    /// The names in the series budget's set.
+    fn admitted(host: &MemoryHost) -> u32 {
+        let (value, _) = host.get_shared(keys::SERIES_SET).unwrap().unwrap();
+        assert_eq!(set_hashes(&value).count(), decode_u32(&value) as usize);
+        decode_u32(&value)
+    }
+
+    #[test]
+    fn a_name_two_workers_see_at_once_takes_one_place() {
+        let mut host = MemoryHost::default();
+        prepare(&mut host).unwrap();
+        let mut first = Budget::new(keys::SERIES_SET, "name.");
+        let mut second = Budget::new(keys::SERIES_SET, "name.");
+        assert_eq!(first.admit(&mut host, "a", 2), (true, None));
+        // The second worker looks before the first wrote its marker.
+        host.remove_shared("name.a");
+        assert_eq!(second.admit(&mut host, "a", 2), (true, None));
+        assert_eq!(admitted(&host), 1);
+        assert_eq!(second.admit(&mut host, "b", 2), (true, None));
+        assert_eq!(admitted(&host), 2);
+    }
+
+    #[test]
+    fn a_full_budget_refuses_without_reading_its_set_again() {
+        let mut host = MemoryHost::default();
+        prepare(&mut host).unwrap();
+        let mut budget = Budget::new(keys::SERIES_SET, "name.");
+        assert_eq!(budget.admit(&mut host, "a", 1), (true, None));
+        assert_eq!(budget.admit(&mut host, "b", 1), (false, None));
+        let reads = host.shared_reads.get();
+        assert_eq!(budget.admit(&mut host, "c", 1), (false, None));
+        assert_eq!(host.shared_reads.get() - reads, 1, "the marker only");
+        assert_eq!(budget.admit(&mut host, "a", 1), (true, None));
+    }
+
+    #[test]
+    fn configuration_makes_the_sets_once_and_never_empties_them() {
+        let mut host = MemoryHost::default();
+        prepare(&mut host).unwrap();
+        let mut budget = Budget::new(keys::SERIES_SET, "name.");
+        assert_eq!(budget.admit(&mut host, "a", 5), (true, None));
+        // A later configuration (another worker, a reload) keeps what was admitted.
+        prepare(&mut host).unwrap();
+        assert_eq!(admitted(&host), 1);
+    }
+
+    #[test]
+    fn without_a_set_the_cap_holds_per_worker_and_nothing_is_written() {
+        let mut host = MemoryHost::default();
+        let mut budget = Budget::new(keys::SERIES_SET, "name.");
+        assert_eq!(budget.admit(&mut host, "a", 1), (true, None));
+        assert_eq!(budget.admit(&mut host, "b", 1), (false, None));
+        assert_eq!(host.get_shared(keys::SERIES_SET), Ok(None));
+    }
+
+    #[test]
+    fn name_hashes_are_fnv_1a() {
+        // The published FNV-1a 64 test vectors.
+        assert_eq!(name_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(name_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(name_hash("foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]

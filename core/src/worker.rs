@@ -109,6 +109,10 @@ impl Worker {
             })
             .collect();
         let started_nanos = first_start(host, now);
+        if let Err(err) = shared::prepare(host) {
+            // The budgets then hold per worker.
+            registry.host_error(Operation::SharedData, err, "the budgets' sets");
+        }
         Ok(Worker {
             settings,
             started_nanos,

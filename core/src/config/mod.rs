@@ -312,6 +312,22 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
     if config.max_series == 0 {
         return Err(error("max_series", "must be at least 1 (got 0)"));
     }
+    // Each cap is a budget whose set is one shared value of 8 bytes a name.
+    for (field, cap) in [
+        ("max_series", config.max_series),
+        (
+            "websocket.max_tracked_rooms",
+            config.websocket.max_tracked_rooms,
+        ),
+        ("streams.max_stream_ids", config.streams.max_stream_ids),
+    ] {
+        if cap > crate::shared::MAX_BUDGET {
+            return Err(error(
+                field,
+                format!("must be at most {} (got {cap})", crate::shared::MAX_BUDGET),
+            ));
+        }
+    }
     if config.metrics_flush_interval_ms > MAX_FLUSH_INTERVAL_MS {
         return Err(error(
             "metrics_flush_interval_ms",

@@ -128,7 +128,7 @@ impl ConnectionMetrics {
             services: Vec::new(),
             upgrades: HashMap::new(),
             chat: None,
-            rooms: Budget::new(keys::ROOM_COUNT, keys::ROOM_PREFIX),
+            rooms: Budget::new(keys::ROOM_SET, keys::ROOM_PREFIX),
         }
     }
 
@@ -469,7 +469,7 @@ impl ConnectionMetrics {
                 self.rooms
                     .admit(host, room, settings.websocket.max_tracked_rooms);
             if let Some(err) = error {
-                registry.host_error(Operation::SharedData, err, keys::ROOM_COUNT);
+                registry.host_error(Operation::SharedData, err, keys::ROOM_SET);
             }
             if !admitted {
                 return;

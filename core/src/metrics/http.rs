@@ -83,7 +83,7 @@ impl Default for HttpMetrics {
 impl HttpMetrics {
     pub fn new() -> HttpMetrics {
         HttpMetrics {
-            budget: Budget::new(keys::SERIES_COUNT, keys::SERIES_PREFIX),
+            budget: Budget::new(keys::SERIES_SET, keys::SERIES_PREFIX),
             series: IntMap::default(),
             histograms: IntMap::default(),
             refused: IntMap::default(),
@@ -228,7 +228,7 @@ impl HttpMetrics {
     ) -> bool {
         let (admitted, error) = self.budget.admit(host, name, settings.max_series);
         if let Some(err) = error {
-            registry.host_error(Operation::SharedData, err, keys::SERIES_COUNT);
+            registry.host_error(Operation::SharedData, err, keys::SERIES_SET);
         }
         admitted
     }

@@ -115,7 +115,7 @@ impl StreamMetrics {
         StreamMetrics {
             handles: None,
             bitrates: HashMap::new(),
-            stream_ids: Budget::new(keys::STREAM_ID_COUNT, keys::STREAM_ID_PREFIX),
+            stream_ids: Budget::new(keys::STREAM_ID_SET, keys::STREAM_ID_PREFIX),
         }
     }
 
@@ -227,7 +227,7 @@ impl StreamMetrics {
             (false, None)
         };
         if let Some(err) = error {
-            registry.host_error(Operation::SharedData, err, keys::STREAM_ID_COUNT);
+            registry.host_error(Operation::SharedData, err, keys::STREAM_ID_SET);
         }
         let label = if admitted { stream_id } else { names::OTHER };
         let gauge = registry.define_gauge(

@@ -24,6 +24,7 @@ struct Fixture {
 impl Fixture {
     fn new(config_json: &str) -> Fixture {
         let mut host = MemoryHost::default();
+        crate::shared::prepare(&mut host).unwrap();
         let registry = Registry::new(&mut host);
         let metrics = HttpMetrics::new();
         let settings = config::load(Some(config_json.as_bytes())).unwrap();
