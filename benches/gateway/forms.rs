@@ -103,31 +103,9 @@ pub(crate) const NO_TRACE_HEADERS_CONFIG: &str = r#"{"tracing": {"enabled": fals
 pub(crate) const TRACE_ALL_CONFIG: &str = r#"{"tracing": {"sampling_ratio": 1.0, "outgoing": ["traceparent"], "collector": {"cluster": "collector"}}}"#;
 
 /// Envoy's native stats access logger emitting this filter's request counter and duration
-/// histogram with the same labels, from access-log command operators.
-pub(crate) const STATS_LOGGER: &str = r#"          access_log:
-          - name: envoy.access_loggers.stats
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stats.v3.Config
-              stat_prefix: native
-              counters:
-              - stat:
-                  name: http_requests_total
-                  tags:
-                  - { name: method, value_format: "%REQ(:METHOD)%" }
-                  - { name: endpoint, value_format: "%ROUTE_NAME%" }
-                  - { name: status, value_format: "%RESPONSE_CODE%" }
-                  - { name: service, value_format: "%UPSTREAM_CLUSTER%" }
-                value_fixed: 1
-              histograms:
-              - stat:
-                  name: http_request_duration_seconds
-                  tags:
-                  - { name: method, value_format: "%REQ(:METHOD)%" }
-                  - { name: endpoint, value_format: "%ROUTE_NAME%" }
-                  - { name: service, value_format: "%UPSTREAM_CLUSTER%" }
-                unit: Milliseconds
-                value_format: "%DURATION%"
-"#;
+/// histogram with the same labels, from access-log command operators. The snippets are files
+/// so `tools/count-instructions` (make count) builds the same forms.
+pub(crate) const STATS_LOGGER: &str = include_str!("snippets/stats-logger.yaml");
 
 pub(crate) struct Form {
     pub(crate) id: FormId,
@@ -300,19 +278,7 @@ pub(crate) fn with_module(config: GatewayConfig, module: &str) -> GatewayConfig 
 }
 
 /// The native build's filter entry, in the wasm filter's place.
-const NATIVE_FILTER: &str = r#"          - name: veza_observability
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
-              dynamic_module_config:
-                name: veza_observability
-                metrics_namespace: veza
-                module: { local: { filename: NATIVE } }
-              filter_name: veza_observability
-              filter_config:
-                "@type": type.googleapis.com/google.protobuf.StringValue
-                value: |
-                    {}
-"#;
+const NATIVE_FILTER: &str = include_str!("snippets/native-filter.yaml");
 
 /// The config with the native build in place of the wasm one (as envoy/envoy-native.yaml
 /// loads it: bare metric names through the namespace and the runtime flag).
