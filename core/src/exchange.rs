@@ -373,14 +373,7 @@ impl Exchange {
                 )
             }
         };
-        // `:status` rather than the `response.code` property: a header read costs about a
-        // third of a property read. No response headers means no response was sent.
-        let status = registry
-            .read(
-                Operation::GetHeader,
-                host.header(HeaderMap::Response, ":status"),
-            )
-            .map(|code| labels::status_code_from_header(&code));
+        let status = registry.read(Operation::GetHeader, host.response_code());
         let now = host.now_nanos();
         let duration = match (self.started_nanos, now) {
             (Some(start), Ok(now)) => Some(now.saturating_sub(start)),

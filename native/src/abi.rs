@@ -87,6 +87,8 @@ pub const RECEIVED_RESPONSE_BODY: BodyType = 2;
 pub type AttributeId = u32;
 pub const ATTRIBUTE_REQUEST_PROTOCOL: AttributeId = 10;
 pub const ATTRIBUTE_ROUTE_NAME: AttributeId = 61;
+/// Integer: the response code; absent until a response was sent.
+pub const ATTRIBUTE_RESPONSE_CODE: AttributeId = 15;
 
 pub type LogLevel = u32;
 pub const LOG_DEBUG: LogLevel = 1;
@@ -249,6 +251,11 @@ extern "C" {
         filter: EnvoyPtr,
         body_type: BodyType,
         chunks: *mut Buffer,
+    ) -> bool;
+    pub fn envoy_dynamic_module_callback_http_filter_get_attribute_int(
+        filter: EnvoyPtr,
+        attribute: AttributeId,
+        value: *mut u64,
     ) -> bool;
     pub fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
         filter: EnvoyPtr,

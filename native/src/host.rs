@@ -314,6 +314,19 @@ impl Request for RequestHost<'_> {
         }
     }
 
+    fn response_code(&mut self) -> Result<Option<u64>, HostError> {
+        let mut code = 0;
+        // SAFETY: a valid pointer for the call.
+        let found = unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_get_attribute_int(
+                self.filter,
+                abi::ATTRIBUTE_RESPONSE_CODE,
+                &mut code,
+            )
+        };
+        Ok(found.then_some(code))
+    }
+
     fn set_log_field(&mut self, key: &str, value: &[u8]) -> Result<(), HostError> {
         // Filter state under the key itself, which access log formats read.
         // SAFETY: valid buffers for the call.
