@@ -323,3 +323,52 @@ fn four_workers_share_upgrades_and_ready_rounds_with_exact_counts() {
         Some(0.0)
     );
 }
+
+#[test]
+fn four_workers_count_one_room_joined_by_every_client_at_once() {
+    let (_standins, config, ports) = GatewayConfig::with_standins();
+    let envoy = Envoy::start(&config, ports, WORKERS);
+    // One connection per client, so they spread over the workers.
+    let sockets: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (mut socket, response) =
+                tungstenite::connect(envoy.url("/ws").replace("http", "ws")).unwrap();
+            assert_eq!(response.status(), 101);
+            socket.read().unwrap();
+            socket
+        })
+        .collect();
+    let start = std::sync::Barrier::new(CLIENTS);
+    let mut sockets: Vec<_> = std::thread::scope(|scope| {
+        let clients: Vec<_> = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(client, mut socket)| {
+                let start = &start;
+                scope.spawn(move || {
+                    // Every client joins the shared room at the same moment, then its own.
+                    start.wait();
+                    for room in ["shared".to_owned(), format!("own-{client}")] {
+                        let join =
+                            format!(r#"{{"type":"JoinConversation","conversation_id":"{room}"}}"#);
+                        socket.send(Message::text(join)).unwrap();
+                        socket.read().unwrap();
+                    }
+                    socket
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    envoy.wait_for("chat_rooms_active", &[], (CLIENTS + 1) as f64);
+    for socket in &mut sockets {
+        socket.close(None).unwrap();
+        let _ = socket.read();
+    }
+    envoy.wait_websockets_closed("chat", CLIENTS as f64);
+    envoy.wait_for("chat_rooms_active", &[], 0.0);
+    assert_eq!(
+        envoy.value("chat_events_total", &[("type", "JoinConversation")]),
+        Some((2 * CLIENTS) as f64)
+    );
+}

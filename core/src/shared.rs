@@ -8,9 +8,8 @@ pub mod keys {
     /// `http_requests_total` label sets admitted gateway-wide, and a marker per set.
     pub const SERIES_SET: &str = "veza_observability.series_set";
     pub const SERIES_PREFIX: &str = "veza_observability.series.";
-    /// Chat rooms tracked, and a reference count per room.
-    pub const ROOM_SET: &str = "veza_observability.room_set";
-    pub const ROOM_PREFIX: &str = "veza_observability.room.";
+    /// Chat rooms tracked, each with its count of member connections ([`super::Members`]).
+    pub const ROOMS: &str = "veza_observability.rooms";
     /// `stream_id` values admitted, and a marker per id.
     pub const STREAM_ID_SET: &str = "veza_observability.stream_id_set";
     pub const STREAM_ID_PREFIX: &str = "veza_observability.stream_id.";
@@ -79,12 +78,12 @@ pub struct Budget {
     full: bool,
 }
 
-/// The budgets' sets, every one the filter keeps.
-const BUDGET_SETS: [&str; 3] = [keys::SERIES_SET, keys::ROOM_SET, keys::STREAM_ID_SET];
+/// The budgets' sets and the member counts, every one the filter keeps.
+const BUDGET_SETS: [&str; 3] = [keys::SERIES_SET, keys::ROOMS, keys::STREAM_ID_SET];
 
-/// Makes each budget's set where there is none yet, at configuration. Envoy configures a
-/// filter on its main thread before any worker takes traffic, and workers never make a set,
-/// so nothing can write between the read and the write here.
+/// Makes each budget's set (and the member counts) where there is none yet, at configuration.
+/// Envoy configures a filter on its main thread before any worker takes traffic, and workers
+/// never make a set, so nothing can write between the read and the write here.
 pub fn prepare(host: &mut dyn Host) -> Result<(), HostError> {
     for key in BUDGET_SETS {
         if host.get_shared(key)?.is_none() {
@@ -192,18 +191,80 @@ impl Budget {
     }
 }
 
-/// Adds `delta` to a gateway-wide reference count under `key`; returns the count before and
-/// after, or `None` if the host kept refusing.
-pub fn add_to_count(
-    host: &mut dyn Host,
-    key: &str,
-    delta: i64,
-) -> Result<Option<(u32, u32)>, HostError> {
-    update(host, key, |value| {
-        let count = value.map_or(0, decode_u32);
-        let next = u32::try_from((i64::from(count) + delta).max(0)).unwrap_or(u32::MAX);
-        Update::Write(next.to_le_bytes().to_vec(), (count, next))
-    })
+/// Gateway-wide member counts of capped names (the connections in each chat room): one value,
+/// made at configuration like a budget's set, holding each name's hash and count, changed by
+/// compare-and-swap, so joins and leaves on several workers at once are all counted. A name
+/// stays in the value at 0 members, as a budget never releases a name.
+#[derive(Debug)]
+pub struct Members {
+    key: &'static str,
+}
+
+/// One entry of [`Members`]' value: a name's hash, then its count.
+const MEMBER_ENTRY: usize = 12;
+
+impl Members {
+    pub fn new(key: &'static str) -> Members {
+        Members { key }
+    }
+
+    /// Adds one member to `name` (admitting it while fewer than `cap` names are held), or
+    /// takes one away. `Some(change)`: how the number of names with members changed (+1, -1
+    /// or 0); `None`: nothing was counted (the cap is reached, there is no value, or other
+    /// workers kept winning), so the caller must not count the member's leave either.
+    pub fn change(
+        &self,
+        host: &mut dyn Host,
+        name: &str,
+        join: bool,
+        cap: u32,
+    ) -> Result<Option<i64>, HostError> {
+        let hash = name_hash(name);
+        let changed = update(host, self.key, |value| {
+            let Some(value) = value else {
+                return Update::Keep(None);
+            };
+            let count = decode_u32(value) as usize;
+            let entries = value.get(4..).unwrap_or_default();
+            let at = entries
+                .chunks_exact(MEMBER_ENTRY)
+                .take(count)
+                .position(|entry| decode_u64(entry) == hash);
+            let Some(at) = at else {
+                if !join || count >= cap as usize {
+                    return Update::Keep(None);
+                }
+                let kept = entries.get(..count * MEMBER_ENTRY).unwrap_or(entries);
+                let mut next = Vec::with_capacity(4 + kept.len() + MEMBER_ENTRY);
+                next.extend_from_slice(&(count as u32 + 1).to_le_bytes());
+                next.extend_from_slice(kept);
+                next.extend_from_slice(&hash.to_le_bytes());
+                next.extend_from_slice(&1u32.to_le_bytes());
+                return Update::Write(next, Some(1));
+            };
+            let offset = 4 + at * MEMBER_ENTRY + 8;
+            let members = value.get(offset..).map_or(0, decode_u32);
+            let after = if join {
+                members.saturating_add(1)
+            } else {
+                members.saturating_sub(1)
+            };
+            if after == members {
+                return Update::Keep(Some(0));
+            }
+            let change = match (members, after) {
+                (0, 1..) => 1,
+                (1.., 0) => -1,
+                _ => 0,
+            };
+            let mut next = value.to_vec();
+            if let Some(slot) = next.get_mut(offset..offset + 4) {
+                slot.copy_from_slice(&after.to_le_bytes());
+            }
+            Update::Write(next, Some(change))
+        })?;
+        Ok(changed.flatten())
+    }
 }
 
 pub fn decode_u64(bytes: &[u8]) -> u64 {
@@ -307,12 +368,29 @@ mod tests {
     }
 
     #[test]
-    fn counts_never_go_below_zero() {
+    fn members_count_joins_and_leaves_and_names_with_members() {
         let mut host = MemoryHost::default();
-        assert_eq!(add_to_count(&mut host, "room", 1), Ok(Some((0, 1))));
-        assert_eq!(add_to_count(&mut host, "room", 1), Ok(Some((1, 2))));
-        assert_eq!(add_to_count(&mut host, "room", -1), Ok(Some((2, 1))));
-        assert_eq!(add_to_count(&mut host, "room", -1), Ok(Some((1, 0))));
-        assert_eq!(add_to_count(&mut host, "room", -1), Ok(Some((0, 0))));
+        prepare(&mut host).unwrap();
+        let rooms = Members::new(keys::ROOMS);
+        assert_eq!(rooms.change(&mut host, "c1", true, 2), Ok(Some(1)));
+        assert_eq!(rooms.change(&mut host, "c1", true, 2), Ok(Some(0)));
+        assert_eq!(rooms.change(&mut host, "c2", true, 2), Ok(Some(1)));
+        // The cap holds names, not members: a third room is not counted, nor its leave.
+        assert_eq!(rooms.change(&mut host, "c3", true, 2), Ok(None));
+        assert_eq!(rooms.change(&mut host, "c3", false, 2), Ok(None));
+        assert_eq!(rooms.change(&mut host, "c1", false, 2), Ok(Some(0)));
+        assert_eq!(rooms.change(&mut host, "c1", false, 2), Ok(Some(-1)));
+        // Never below zero, and a room at 0 keeps its place.
+        assert_eq!(rooms.change(&mut host, "c1", false, 2), Ok(Some(0)));
+        assert_eq!(rooms.change(&mut host, "c3", true, 2), Ok(None));
+        assert_eq!(rooms.change(&mut host, "c1", true, 2), Ok(Some(1)));
+    }
+
+    #[test]
+    fn without_the_value_no_member_is_counted() {
+        let mut host = MemoryHost::default();
+        let rooms = Members::new(keys::ROOMS);
+        assert_eq!(rooms.change(&mut host, "c1", true, 2), Ok(None));
+        assert_eq!(host.get_shared(keys::ROOMS), Ok(None));
     }
 }

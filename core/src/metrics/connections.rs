@@ -20,7 +20,7 @@ use crate::websocket::frames::{ByteSource, Direction, FrameReader, Message, Mess
 use super::http::{endpoint_label_of, service_label_of};
 use super::names;
 use super::registry::{CounterHandle, GaugeHandle, HistogramHandle, Operation, Registry};
-use crate::shared::{self, keys, Budget};
+use crate::shared::{keys, Members};
 
 /// Longest conversation id or stream id kept; longer ones are not tracked.
 pub const MAX_ID_LEN: usize = 128;
@@ -113,7 +113,7 @@ pub struct ConnectionMetrics {
     services: Vec<Option<ServiceMetrics>>,
     upgrades: HashMap<(Option<ServiceId>, Option<EndpointId>, Status), Option<CounterHandle>>,
     chat: Option<ChatMetrics>,
-    rooms: Budget,
+    rooms: Members,
 }
 
 impl Default for ConnectionMetrics {
@@ -128,7 +128,7 @@ impl ConnectionMetrics {
             services: Vec::new(),
             upgrades: HashMap::new(),
             chat: None,
-            rooms: Budget::new(keys::ROOM_SET, keys::ROOM_PREFIX),
+            rooms: Members::new(keys::ROOMS),
         }
     }
 
@@ -414,10 +414,12 @@ impl ConnectionMetrics {
         let error = reader.feed(chunk, &mut |message| match self
             .message(settings, registry, host, origin, &message)
         {
+            // A join that was not counted (the cap) is not left either.
             Some(RoomChange::Joined(room))
-                if !rooms.contains(&room) && rooms.len() < MAX_ROOMS_PER_CONNECTION =>
+                if !rooms.contains(&room)
+                    && rooms.len() < MAX_ROOMS_PER_CONNECTION
+                    && self.room(settings, registry, host, &room, 1) =>
             {
-                self.room(settings, registry, host, &room, 1);
                 rooms.push(room);
             }
             Some(RoomChange::Left(room)) => {
@@ -455,7 +457,8 @@ impl ConnectionMetrics {
     }
 
     /// A connection joined (+1) or left (-1) a conversation: `chat_rooms_active` counts the
-    /// conversations joined by at least one connection, gateway-wide.
+    /// conversations joined by at least one connection, gateway-wide. Whether the change was
+    /// counted.
     pub fn room(
         &mut self,
         settings: &Settings,
@@ -463,34 +466,26 @@ impl ConnectionMetrics {
         host: &mut dyn Host,
         room: &str,
         delta: i64,
-    ) {
-        if delta > 0 {
-            let (admitted, error) =
-                self.rooms
-                    .admit(host, room, settings.websocket.max_tracked_rooms);
-            if let Some(err) = error {
-                registry.host_error(Operation::SharedData, err, keys::ROOM_SET);
-            }
-            if !admitted {
-                return;
-            }
-        }
-        let key = format!("{}{room}#members", keys::ROOM_PREFIX);
-        let change = match shared::add_to_count(host, &key, delta) {
-            Ok(Some((0, after))) if after > 0 => 1,
-            Ok(Some((before, 0))) if before > 0 => -1,
-            Ok(_) => 0,
-            Err(err) => {
-                registry.host_error(Operation::SharedData, err, &key);
-                0
-            }
-        };
+    ) -> bool {
+        let change =
+            match self
+                .rooms
+                .change(host, room, delta > 0, settings.websocket.max_tracked_rooms)
+            {
+                Ok(Some(change)) => change,
+                Ok(None) => return false,
+                Err(err) => {
+                    registry.host_error(Operation::SharedData, err, keys::ROOMS);
+                    return false;
+                }
+            };
         let chat = self
             .chat
             .get_or_insert_with(|| define_chat(settings, registry, host));
         if let (Some(gauge), true) = (chat.rooms_active, change != 0) {
             registry.add_gauge(host, gauge, change);
         }
+        true
     }
 }
 

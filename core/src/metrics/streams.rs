@@ -277,6 +277,7 @@ mod tests {
     fn stream_ids_are_capped_and_sanitized() {
         let settings = config::load(Some(br#"{"streams": {"max_stream_ids": 2}}"#)).unwrap();
         let mut host = MemoryHost::default();
+        crate::shared::prepare(&mut host).unwrap();
         let mut registry = Registry::new(&mut host);
         let mut metrics = StreamMetrics::new();
         assert_eq!(

@@ -14,6 +14,7 @@ fn text(json: &str) -> Message<'_> {
 fn chat_events_rooms_and_messages() {
     let settings = config::load(None).unwrap();
     let mut host = MemoryHost::default();
+    crate::shared::prepare(&mut host).unwrap();
     let mut registry = Registry::new(&mut host);
     let mut metrics = ConnectionMetrics::new();
     let chat = settings.routes.service_id("chat");
@@ -103,6 +104,7 @@ impl ChatSocket {
     fn open() -> ChatSocket {
         let settings = config::load(None).unwrap();
         let mut host = MemoryHost::default();
+        crate::shared::prepare(&mut host).unwrap();
         let mut registry = Registry::new(&mut host);
         let mut metrics = ConnectionMetrics::new();
         let chat = settings.routes.service_id("chat");
