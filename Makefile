@@ -13,7 +13,7 @@ WASM := build/veza_observability.wasm
 ENVOY := build/bin/envoy
 CARGO ?= cargo
 
-.PHONY: help run test bench count profile package dashboard fuzz soak kube-rules lint unit e2e e2e-wasm e2e-native wasm wasm-faults native native-faults tools clean
+.PHONY: help run test bench count profile package dashboard fuzz soak kube-rules lint unit e2e e2e-wasm e2e-native wasm wasm-faults native native-faults native-floor tools clean
 
 help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
@@ -108,11 +108,13 @@ wasm-faults: build/.rust-target
 
 # The native build: the same core as an Envoy dynamic module (native/), for Envoy 1.40's ABI
 # v0.2.0. Its own profile unwinds, so a panic is caught at the hook instead of aborting Envoy.
+# Each library is copied beside and renamed into place: an Envoy running the old one keeps its
+# mapping, where writing over a loaded library crashes it.
 NATIVE := build/libveza_observability.so
 native:
 	$(CARGO) build --profile native -p veza-observability-native
 	@mkdir -p build
-	cp target/native/libveza_observability_native.so $(NATIVE)
+	cp target/native/libveza_observability_native.so $(NATIVE).new && mv $(NATIVE).new $(NATIVE)
 	@ls -l $(NATIVE) | awk '{print "filter: " $$NF " (" $$5 " bytes)"}'
 
 # The native module with the test-only `fault-injection` feature (a panic on request), in its
@@ -121,7 +123,17 @@ native-faults:
 	$(CARGO) build --profile native -p veza-observability-native --features fault-injection \
 	  --target-dir target/fault-injection
 	@mkdir -p build/fault-injection
-	cp target/fault-injection/native/libveza_observability_native.so build/fault-injection/libveza_observability.so
+	cp target/fault-injection/native/libveza_observability_native.so build/fault-injection/libveza_observability.so.new
+	mv build/fault-injection/libveza_observability.so.new build/fault-injection/libveza_observability.so
+
+# The native module with the bench-only `hooks-only` feature: every request hook returns at
+# once, the floor of a dynamic-module filter of this shape. Never shipped.
+native-floor:
+	$(CARGO) build --profile native -p veza-observability-native --features hooks-only \
+	  --target-dir target/floor
+	@mkdir -p build/floor
+	cp target/floor/native/libveza_observability_native.so build/floor/libveza_observability.so.new
+	mv build/floor/libveza_observability.so.new build/floor/libveza_observability.so
 
 # ---------------------------------------------------------------- package
 
@@ -190,6 +202,7 @@ lint:
 	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability -p veza-observability-core -p empty-filter -p probe-filter -- -D warnings
 	$(CARGO) clippy --target wasm32-wasip1 --lib -p veza-observability --features fault-injection -- -D warnings
 	$(CARGO) clippy --lib -p veza-observability-native --features fault-injection -- -D warnings
+	$(CARGO) clippy --lib -p veza-observability-native --features hooks-only -- -D warnings
 
 unit: build/.rust-target
 	$(CARGO) test --lib
@@ -211,7 +224,7 @@ e2e-native: tools native native-faults
 
 # ---------------------------------------------------------------- bench
 
-bench: tools wasm native build/.bench-packages build/tools/bin/oha
+bench: tools wasm native native-floor build/.bench-packages build/tools/bin/oha
 	$(CARGO) build --target wasm32-wasip1 --release -p empty-filter -p probe-filter
 	$(CARGO) bench -p veza-bench --bench gateway
 
@@ -246,7 +259,7 @@ profile:
 # Envoy's instructions per request under callgrind for the bench's main forms (no filter, the
 # stats access logger, the wasm and the native builds): a count a shared machine's neighbours
 # do not move, where make bench's CPU times do.
-count: tools wasm native
+count: tools wasm native native-floor
 	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 	tools/count-instructions
 

@@ -28,6 +28,9 @@ pub(crate) enum FormId {
     NativeNoTraceHeaders,
     /// The native build sampling 100% with every span exported.
     NativeSpans,
+    /// The native build whose hooks return at once (`make native-floor`): what any
+    /// dynamic-module filter of its shape pays before doing any work.
+    NativeFloor,
 }
 
 impl FormId {
@@ -35,7 +38,10 @@ impl FormId {
     pub(crate) fn native(self) -> bool {
         matches!(
             self,
-            FormId::Native | FormId::NativeNoTraceHeaders | FormId::NativeSpans
+            FormId::Native
+                | FormId::NativeNoTraceHeaders
+                | FormId::NativeSpans
+                | FormId::NativeFloor
         )
     }
 }
@@ -175,6 +181,13 @@ pub(crate) fn forms() -> Vec<Form> {
             false,
             0,
         ),
+        form(
+            FormId::NativeFloor,
+            "native module, hooks only",
+            BOTH,
+            false,
+            0,
+        ),
         form(FormId::Templates10, "10 templates", SCALE, false, 0),
         form(
             FormId::Templates1000,
@@ -231,6 +244,13 @@ pub(crate) fn config(id: FormId, nginx_port: u16, chat_port: u16) -> (GatewayCon
     let config = match id {
         FormId::ThisFilter => config,
         FormId::Native => native(config),
+        FormId::NativeFloor => native(config).replace_once(
+            &native_path().display().to_string(),
+            &Path::new(REPO)
+                .join("build/floor/libveza_observability.so")
+                .display()
+                .to_string(),
+        ),
         FormId::NativeNoTraceHeaders => {
             native(config).plugin_configuration(NO_TRACE_HEADERS_CONFIG)
         }
