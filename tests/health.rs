@@ -255,3 +255,29 @@ fn live_answers_when_every_dependency_is_down() {
         "{label_sets:?}"
     );
 }
+
+/// A waiting probe starts its round at once: the native build wakes its main thread for it
+/// rather than ticking fast, the wasm build ticks every 20 ms. Without the wake, twenty
+/// uncached probes would each wait for a background tick (a second apart): about ten seconds.
+#[test]
+fn an_uncached_probe_starts_its_round_at_once() {
+    let (standins, config, ports) = GatewayConfig::with_standins();
+    let config = config.plugin_configuration(r#"{"health": {"cache_ms": 0}}"#);
+    let envoy = Envoy::start(&config, ports, 1);
+    let before = standins.hits.chat.load(Ordering::Relaxed);
+    let started = Instant::now();
+    for _ in 0..20 {
+        let (status, body) = get(&envoy, "/ready");
+        assert_eq!(status, 503, "{body}");
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "20 probes took {elapsed:?}"
+    );
+    // Each probe had its own round (nothing cached).
+    assert!(
+        standins.hits.chat.load(Ordering::Relaxed) - before >= 20,
+        "a round per probe"
+    );
+}

@@ -32,6 +32,9 @@ const ACTIVE_USERS_TICK_MS: u32 = 1000;
 pub const MAX_CALL_BODY: usize = 1 << 20;
 /// Tick period of the stats listener's filter: a scrape's admin call starts within one tick.
 const EXPOSITION_TICK_MS: u32 = 20;
+/// Tick period for health checks and scrapes on a host that ticks the worker as soon as a
+/// probe or a scrape starts waiting: background rounds and call expiry only.
+const BACKGROUND_TICK_MS: u32 = 1000;
 
 /// A configured worker. Its state sits behind a `RefCell`: callbacks never nest, so a borrow
 /// never finds it taken; if one did, the work would be skipped rather than the worker stopped.
@@ -139,13 +142,25 @@ impl Worker {
     /// How often the host should call [`Worker::tick`]: the shortest period any part needs,
     /// 0 (never) when none needs one.
     pub fn tick_period_ms(&self) -> u32 {
+        self.period_ms(HEALTH_TICK_MS, EXPOSITION_TICK_MS)
+    }
+
+    /// The period for a host that also calls [`Worker::tick`] as soon as a request pauses
+    /// for it ([`crate::exchange::Next::Pause`] without a reply: a `/ready` probe waiting for
+    /// a round, a scrape waiting for its call). A waiting probe then needs no fast tick, and
+    /// the periodic work alone sets the period.
+    pub fn background_tick_period_ms(&self) -> u32 {
+        self.period_ms(BACKGROUND_TICK_MS, BACKGROUND_TICK_MS)
+    }
+
+    fn period_ms(&self, health_ms: u32, exposition_ms: u32) -> u32 {
         let settings = &self.settings;
         let health_active = settings.health.enabled && !settings.health.checks.is_empty();
         [
             settings.flush_interval_ms,
-            if health_active { HEALTH_TICK_MS } else { 0 },
+            if health_active { health_ms } else { 0 },
             if settings.exposition.is_some() {
-                EXPOSITION_TICK_MS
+                exposition_ms
             } else {
                 0
             },

@@ -199,7 +199,7 @@ impl Gateway {
         let period = self
             .slots
             .first()
-            .map_or(0, |slot| lock(slot).worker.tick_period_ms());
+            .map_or(0, |slot| lock(slot).worker.background_tick_period_ms());
         if period == 0 {
             return;
         }
@@ -331,6 +331,21 @@ impl Gateway {
         });
         lock(&self.waiting).insert(request, Arc::clone(&waiter));
         waiter
+    }
+
+    /// Any thread: runs the ticks on the main thread now. A request that pauses for the main
+    /// thread (a `/ready` probe, a scrape) wakes it, so the ticker need not tick fast.
+    pub fn wake(&self) {
+        if self.scheduler == 0 {
+            return;
+        }
+        // SAFETY: the scheduler lives until the config is destroyed, after every request.
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+                self.scheduler as *mut c_void,
+                EVENT_TICK,
+            );
+        }
     }
 
     /// Worker thread: the paused request is gone.

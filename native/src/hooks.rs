@@ -320,6 +320,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
             else {
                 return abi::HEADERS_CONTINUE;
             };
+            // With the worker's lock released: the tick takes it.
+            if waiter.is_some() {
+                gateway.wake();
+            }
             filter.waiter = waiter;
             filter.response_work = response_work;
             match next {

@@ -19,8 +19,25 @@ fn a_bad_configuration_is_refused_with_its_field_and_defines_nothing() {
 fn the_tick_period_is_the_shortest_any_part_needs() {
     let mut host = MemoryHost::default();
     let period = |host: &mut MemoryHost, json| configure(host, json).unwrap().tick_period_ms();
-    // The built-in /ready checks want 20 ms.
+    // The built-in /ready checks want 20 ms, or the flush's second where a waiting probe
+    // wakes the worker itself.
     assert_eq!(period(&mut host, "{}"), 20);
+    assert_eq!(
+        configure(&mut host, "{}")
+            .unwrap()
+            .background_tick_period_ms(),
+        1000
+    );
+    assert_eq!(
+        configure(
+            &mut host,
+            r#"{"metrics_flush_interval_ms": 0, "active_users": {"enabled": false}}"#
+        )
+        .unwrap()
+        .background_tick_period_ms(),
+        1000,
+        "background rounds"
+    );
     assert_eq!(
         period(&mut host, r#"{"health": {"enabled": false}}"#),
         1000,
