@@ -199,6 +199,32 @@ pub fn now_nanos() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
+/// Envoy's header writes: set (replace, or remove with a null value) and add.
+type HeaderWrite = unsafe extern "C" fn(EnvoyPtr, abi::HeaderType, Buffer, Buffer) -> bool;
+
+impl RequestHost<'_> {
+    /// One header write; a request-header write has Envoy match the route again after the hook.
+    fn write_header(
+        &mut self,
+        write: HeaderWrite,
+        map: HeaderMap,
+        name: &str,
+        value: Buffer,
+    ) -> Result<(), HostError> {
+        self.rewrote_request |= map == HeaderMap::Request;
+        // SAFETY: Envoy's filter during its hook; the buffers live through the call.
+        let done = unsafe {
+            write(
+                self.filter,
+                header_type(map),
+                Buffer::of(name.as_bytes()),
+                value,
+            )
+        };
+        done.then_some(()).ok_or(REFUSED)
+    }
+}
+
 impl Request for RequestHost<'_> {
     fn now_nanos(&mut self) -> Result<u64, HostError> {
         Ok(now_nanos())
@@ -254,45 +280,19 @@ impl Request for RequestHost<'_> {
     }
 
     fn set_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.rewrote_request |= map == HeaderMap::Request;
-        // SAFETY: valid buffers for the call.
-        let done = unsafe {
-            abi::envoy_dynamic_module_callback_http_set_header(
-                self.filter,
-                header_type(map),
-                Buffer::of(name.as_bytes()),
-                Buffer::of(value),
-            )
-        };
-        done.then_some(()).ok_or(REFUSED)
+        let set = abi::envoy_dynamic_module_callback_http_set_header;
+        self.write_header(set, map, name, Buffer::of(value))
     }
 
     fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError> {
-        self.rewrote_request |= map == HeaderMap::Request;
-        // SAFETY: valid buffers for the call.
-        let done = unsafe {
-            abi::envoy_dynamic_module_callback_http_add_header(
-                self.filter,
-                header_type(map),
-                Buffer::of(name.as_bytes()),
-                Buffer::of(value),
-            )
-        };
-        done.then_some(()).ok_or(REFUSED)
+        let add = abi::envoy_dynamic_module_callback_http_add_header;
+        self.write_header(add, map, name, Buffer::of(value))
     }
 
     fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError> {
-        self.rewrote_request |= map == HeaderMap::Request;
-        // SAFETY: valid buffers for the call; a null value removes the header.
-        let done = unsafe {
-            abi::envoy_dynamic_module_callback_http_set_header(
-                self.filter,
-                header_type(map),
-                Buffer::of(name.as_bytes()),
-                Buffer::EMPTY,
-            )
-        };
-        done.then_some(()).ok_or(REFUSED)
+        // A set with a null value removes the header.
+        let set = abi::envoy_dynamic_module_callback_http_set_header;
+        self.write_header(set, map, name, Buffer::EMPTY)
     }
 
     fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError> {
