@@ -100,22 +100,53 @@ enum Admission {
     NoSet,
 }
 
-/// The hashes in a budget's set value.
-fn set_hashes(value: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    let count = decode_u32(value) as usize;
-    value
-        .get(4..)
-        .unwrap_or_default()
-        .chunks_exact(8)
-        .take(count)
-        .map(decode_u64)
+/// A value of counted entries, each a name's 64-bit hash then `size - 8` bytes of its own:
+/// the one layout of a budget's set and of the member counts.
+struct Entries<'a> {
+    value: &'a [u8],
+    size: usize,
 }
 
-/// A name's place in a set: FNV-1a, the same in every worker and every build.
+impl<'a> Entries<'a> {
+    fn new(value: &'a [u8], size: usize) -> Entries<'a> {
+        Entries { value, size }
+    }
+
+    fn count(&self) -> usize {
+        decode_u32(self.value) as usize
+    }
+
+    /// Every entry, in order.
+    fn iter(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        let size = self.size;
+        self.value
+            .get(4..)
+            .unwrap_or_default()
+            .chunks_exact(size)
+            .take(self.count())
+    }
+
+    /// The index of the entry for `hash`.
+    fn find(&self, hash: u64) -> Option<usize> {
+        self.iter().position(|entry| decode_u64(entry) == hash)
+    }
+
+    /// The value with `entry` appended.
+    fn appended(&self, entry: &[u8]) -> Vec<u8> {
+        let count = self.count();
+        let kept = self.value.get(4..).unwrap_or_default();
+        let kept = kept.get(..count * self.size).unwrap_or(kept);
+        let mut next = Vec::with_capacity(4 + kept.len() + entry.len());
+        next.extend_from_slice(&(count as u32 + 1).to_le_bytes());
+        next.extend_from_slice(kept);
+        next.extend_from_slice(entry);
+        next
+    }
+}
+
+/// A name's place in a set: the active-user sketch's hash, the same in every worker and build.
 fn name_hash(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+    crate::active_users::hyperloglog::hash(name.as_bytes())
 }
 
 impl Budget {
@@ -150,21 +181,15 @@ impl Budget {
             let Some(value) = value else {
                 return Update::Keep(Admission::NoSet);
             };
-            let count = decode_u32(value);
+            let set = Entries::new(value, 8);
             // Another worker admitted it and has not written its marker yet.
-            if set_hashes(value).any(|h| h == hash) {
+            if set.find(hash).is_some() {
                 return Update::Keep(Admission::Admitted);
             }
-            if count >= cap {
+            if set.count() >= cap as usize {
                 return Update::Keep(Admission::Full);
             }
-            let kept = value.get(4..).unwrap_or_default();
-            let kept = kept.get(..count as usize * 8).unwrap_or(kept);
-            let mut next = Vec::with_capacity(4 + kept.len() + 8);
-            next.extend_from_slice(&(count + 1).to_le_bytes());
-            next.extend_from_slice(kept);
-            next.extend_from_slice(&hash.to_le_bytes());
-            Update::Write(next, Admission::Admitted)
+            Update::Write(set.appended(&hash.to_le_bytes()), Admission::Admitted)
         });
         match admission {
             Ok(Some(Admission::Admitted)) => {
@@ -224,23 +249,14 @@ impl Members {
             let Some(value) = value else {
                 return Update::Keep(None);
             };
-            let count = decode_u32(value) as usize;
-            let entries = value.get(4..).unwrap_or_default();
-            let at = entries
-                .chunks_exact(MEMBER_ENTRY)
-                .take(count)
-                .position(|entry| decode_u64(entry) == hash);
-            let Some(at) = at else {
-                if !join || count >= cap as usize {
+            let rooms = Entries::new(value, MEMBER_ENTRY);
+            let Some(at) = rooms.find(hash) else {
+                if !join || rooms.count() >= cap as usize {
                     return Update::Keep(None);
                 }
-                let kept = entries.get(..count * MEMBER_ENTRY).unwrap_or(entries);
-                let mut next = Vec::with_capacity(4 + kept.len() + MEMBER_ENTRY);
-                next.extend_from_slice(&(count as u32 + 1).to_le_bytes());
-                next.extend_from_slice(kept);
-                next.extend_from_slice(&hash.to_le_bytes());
-                next.extend_from_slice(&1u32.to_le_bytes());
-                return Update::Write(next, Some(1));
+                let mut entry = hash.to_le_bytes().to_vec();
+                entry.extend_from_slice(&1u32.to_le_bytes());
+                return Update::Write(rooms.appended(&entry), Some(1));
             };
             let offset = 4 + at * MEMBER_ENTRY + 8;
             let members = value.get(offset..).map_or(0, decode_u32);
@@ -307,7 +323,10 @@ mod tests {
     /// The names in the series budget's set.
     fn admitted(host: &MemoryHost) -> u32 {
         let (value, _) = host.get_shared(keys::SERIES_SET).unwrap().unwrap();
-        assert_eq!(set_hashes(&value).count(), decode_u32(&value) as usize);
+        assert_eq!(
+            Entries::new(&value, 8).iter().count(),
+            decode_u32(&value) as usize
+        );
         decode_u32(&value)
     }
 
@@ -357,14 +376,6 @@ mod tests {
         assert_eq!(budget.admit(&mut host, "a", 1), (true, None));
         assert_eq!(budget.admit(&mut host, "b", 1), (false, None));
         assert_eq!(host.get_shared(keys::SERIES_SET), Ok(None));
-    }
-
-    #[test]
-    fn name_hashes_are_fnv_1a() {
-        // The published FNV-1a 64 test vectors.
-        assert_eq!(name_hash(""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(name_hash("a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(name_hash("foobar"), 0x8594_4171_f739_67e8);
     }
 
     #[test]
