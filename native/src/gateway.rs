@@ -52,6 +52,21 @@ pub fn request_id(slot: usize) -> u32 {
     ((slot & 0xff) as u32) << 24 | count
 }
 
+/// Has Envoy run [`EVENT_TICK`] on the main thread; from any thread. `scheduler` is the
+/// config's scheduler (0 when Envoy gave none), alive for the call.
+fn commit_tick(scheduler: usize) {
+    if scheduler == 0 {
+        return;
+    }
+    // SAFETY: the caller's guarantee: a live config scheduler.
+    unsafe {
+        abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+            scheduler as *mut c_void,
+            EVENT_TICK,
+        );
+    }
+}
+
 /// An answer for a paused request, handed from the main thread to the request's worker.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -220,14 +235,9 @@ impl Gateway {
                     if *stopped {
                         return;
                     }
-                    // SAFETY: the scheduler outlives this thread: it is deleted only after
-                    // the thread is joined.
-                    unsafe {
-                        abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
-                            scheduler as *mut c_void,
-                            EVENT_TICK,
-                        );
-                    }
+                    // The scheduler outlives this thread: it is deleted only after the
+                    // thread is joined.
+                    commit_tick(scheduler);
                 }
             });
         match thread {
@@ -336,16 +346,8 @@ impl Gateway {
     /// Any thread: runs the ticks on the main thread now. A request that pauses for the main
     /// thread (a `/ready` probe, a scrape) wakes it, so the ticker need not tick fast.
     pub fn wake(&self) {
-        if self.scheduler == 0 {
-            return;
-        }
-        // SAFETY: the scheduler lives until the config is destroyed, after every request.
-        unsafe {
-            abi::envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
-                self.scheduler as *mut c_void,
-                EVENT_TICK,
-            );
-        }
+        // The scheduler lives until the config is destroyed, after every request.
+        commit_tick(self.scheduler);
     }
 
     /// Worker thread: the paused request is gone.
