@@ -120,8 +120,10 @@ fn each_failure_has_its_own_category_and_a_bounded_latency() {
         body,
         r#"{"status":"unready","checks":{"hangs":{"status":"unready","error":"timeout"},"fails":{"status":"unready","error":"status 500"},"garbage":{"status":"unready","error":"unparsable body"},"exporter":{"status":"unready","error":"metric pg_up missing"},"refuses":{"status":"unready","error":"refused"},"resets":{"status":"unready","error":"reset"},"missing":{"status":"unready","error":"unknown cluster"},"fine":{"status":"ready","optional":true}}}"#
     );
-    // The slowest check times out at 300 ms; the round starts within one 20 ms tick.
-    assert!(latency >= Duration::from_millis(300), "{latency:?}");
+    // The slowest check times out at 300 ms by Envoy's dispatcher clock, which may fire a
+    // millisecond early against this one now that the round starts at once (the native build
+    // wakes its main thread; wasm ticks every 20 ms).
+    assert!(latency >= Duration::from_millis(295), "{latency:?}");
     assert!(latency < Duration::from_millis(1_000), "{latency:?}");
     assert!(
         !body.contains("127.0.0.1"),
