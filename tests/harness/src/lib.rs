@@ -148,12 +148,46 @@ pub fn fault_injection_wasm_path() -> PathBuf {
     path
 }
 
+/// A port nothing listens on, for a process the test starts (Envoy, Prometheus, PostgreSQL...).
+///
+/// Taken below the kernel's ephemeral range, never from it: a port the kernel hands out for
+/// `bind(0)` is also a port it may give the next outgoing connection as its source port, and a
+/// test makes thousands of those while another starts Envoy on a port it was just told was
+/// free. Ports come from a process-wide counter (no two tests of a binary share one), offset
+/// by the process id (test binaries run one after another, but a leftover may still listen),
+/// and each is checked by binding it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = port_pool();
+    let size = high.saturating_sub(low);
+    assert!(size > 0, "no port pool outside the ephemeral range");
+    let start = std::process::id().wrapping_mul(2_654_435_761) % size;
+    for _ in 0..size {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % size;
+        let Ok(port) = u16::try_from(low + offset) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// The ports [`free_port`] hands out: from 10000 to the start of the ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), or above its end if that leaves more room.
+fn port_pool() -> (u32, u32) {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap_or_else(|_| "32768 60999".to_string());
+    let mut bounds = range.split_whitespace().map(|n| n.parse::<u32>().unwrap());
+    let (first, last) = (bounds.next().unwrap(), bounds.next().unwrap());
+    let below = (10_000, first.max(10_000));
+    let above = (last + 1, 65_536);
+    if below.1 - below.0 >= above.1 - above.0 {
+        below
+    } else {
+        above
+    }
 }
 
 /// A fresh scratch directory under the system temp dir.
