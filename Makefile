@@ -257,9 +257,9 @@ profile:
 	echo "  chat connection:                       $$websocket"
 
 # Envoy's instructions per request under callgrind for the bench's main forms (no filter, the
-# stats access logger, the wasm and the native builds): a count a shared machine's neighbours
-# do not move, where make bench's CPU times do.
-count: tools wasm native native-floor
+# stats access logger, the wasm and the native builds), on the direct and the proxied route: a
+# count a shared machine's neighbours do not move, where make bench's CPU times do.
+count: tools wasm native native-floor build/.bench-packages
 	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 	tools/count-instructions
 
