@@ -164,7 +164,14 @@ pub fn decide(
     let mut chosen: Option<(Format, Incoming)> = None;
     // A decision without ids (`b3: 0`) applies to the new trace.
     let mut bare_decision: Option<(bool, bool)> = None;
-    for &format in &settings.incoming {
+    // Most requests carry no trace header: then there is nothing to parse. (Every header a
+    // format reads sets its bit in `present`.)
+    let formats: &[Format] = if headers.present == 0 {
+        &[]
+    } else {
+        &settings.incoming
+    };
+    for &format in formats {
         let found = match format {
             // Two traceparent headers: restart (W3C).
             Format::TraceContext => headers.w3c(),
@@ -288,15 +295,18 @@ pub fn carried(present: u16, name: &str) -> bool {
 
 /// Owned headers present on the request that the outgoing set does not overwrite: they are
 /// removed, so no stale or malformed context reaches a service.
-pub fn stale(present: u16, outgoing: &[(&'static str, String)]) -> Vec<&'static str> {
+pub fn stale<'o>(
+    present: u16,
+    outgoing: &'o [(&'static str, String)],
+) -> impl Iterator<Item = &'static str> + 'o {
+    // An iterator: most requests carry no trace context, and nothing is allocated for them.
     OWNED_HEADERS
         .iter()
         .enumerate()
-        .filter(|(index, name)| {
+        .filter(move |(index, name)| {
             present & (1 << index) != 0 && !outgoing.iter().any(|(set, _)| set == *name)
         })
         .map(|(_, name)| *name)
-        .collect()
 }
 
 #[cfg(test)]

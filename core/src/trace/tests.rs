@@ -40,7 +40,8 @@ fn by_default_only_traceparent_goes_out() {
         stale(
             headers(&defaults, &[("uber-trace-id", JAEGER)]).present,
             &emitted
-        ),
+        )
+        .collect::<Vec<_>>(),
         [UBER_TRACE_ID]
     );
 }
@@ -119,7 +120,10 @@ fn precedence_picks_one_context_and_every_format_agrees() {
     );
     // The B3 header of the losing format is removed, not passed on stale.
     let present = headers(&defaults, &all).present;
-    assert_eq!(stale(present, &emitted), [B3_SINGLE_NAME]);
+    assert_eq!(
+        stale(present, &emitted).collect::<Vec<_>>(),
+        [B3_SINGLE_NAME]
+    );
 
     // Jaeger first: its context wins, tracestate is dropped with the W3C context.
     let jaeger_first = settings(|c| c.incoming = vec![Format::Jaeger, Format::TraceContext]);
@@ -135,7 +139,7 @@ fn precedence_picks_one_context_and_every_format_agrees() {
     );
     let emitted = outgoing(&jaeger_first, &decision);
     assert_eq!(
-        stale(headers(&jaeger_first, &all).present, &emitted),
+        stale(headers(&jaeger_first, &all).present, &emitted).collect::<Vec<_>>(),
         [TRACESTATE, B3_SINGLE_NAME]
     );
 }
@@ -160,7 +164,7 @@ fn an_invalid_or_repeated_traceparent_falls_to_the_next_format_or_restarts() {
         let emitted = outgoing(&defaults, &decision);
         // The malformed value and its tracestate are replaced or removed.
         assert_eq!(
-            stale(headers(&defaults, &pairs).present, &emitted),
+            stale(headers(&defaults, &pairs).present, &emitted).collect::<Vec<_>>(),
             [TRACESTATE]
         );
     }
@@ -312,7 +316,7 @@ fn no_incoming_formats_ignores_every_client_context() {
     assert_eq!((decision.continued_from, decision.sampled), (None, false));
     let emitted = outgoing(&none, &decision);
     assert_eq!(
-        stale(headers(&none, &pairs).present, &emitted),
+        stale(headers(&none, &pairs).present, &emitted).collect::<Vec<_>>(),
         [B3_SINGLE_NAME]
     );
 }
@@ -365,4 +369,25 @@ fn a_header_the_request_carried_is_replaced_and_only_then() {
     assert!(!carried(0, TRACEPARENT));
     // A name the filter does not own is never added beside a value it cannot see.
     assert!(carried(0, "x-request-id"));
+}
+
+/// `present` marks each owned header by its index in `OWNED_HEADERS`, and nothing else.
+#[test]
+fn present_marks_each_owned_header_by_its_index() {
+    let defaults = settings(|_| {});
+    for (index, name) in OWNED_HEADERS.iter().enumerate() {
+        assert_eq!(
+            headers(&defaults, &[(name, "x")]).present,
+            1 << index,
+            "{name}"
+        );
+        assert!(carried(1 << index, name));
+    }
+    let others = [
+        (":path", "/"),
+        ("x-b3", "1"),
+        ("traceparents", "x"),
+        ("b", "1"),
+    ];
+    assert_eq!(headers(&defaults, &others).present, 0);
 }
