@@ -258,8 +258,8 @@ profile:
 
 # Envoy's instructions per request under callgrind for the bench's main forms (no filter, the
 # stats access logger, the wasm and the native builds), on the direct and the proxied route, with
-# callgrind's instruction-cache misses beside them: a
-# count a shared machine's neighbours do not move, where make bench's CPU times do.
+# callgrind's instruction-cache misses beside them: counts a shared machine's neighbours do not
+# move, where make bench's CPU times do.
 count: tools wasm native native-floor build/.bench-packages
 	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 	tools/count-instructions
