@@ -34,12 +34,11 @@ fn ascii(digits: &[u8]) -> &str {
 impl TraceId {
     /// The 32 lowercase hex digits, on the stack.
     pub fn hex(self) -> [u8; 32] {
-        // Lossless: the high and low 64 bits.
-        let (high, low) = (hex16((self.0 >> 64) as u64), hex16(self.0 as u64));
         let mut digits = [0u8; 32];
-        let (first, second) = digits.split_at_mut(16);
-        first.copy_from_slice(&high);
-        second.copy_from_slice(&low);
+        let (high, low) = digits.split_at_mut(16);
+        // Lossless: the high and low 64 bits.
+        high.copy_from_slice(&hex16((self.0 >> 64) as u64));
+        low.copy_from_slice(&hex16(self.0 as u64));
         digits
     }
 
