@@ -19,7 +19,7 @@ help:
 	@echo "make run    build the filter, start Envoy in front of the Veza services (or stand-ins)"
 	@echo "make test   formatting, lints, unit tests (native and wasm32-wasip1), end-to-end tests"
 	@echo "make bench  throughput and latency: no filter, an empty wasm filter, this filter"
-	@echo "make count  Envoy's instructions and I-cache misses per request, each build and its native peers (callgrind)"
+	@echo "make count  Envoy's instructions, I-cache misses and estimated cycles per request, each build (callgrind)"
 	@echo "make profile  the filter's own instructions per request and WebSocket round trip (callgrind)"
 	@echo "make package  the .wasm, its sha256, and an OCI image (layout and tarball) in build/package"
 	@echo "make dashboard  the Grafana dashboard rendered from a real Prometheus: build/dashboard/index.html"
@@ -258,8 +258,8 @@ profile:
 
 # Envoy's instructions per request under callgrind for the bench's main forms (no filter, the
 # stats access logger, the wasm and the native builds), on the direct and the proxied route, with
-# callgrind's instruction-cache misses beside them: counts a shared machine's neighbours do not
-# move, where make bench's CPU times do.
+# the instruction-cache misses and cycles of callgrind's cache model beside them: counts a shared
+# machine's neighbours do not move, where make bench's CPU times do.
 count: tools wasm native native-floor build/.bench-packages
 	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 	tools/count-instructions
