@@ -7,6 +7,8 @@ use veza_observability_core::host::{
     CallRefused, Calls, CasOutcome, HeaderMap, Host, HostError, Labels, MetricId, Property, Request,
 };
 
+use std::mem::MaybeUninit;
+
 use crate::abi::{self, Buffer, EnvoyPtr, Header};
 use crate::gateway::{Gateway, Reply};
 use crate::metrics::SeriesTable;
@@ -193,10 +195,21 @@ fn header_type(map: HeaderMap) -> abi::HeaderType {
 }
 
 /// The clock the core's durations and windows use: nanoseconds since the epoch.
+///
+/// `clock_gettime` itself: `SystemTime::now` and `duration_since` are out-of-line in std and
+/// cost 24 instruction-cache misses per request for two readings, this a few.
 pub fn now_nanos() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid pointer for the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) } != 0 {
+        return 0;
+    }
+    let seconds = u64::try_from(now.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(now.tv_nsec).unwrap_or(0);
+    seconds.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
 /// Envoy's header writes: set (replace, or remove with a null value) and add.
@@ -238,24 +251,32 @@ impl Request for RequestHost<'_> {
                 self.filter,
                 abi::REQUEST_HEADER,
             );
-            // Most requests have a few dozen headers: read them into the stack.
-            let mut on_stack = [Header::EMPTY; HEADERS_ON_STACK];
+            // Most requests have a few dozen headers: read them into the stack, left
+            // uninitialised (Envoy writes each entry; zeroing 1.5 KiB of stack cost a quarter
+            // of the hook's cache misses).
+            let mut on_stack = MaybeUninit::<[Header; HEADERS_ON_STACK]>::uninit();
             let mut on_heap = Vec::new();
-            let headers: &mut [Header] = if count <= HEADERS_ON_STACK {
-                on_stack.get_mut(..count).unwrap_or_default()
+            let array: *mut Header = if count <= HEADERS_ON_STACK {
+                on_stack.as_mut_ptr().cast()
             } else {
                 on_heap.resize(count, Header::EMPTY);
-                &mut on_heap
+                on_heap.as_mut_ptr()
             };
             if count > 0
                 && !abi::envoy_dynamic_module_callback_http_get_headers(
                     self.filter,
                     abi::REQUEST_HEADER,
-                    headers.as_mut_ptr(),
+                    array,
                 )
             {
                 return Err(REFUSED);
             }
+            // Envoy wrote `count` entries (none when there are none).
+            let headers: &[Header] = if count > 0 {
+                std::slice::from_raw_parts(array, count)
+            } else {
+                &[]
+            };
             Ok(veza_observability_core::header_map::serialize_pairs(
                 headers.iter().map(|h| (h.key.bytes(), h.value.bytes())),
             ))
@@ -456,5 +477,29 @@ impl Calls for MainHost<'_> {
     /// No VM here: the process's memory is Envoy's own `server.memory_allocated`.
     fn memory_bytes(&self) -> Option<u64> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    fn std_nanos() -> u128 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    }
+
+    /// The same clock as std's `SystemTime`, read between two of its readings.
+    #[test]
+    fn now_nanos_reads_the_system_clock() {
+        let before = std_nanos();
+        let now = u128::from(super::now_nanos());
+        let after = std_nanos();
+        assert!(
+            before <= now && now <= after,
+            "{before} <= {now} <= {after}"
+        );
     }
 }
