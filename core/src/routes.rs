@@ -7,8 +7,9 @@
 //! An entry may be limited to methods (`"DELETE /api/v1/shared-resources/:id"`), so two
 //! templates with the same shape can carry different parameter names per method.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use crate::labels::{Method, MethodSet};
 
@@ -47,9 +48,10 @@ pub struct Template {
     pub service: ServiceId,
 }
 
+/// The tree templates are added to; [`Matcher`] is what requests are matched against.
 #[derive(Debug, Default)]
 struct Node {
-    statics: HashMap<Box<[u8]>, Node, BuildHasherDefault<SegmentHasher>>,
+    statics: BTreeMap<Box<[u8]>, Node>,
     param: Option<Box<Node>>,
     catch_all: Vec<Leaf>,
     leaves: Vec<Leaf>,
@@ -61,34 +63,13 @@ struct Leaf {
     endpoint: EndpointId,
 }
 
-/// FNV-1a over a path segment. The keys are the configuration's own static segments, so a
-/// request cannot grow a bucket (what SipHash's keyed hashing protects against), and SipHash
-/// was a sixth of the filter's own instructions per request.
-#[derive(Default)]
-struct SegmentHasher(u64);
-
-impl Hasher for SegmentHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for &byte in bytes {
-            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
 /// A compiled route table. Built once per configuration, shared read-only by every request.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     root: Node,
+    /// The tree in the form requests are matched against, made on first use after a change
+    /// ([`RouteTable::prepare`] makes it at configuration time).
+    matcher: OnceLock<Matcher>,
     templates: Vec<Template>,
     services: Vec<String>,
     /// (prefix, service), longest prefix first.
@@ -184,11 +165,21 @@ impl RouteTable {
             ));
         }
         leaves.push(Leaf { methods, endpoint });
+        self.matcher = OnceLock::new();
         self.templates.push(Template {
             text: template.to_owned(),
             service,
         });
         Ok(endpoint)
+    }
+
+    /// Makes the matcher now, so that no request pays for it.
+    pub fn prepare(&self) {
+        self.matcher();
+    }
+
+    fn matcher(&self) -> &Matcher {
+        self.matcher.get_or_init(|| Matcher::new(&self.root))
     }
 
     /// Resolves a raw `:path` (query string and fragment included) for a method.
@@ -210,47 +201,200 @@ impl RouteTable {
         let rest = path.strip_prefix(b"/")?;
         // One trailing slash is ignored: Gin redirects it to the route without it.
         let rest = rest.strip_suffix(b"/").unwrap_or(rest);
-        let mut segments: [&[u8]; MAX_TEMPLATE_SEGMENTS] = [&[]; MAX_TEMPLATE_SEGMENTS];
-        let mut count = 0;
-        if !rest.is_empty() {
-            for segment in rest.split(|&b| b == b'/') {
-                // Deeper than any template: only a catch-all could match; keep the remainder.
-                let Some(slot) = segments.get_mut(count) else {
-                    return self.match_deep(method, path);
-                };
-                *slot = segment;
-                count += 1;
-            }
-        }
-        let segments = segments.get(..count)?;
-        match_node(&self.root, method, segments)
-    }
-
-    /// Paths with more segments than the matcher's fixed buffer: only catch-alls can match.
-    fn match_deep(&self, method: Method, path: &[u8]) -> Option<EndpointId> {
-        let rest = path.strip_prefix(b"/")?;
-        let segments: Vec<&[u8]> = rest.split(|&b| b == b'/').collect();
-        match_node(&self.root, method, &segments)
+        let segments = (!rest.is_empty()).then_some(rest);
+        self.matcher().find(Matcher::ROOT, method, segments)
     }
 }
 
-fn match_node(node: &Node, method: Method, segments: &[&[u8]]) -> Option<EndpointId> {
-    let Some((first, rest)) = segments.split_first() else {
-        return pick(&node.leaves, method).or_else(|| pick(&node.catch_all, method));
-    };
-    if let Some(child) = node.statics.get(*first) {
-        if let Some(found) = match_node(child, method, rest) {
-            return Some(found);
+/// The first segment of `segments` (segments joined by `/`, `None` for none) and the rest.
+fn split_first(segments: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match segments.iter().position(|&b| b == b'/') {
+        Some(at) => (
+            segments.get(..at).unwrap_or_default(),
+            segments.get(at + 1..),
+        ),
+        None => (segments, None),
+    }
+}
+
+/// The route tree laid out for matching: every node, edge and leaf in one array each, a static
+/// segment's first eight bytes in its edge. A lookup reads a few adjacent cache lines where the
+/// tree of hash maps it is made from read one or more allocations per segment; on a gateway
+/// the table is cold at every request, and those misses were most of its cost.
+#[derive(Debug, Default)]
+struct Matcher {
+    nodes: Vec<FlatNode>,
+    /// Each node's static children, ordered by [`edge_order`].
+    edges: Vec<Edge>,
+    /// For each edge, where the bytes of its segment after the eighth start in `tails`.
+    tail_at: Vec<u32>,
+    tails: Vec<u8>,
+    /// Each node's leaves, then its catch-all leaves.
+    leaves: Vec<Leaf>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FlatNode {
+    edges: u32,
+    edge_count: u32,
+    /// The parameter child, [`Matcher::NONE`] if none.
+    param: u32,
+    leaves: u32,
+    leaf_count: u16,
+    catch_all_count: u16,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Edge {
+    /// The segment's first eight bytes, little-endian, zero-padded.
+    head: u64,
+    len: u32,
+    child: u32,
+}
+
+/// A segment's first eight bytes as one word (little-endian, zero-padded).
+fn head(segment: &[u8]) -> u64 {
+    segment
+        .iter()
+        .take(8)
+        .rev()
+        .fold(0, |word, &byte| (word << 8) | u64::from(byte))
+}
+
+/// The order of a node's edges: length, then head, then the rest. Not lexicographic, but
+/// total, and decided by the first word in all but rare cases.
+fn edge_order(a: &[u8], b: &[u8]) -> Ordering {
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| head(a).cmp(&head(b)))
+        .then_with(|| a.get(8..).cmp(&b.get(8..)))
+}
+
+/// An index into one of the matcher's arrays. Tables are bounded by their templates (at most
+/// 32 segments of 256 bytes each) far below `u32::MAX` entries.
+fn index(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(Matcher::NONE)
+}
+
+impl Matcher {
+    const ROOT: u32 = 0;
+    const NONE: u32 = u32::MAX;
+
+    fn new(root: &Node) -> Matcher {
+        let mut matcher = Matcher::default();
+        matcher.nodes.push(FlatNode::default());
+        matcher.fill(Matcher::ROOT, root);
+        matcher
+    }
+
+    /// Lays out `node` at `at` (already reserved), then its children.
+    fn fill(&mut self, at: u32, node: &Node) {
+        let mut statics: Vec<(&[u8], &Node)> =
+            node.statics.iter().map(|(k, v)| (&**k, v)).collect();
+        statics.sort_by(|a, b| edge_order(a.0, b.0));
+        let edges = index(self.edges.len());
+        let mut children = Vec::with_capacity(statics.len() + 1);
+        for (segment, child) in statics {
+            let child_at = index(self.nodes.len());
+            self.nodes.push(FlatNode::default());
+            self.edges.push(Edge {
+                head: head(segment),
+                len: index(segment.len()),
+                child: child_at,
+            });
+            self.tail_at.push(index(self.tails.len()));
+            self.tails
+                .extend_from_slice(segment.get(8..).unwrap_or_default());
+            children.push((child_at, child));
+        }
+        let param = match &node.param {
+            Some(child) => {
+                let child_at = index(self.nodes.len());
+                self.nodes.push(FlatNode::default());
+                children.push((child_at, &**child));
+                child_at
+            }
+            None => Matcher::NONE,
+        };
+        let leaves = index(self.leaves.len());
+        self.leaves.extend_from_slice(&node.leaves);
+        self.leaves.extend_from_slice(&node.catch_all);
+        if let Some(slot) = self.nodes.get_mut(at as usize) {
+            *slot = FlatNode {
+                edges,
+                edge_count: index(node.statics.len()),
+                param,
+                leaves,
+                leaf_count: u16::try_from(node.leaves.len()).unwrap_or(u16::MAX),
+                catch_all_count: u16::try_from(node.catch_all.len()).unwrap_or(u16::MAX),
+            };
+        }
+        for (child_at, child) in children {
+            self.fill(child_at, child);
         }
     }
-    if let Some(child) = &node.param {
-        if !first.is_empty() {
-            if let Some(found) = match_node(child, method, rest) {
+
+    /// The template matching `segments` below node `at`: the path's segments joined by `/`,
+    /// split as they are reached (no buffer, and no bound on their number: the recursion stops
+    /// at the tree's depth). A static segment is tried before the parameter, and a failure
+    /// deeper down falls back to it, then to a catch-all.
+    fn find(&self, at: u32, method: Method, segments: Option<&[u8]>) -> Option<EndpointId> {
+        let node = self.nodes.get(at as usize)?;
+        let leaves = self.leaves.get(node.leaves as usize..).unwrap_or_default();
+        let (own, rest) = leaves.split_at(usize::from(node.leaf_count).min(leaves.len()));
+        let catch_all = rest
+            .get(..usize::from(node.catch_all_count))
+            .unwrap_or_default();
+        let Some(segments) = segments else {
+            return pick(own, method).or_else(|| pick(catch_all, method));
+        };
+        let (first, rest) = split_first(segments);
+        if let Some(child) = self.child(node, first) {
+            if let Some(found) = self.find(child, method, rest) {
                 return Some(found);
             }
         }
+        if node.param != Matcher::NONE && !first.is_empty() {
+            if let Some(found) = self.find(node.param, method, rest) {
+                return Some(found);
+            }
+        }
+        pick(catch_all, method)
     }
-    pick(&node.catch_all, method)
+
+    /// The static child of `node` for `segment`: a binary search of its edges.
+    fn child(&self, node: &FlatNode, segment: &[u8]) -> Option<u32> {
+        let first = node.edges as usize;
+        let edges = self.edges.get(first..first + node.edge_count as usize)?;
+        let (len, head) = (u32::try_from(segment.len()).ok()?, head(segment));
+        let tail = segment.get(8..).unwrap_or_default();
+        let (mut low, mut high) = (0, edges.len());
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let edge = edges.get(middle)?;
+            let order = edge
+                .len
+                .cmp(&len)
+                .then(edge.head.cmp(&head))
+                .then_with(|| self.tail(first + middle, edge).cmp(tail));
+            match order {
+                Ordering::Less => low = middle + 1,
+                Ordering::Greater => high = middle,
+                Ordering::Equal => return Some(edge.child),
+            }
+        }
+        None
+    }
+
+    /// The bytes after the eighth of edge number `at`'s segment.
+    fn tail(&self, at: usize, edge: &Edge) -> &[u8] {
+        let long = (edge.len as usize).saturating_sub(8);
+        if long == 0 {
+            return &[];
+        }
+        let start = self.tail_at.get(at).copied().unwrap_or(0) as usize;
+        self.tails.get(start..start + long).unwrap_or_default()
+    }
 }
 
 fn pick(leaves: &[Leaf], method: Method) -> Option<EndpointId> {

@@ -377,6 +377,8 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         };
         health.endpoints = Some((add(&health.live_path)?, add(&health.ready_path)?));
     }
+    // Every route is in: lay the table out for matching before any request.
+    routes.prepare();
     let mut websocket = WebSocketSettings {
         chat_endpoints: endpoint_ids(
             &routes,

@@ -203,3 +203,135 @@ fn duplicates_are_refused() {
     t.add_prefix("/a", s).unwrap();
     assert!(t.add_prefix("/a", s).unwrap_err().contains("claimed twice"));
 }
+
+/// The tree walk the matcher is laid out from: what `resolve` must agree with.
+fn reference(node: &Node, method: Method, segments: &[&[u8]]) -> Option<EndpointId> {
+    let Some((first, rest)) = segments.split_first() else {
+        return pick(&node.leaves, method).or_else(|| pick(&node.catch_all, method));
+    };
+    if let Some(found) = node
+        .statics
+        .get(*first)
+        .and_then(|child| reference(child, method, rest))
+    {
+        return Some(found);
+    }
+    if let Some(child) = &node.param {
+        if !first.is_empty() {
+            if let Some(found) = reference(child, method, rest) {
+                return Some(found);
+            }
+        }
+    }
+    pick(&node.catch_all, method)
+}
+
+/// Segments of every length around the eight bytes an edge holds, sharing their first eight
+/// bytes, at several depths with parameters and catch-alls: every path made from them
+/// resolves as the tree walk does, and each template's own path to itself.
+#[test]
+fn the_laid_out_matcher_agrees_with_the_tree() {
+    let words = [
+        "a",
+        "v1",
+        "users",
+        "abcdefg",
+        "abcdefgh",
+        "abcdefghi",
+        "abcdefgz",
+        "abcdefghij",
+        "abcdefghiz",
+        "conversations",
+        "conversationz",
+    ];
+    let mut t = RouteTable::default();
+    let s = t.add_service("s").unwrap();
+    let mut templates = Vec::new();
+    for (i, first) in words.iter().enumerate() {
+        for (j, second) in words.iter().enumerate() {
+            let template = match (i + j) % 4 {
+                0 => format!("/{first}/{second}"),
+                1 => format!("/{first}/:id/{second}"),
+                2 => format!("/{first}/{second}/:id"),
+                _ => format!("/{first}/{second}/*rest"),
+            };
+            if t.add_route(&template, s).is_ok() {
+                templates.push(template);
+            }
+        }
+    }
+    assert_eq!(templates.len(), words.len() * words.len());
+    let mut paths = vec!["/".to_owned(), "/x".to_owned(), "/abcdefgh/".to_owned()];
+    for first in words {
+        for second in words {
+            for middle in ["", "/42", "/abcdefgh", "/conversations"] {
+                paths.push(format!("/{first}{middle}/{second}"));
+                paths.push(format!("/{first}{middle}/{second}/7"));
+                paths.push(format!("/{first}{middle}/{second}/7/8"));
+            }
+        }
+    }
+    // Empty segments, one and two trailing slashes, and a path deeper than any template.
+    paths.extend(
+        [
+            "/a//v1",
+            "/abcdefgh/users/",
+            "/abcdefgh/users//",
+            "/users/42/a/",
+            "//a",
+        ]
+        .map(str::to_owned),
+    );
+    paths.push(format!("/a/abcdefg{}", "/x".repeat(100)));
+    let mut matched = 0;
+    for path in &paths {
+        let rest = path.strip_prefix('/').unwrap();
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let segments: Vec<&[u8]> = if rest.is_empty() {
+            Vec::new()
+        } else {
+            rest.split('/').map(str::as_bytes).collect()
+        };
+        let expected = reference(&t.root, Method::Get, &segments);
+        assert_eq!(
+            t.resolve(Method::Get, path.as_bytes()).endpoint,
+            expected,
+            "{path}"
+        );
+        matched += usize::from(expected.is_some());
+    }
+    for (id, template) in templates.iter().enumerate() {
+        let path = template.replace(":id", "42").replace("*rest", "x/y");
+        let expected = Some(EndpointId::try_from(id).unwrap());
+        assert_eq!(
+            t.resolve(Method::Get, path.as_bytes()).endpoint,
+            expected,
+            "{path}"
+        );
+    }
+    // The paths reach every kind of node, not only misses.
+    assert_eq!(matched, 446);
+}
+
+/// A change after the matcher was made is seen by the next lookup.
+#[test]
+fn a_route_added_after_a_lookup_is_matched() {
+    let mut t = table(&[("s", "/a/:id")]);
+    t.prepare();
+    assert_eq!(endpoint(&t, Method::Get, "/a/b/c"), None);
+    let s = t.service_id("s").unwrap();
+    t.add_route("/a/:id/c", s).unwrap();
+    assert_eq!(
+        endpoint(&t, Method::Get, "/a/b/c").as_deref(),
+        Some("/a/:id/c")
+    );
+}
+
+#[test]
+fn a_head_is_the_first_eight_bytes_little_endian() {
+    assert_eq!(head(b""), 0);
+    assert_eq!(head(b"a"), 0x61);
+    assert_eq!(head(b"v1"), u64::from_le_bytes(*b"v1\0\0\0\0\0\0"));
+    assert_eq!(head(b"abcdefgh"), u64::from_le_bytes(*b"abcdefgh"));
+    assert_eq!(head(b"abcdefghij"), u64::from_le_bytes(*b"abcdefgh"));
+}
