@@ -202,7 +202,7 @@ impl RouteTable {
         // One trailing slash is ignored: Gin redirects it to the route without it.
         let rest = rest.strip_suffix(b"/").unwrap_or(rest);
         let segments = (!rest.is_empty()).then_some(rest);
-        self.matcher().find(Matcher::ROOT, method, segments)
+        self.matcher().find(method, segments)
     }
 }
 
@@ -252,21 +252,31 @@ struct Edge {
     child: u32,
 }
 
-/// A segment's first eight bytes as one word (little-endian, zero-padded).
-fn head(segment: &[u8]) -> u64 {
-    segment
-        .iter()
-        .take(8)
-        .rev()
-        .fold(0, |word, &byte| (word << 8) | u64::from(byte))
+impl Edge {
+    /// Length and head in one word: their order is the edges' order (the tail decides
+    /// between equal keys).
+    fn key(len: u32, head: u64) -> u128 {
+        u128::from(len) << 64 | u128::from(head)
+    }
 }
 
-/// The order of a node's edges: length, then head, then the rest. Not lexicographic, but
-/// total, and decided by the first word in all but rare cases.
+/// A segment's first eight bytes as one word (little-endian, zero-padded).
+fn head(segment: &[u8]) -> u64 {
+    if let Some(eight) = segment.first_chunk::<8>() {
+        return u64::from_le_bytes(*eight);
+    }
+    let mut word = 0;
+    for (at, &byte) in segment.iter().enumerate() {
+        word |= u64::from(byte) << (8 * at);
+    }
+    word
+}
+
+/// The order of a node's edges: [`Edge::key`] (length, then head), then the rest. Not
+/// lexicographic, but total, and decided by the key in all but rare cases.
 fn edge_order(a: &[u8], b: &[u8]) -> Ordering {
-    a.len()
-        .cmp(&b.len())
-        .then_with(|| head(a).cmp(&head(b)))
+    Edge::key(index(a.len()), head(a))
+        .cmp(&Edge::key(index(b.len()), head(b)))
         .then_with(|| a.get(8..).cmp(&b.get(8..)))
 }
 
@@ -334,49 +344,82 @@ impl Matcher {
         }
     }
 
-    /// The template matching `segments` below node `at`: the path's segments joined by `/`,
-    /// split as they are reached (no buffer, and no bound on their number: the recursion stops
-    /// at the tree's depth). A static segment is tried before the parameter, and a failure
-    /// deeper down falls back to it, then to a catch-all.
-    fn find(&self, at: u32, method: Method, segments: Option<&[u8]>) -> Option<EndpointId> {
+    /// The template matching `segments`: the path's segments joined by `/`, split as they
+    /// are reached (no buffer, and no bound on their number: matching stops at the tree's
+    /// depth). A static segment is tried before the parameter, and a failure deeper down falls
+    /// back to it, then to a catch-all.
+    fn find(&self, method: Method, segments: Option<&[u8]>) -> Option<EndpointId> {
+        self.descend(method, segments)
+            .or_else(|| self.search(Matcher::ROOT, method, segments))
+    }
+
+    /// The first choice at every segment (the static child, else the parameter), in a loop:
+    /// when it ends in a match, that is the one [`Matcher::search`] finds first, since the
+    /// search takes the same choices first. Most paths end here, without the search's
+    /// recursion.
+    fn descend(&self, method: Method, mut segments: Option<&[u8]>) -> Option<EndpointId> {
+        let mut node = self.nodes.get(Matcher::ROOT as usize)?;
+        loop {
+            let (own, catch_all) = self.leaves(node);
+            let Some(rest) = segments else {
+                return pick(own, method).or_else(|| pick(catch_all, method));
+            };
+            let (first, after) = split_first(rest);
+            let next = match self.child(node, first) {
+                Some(child) => child,
+                None if node.param != Matcher::NONE && !first.is_empty() => node.param,
+                None => return pick(catch_all, method),
+            };
+            node = self.nodes.get(next as usize)?;
+            segments = after;
+        }
+    }
+
+    /// Every choice, depth first, below node `at`.
+    fn search(&self, at: u32, method: Method, segments: Option<&[u8]>) -> Option<EndpointId> {
         let node = self.nodes.get(at as usize)?;
-        let leaves = self.leaves.get(node.leaves as usize..).unwrap_or_default();
-        let (own, rest) = leaves.split_at(usize::from(node.leaf_count).min(leaves.len()));
-        let catch_all = rest
-            .get(..usize::from(node.catch_all_count))
-            .unwrap_or_default();
+        let (own, catch_all) = self.leaves(node);
         let Some(segments) = segments else {
             return pick(own, method).or_else(|| pick(catch_all, method));
         };
         let (first, rest) = split_first(segments);
         if let Some(child) = self.child(node, first) {
-            if let Some(found) = self.find(child, method, rest) {
+            if let Some(found) = self.search(child, method, rest) {
                 return Some(found);
             }
         }
         if node.param != Matcher::NONE && !first.is_empty() {
-            if let Some(found) = self.find(node.param, method, rest) {
+            if let Some(found) = self.search(node.param, method, rest) {
                 return Some(found);
             }
         }
         pick(catch_all, method)
     }
 
+    /// A node's own leaves and its catch-all leaves.
+    fn leaves(&self, node: &FlatNode) -> (&[Leaf], &[Leaf]) {
+        let leaves = self.leaves.get(node.leaves as usize..).unwrap_or_default();
+        let (own, rest) = leaves.split_at(usize::from(node.leaf_count).min(leaves.len()));
+        let catch_all = rest
+            .get(..usize::from(node.catch_all_count))
+            .unwrap_or_default();
+        (own, catch_all)
+    }
+
     /// The static child of `node` for `segment`: a binary search of its edges.
     fn child(&self, node: &FlatNode, segment: &[u8]) -> Option<u32> {
         let first = node.edges as usize;
         let edges = self.edges.get(first..first + node.edge_count as usize)?;
-        let (len, head) = (u32::try_from(segment.len()).ok()?, head(segment));
+        let key = Edge::key(u32::try_from(segment.len()).ok()?, head(segment));
         let tail = segment.get(8..).unwrap_or_default();
         let (mut low, mut high) = (0, edges.len());
         while low < high {
             let middle = low + (high - low) / 2;
             let edge = edges.get(middle)?;
-            let order = edge
-                .len
-                .cmp(&len)
-                .then(edge.head.cmp(&head))
-                .then_with(|| self.tail(first + middle, edge).cmp(tail));
+            let order = match Edge::key(edge.len, edge.head).cmp(&key) {
+                Ordering::Equal if !tail.is_empty() => self.tail(first + middle, edge).cmp(tail),
+                order => order,
+            };
             match order {
                 Ordering::Less => low = middle + 1,
                 Ordering::Greater => high = middle,
