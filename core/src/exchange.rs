@@ -60,7 +60,9 @@ pub struct Exchange {
     /// A GET of a stream endpoint, until its response headers say whether it streams: the
     /// stream's id.
     stream_request: Option<String>,
-    connection: Option<Connection>,
+    /// Boxed, as is the span: most requests have neither, and a request's state is made and
+    /// dropped once per request (576 bytes inline, 9 cache lines to write).
+    connection: Option<Box<Connection>>,
     /// The context the service received, as far as the filter knows it: what it wrote, or
     /// (read back after the router) what Envoy's tracer wrote.
     seen: Option<(trace::TraceId, trace::SpanId)>,
@@ -69,8 +71,11 @@ pub struct Exchange {
     read_back: bool,
     /// The gateway's span, until the end queues it for export (its route, protocol, status
     /// and end are filled in then).
-    span: Option<SpanRecord>,
+    span: Option<Box<SpanRecord>>,
 }
+
+// Made whole when a request starts and dropped when it ends: two cache lines at most.
+const _: () = assert!(std::mem::size_of::<Exchange>() <= 128);
 
 /// A long exchange in progress: an upgraded WebSocket or a stream response.
 enum Connection {
@@ -263,11 +268,11 @@ impl Exchange {
                 let chat = route
                     .endpoint
                     .is_some_and(|e| settings.websocket.chat_endpoints.contains(&e));
-                self.connection = Some(Connection::WebSocket(WebSocketConnection::new(
+                self.connection = Some(Box::new(Connection::WebSocket(WebSocketConnection::new(
                     route.service,
                     chat,
                     now,
-                )));
+                ))));
             }
         } else if let Some(stream_id) = self.stream_request.take() {
             let content_range = match status {
@@ -281,14 +286,14 @@ impl Exchange {
             let response = StreamResponse::classify(status, content_range.as_deref());
             self.connection = streams
                 .opened(settings, registry, host, response, &stream_id, now)
-                .map(Connection::Stream);
+                .map(|session| Box::new(Connection::Stream(session)));
         }
     }
 
     /// Whether body chunks in `direction` matter to this exchange (the host need not call
     /// [`Exchange::body`] otherwise).
     pub fn wants_body(&self, direction: Direction) -> bool {
-        match self.connection {
+        match self.connection.as_deref() {
             Some(Connection::WebSocket(_)) => true,
             Some(Connection::Stream(_)) => direction == Direction::Downstream,
             None => false,
@@ -312,7 +317,7 @@ impl Exchange {
             streams,
             ..
         } = &mut *state;
-        match &mut self.connection {
+        match self.connection.as_deref_mut() {
             Some(Connection::WebSocket(connection)) => {
                 connections.websocket_chunk(
                     &worker.settings,
@@ -420,7 +425,7 @@ impl Exchange {
             if let Ok(now) = now {
                 span.end_unix_nanos = now;
             }
-            exporter.push(registry, span);
+            exporter.push(registry, *span);
         }
         state
             .business
@@ -438,7 +443,7 @@ impl Exchange {
                 Status::from_code(status),
             );
         }
-        match self.connection.take() {
+        match self.connection.take().map(|connection| *connection) {
             Some(Connection::WebSocket(connection)) => {
                 state
                     .connections

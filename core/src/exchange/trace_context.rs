@@ -50,7 +50,7 @@ impl Exchange {
             let text = |bytes: Option<&[u8]>, max: usize| {
                 bytes.map(|b| String::from_utf8_lossy(b.get(..max).unwrap_or(b)).into_owned())
             };
-            self.span = Some(SpanRecord {
+            self.span = Some(Box::new(SpanRecord {
                 trace_id: decision.trace_id,
                 span_id: decision.span_id,
                 parent: decision.parent,
@@ -66,7 +66,7 @@ impl Exchange {
                 status: 0,
                 start_unix_nanos: now,
                 end_unix_nanos: now,
-            });
+            }));
         }
     }
 
