@@ -123,9 +123,10 @@ impl Exchange {
         let now = host.now_nanos().ok();
         self.started_nanos = now;
         // A failed read leaves the route unknown: the end reads again and counts it.
-        let Ok(headers) = host.request_headers() else {
+        let mut headers = worker.header_buffer();
+        if host.request_headers(&mut headers).is_err() {
             return Next::Continue;
-        };
+        }
         let settings = &worker.settings;
         let [method, path, authority, upgrade, authorization] = header_map::find(
             &headers,
@@ -362,12 +363,12 @@ impl Exchange {
         let settings = &worker.settings;
         let registry = &mut state.registry;
         // A request this filter never saw start (answered before it ran): read its headers now.
-        let fallback_headers = match self.route {
-            Some(_) => Vec::new(),
-            None => registry
-                .read(Operation::GetHeader, host.request_headers().map(Some))
-                .unwrap_or_default(),
-        };
+        let mut fallback_headers = Vec::new();
+        if self.route.is_none() {
+            if let Err(err) = host.request_headers(&mut fallback_headers) {
+                registry.host_error(Operation::GetHeader, err, "a host call");
+            }
+        }
         let (method, path) = match (self.method, self.route) {
             (Some(method), Some(_)) => (method, &b""[..]),
             _ => {

@@ -50,16 +50,25 @@ fn read_u32(map: &[u8], at: usize) -> Option<usize> {
 
 /// Serializes pairs the way the host does (for tests and tools).
 pub fn serialize(pairs: &[(&str, &[u8])]) -> Vec<u8> {
-    serialize_pairs(pairs.iter().map(|(key, value)| (key.as_bytes(), *value)))
+    let mut out = Vec::new();
+    serialize_into(
+        &mut out,
+        pairs.iter().map(|(key, value)| (key.as_bytes(), *value)),
+    );
+    out
 }
 
-/// Serializes pairs of bytes in one allocation of the exact size: what a host whose header
-/// map is not in this form (a native module) hands the core.
-pub fn serialize_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone) -> Vec<u8> {
+/// Serializes pairs of bytes over `out`, grown at most once to the exact size: what a host
+/// whose header map is not in this form (a native module) hands the core.
+pub fn serialize_into<'a>(
+    out: &mut Vec<u8>,
+    pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + Clone,
+) {
     let (count, bytes) = pairs.clone().fold((0usize, 0usize), |(n, size), (k, v)| {
         (n + 1, size + 8 + k.len() + v.len() + 2)
     });
-    let mut out = Vec::with_capacity(4 + bytes);
+    out.clear();
+    out.reserve_exact(4 + bytes);
     out.extend_from_slice(&(count as u32).to_le_bytes());
     for (key, value) in pairs.clone() {
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -71,7 +80,6 @@ pub fn serialize_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])> + C
         out.extend_from_slice(value);
         out.push(0);
     }
-    out
 }
 
 #[cfg(test)]

@@ -79,8 +79,10 @@ pub enum Property {
 pub trait Request: Host {
     /// The host's clock, in nanoseconds since the epoch.
     fn now_nanos(&mut self) -> Result<u64, HostError>;
-    /// Every request header, in the serialized form [`crate::header_map`] reads.
-    fn request_headers(&mut self) -> Result<Vec<u8>, HostError>;
+    /// Every request header, in the serialized form [`crate::header_map`] reads, written over
+    /// `into`: a host that copies the headers reuses its memory (the worker lends the same
+    /// buffer to each of its requests).
+    fn request_headers(&mut self, into: &mut Vec<u8>) -> Result<(), HostError>;
     /// The first value of a header.
     fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError>;
     /// Replaces every value of a header.
@@ -411,14 +413,14 @@ pub mod memory {
             Ok(self.request.now_nanos)
         }
 
-        fn request_headers(&mut self) -> Result<Vec<u8>, HostError> {
-            let pairs: Vec<(&str, &[u8])> = self
+        fn request_headers(&mut self, into: &mut Vec<u8>) -> Result<(), HostError> {
+            let pairs = self
                 .request
                 .request_headers
                 .iter()
-                .map(|(k, v)| (k.as_str(), v.as_slice()))
-                .collect();
-            Ok(crate::header_map::serialize(&pairs))
+                .map(|(k, v)| (k.as_bytes(), v.as_slice()));
+            crate::header_map::serialize_into(into, pairs);
+            Ok(())
         }
 
         fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {

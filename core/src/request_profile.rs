@@ -134,8 +134,10 @@ impl Request for ProfileHost {
         self.now += 1_500_000;
         Ok(self.now)
     }
-    fn request_headers(&mut self) -> Result<Vec<u8>, HostError> {
-        Ok(self.headers.clone())
+    /// A fresh copy, as proxy-wasm's host makes in the VM's memory.
+    fn request_headers(&mut self, into: &mut Vec<u8>) -> Result<(), HostError> {
+        *into = self.headers.clone();
+        Ok(())
     }
     fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         Ok((map == HeaderMap::Response && name == ":status").then(|| b"200".to_vec()))

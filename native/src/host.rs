@@ -243,7 +243,7 @@ impl Request for RequestHost<'_> {
         Ok(now_nanos())
     }
 
-    fn request_headers(&mut self) -> Result<Vec<u8>, HostError> {
+    fn request_headers(&mut self, into: &mut Vec<u8>) -> Result<(), HostError> {
         // SAFETY: `filter` is Envoy's object for the running hook; the headers point into its
         // map and are copied into the serialized form before the hook returns.
         unsafe {
@@ -277,9 +277,11 @@ impl Request for RequestHost<'_> {
             } else {
                 &[]
             };
-            Ok(veza_observability_core::header_map::serialize_pairs(
+            veza_observability_core::header_map::serialize_into(
+                into,
                 headers.iter().map(|h| (h.key.bytes(), h.value.bytes())),
-            ))
+            );
+            Ok(())
         }
     }
 

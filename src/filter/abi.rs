@@ -360,8 +360,10 @@ impl Request for EnvoyHost {
         current_time_nanos()
     }
 
-    fn request_headers(&mut self) -> Result<Vec<u8>, HostError> {
-        request_headers()
+    /// The host hands the map over in memory it allocated in the VM: that is the buffer now.
+    fn request_headers(&mut self, into: &mut Vec<u8>) -> Result<(), HostError> {
+        *into = request_headers()?;
+        Ok(())
     }
 
     fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {

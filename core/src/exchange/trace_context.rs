@@ -75,8 +75,9 @@ impl Exchange {
     /// Where that replaced the filter's context, the filter's span would be an orphan (the
     /// service's parent is Envoy's span): it is counted as dropped, not exported.
     pub(super) fn read_trace_back<R: Request>(&mut self, state: &mut State, host: &mut R) {
-        let headers = match host.request_headers() {
-            Ok(headers) => headers,
+        let mut headers = Vec::new();
+        match host.request_headers(&mut headers) {
+            Ok(()) => {}
             Err(err) => {
                 state
                     .registry
