@@ -224,7 +224,7 @@ fn split_first(segments: &[u8]) -> (&[u8], Option<&[u8]>) {
 #[derive(Debug, Default)]
 struct Matcher {
     nodes: Vec<FlatNode>,
-    /// Each node's static children, ordered by [`edge_order`].
+    /// Each node's static children, in the byte order of their segments (the builder's).
     edges: Vec<Edge>,
     /// For each edge, where the bytes of its segment after the eighth start in `tails`.
     tail_at: Vec<u32>,
@@ -246,38 +246,22 @@ struct FlatNode {
 
 #[derive(Debug, Clone, Copy)]
 struct Edge {
-    /// The segment's first eight bytes, little-endian, zero-padded.
+    /// The segment's first eight bytes, big-endian, zero-padded: their order is the bytes'.
     head: u64,
     len: u32,
     child: u32,
 }
 
-impl Edge {
-    /// Length and head in one word: their order is the edges' order (the tail decides
-    /// between equal keys).
-    fn key(len: u32, head: u64) -> u128 {
-        u128::from(len) << 64 | u128::from(head)
-    }
-}
-
-/// A segment's first eight bytes as one word (little-endian, zero-padded).
+/// A segment's first eight bytes as one word (big-endian, zero-padded).
 fn head(segment: &[u8]) -> u64 {
     if let Some(eight) = segment.first_chunk::<8>() {
-        return u64::from_le_bytes(*eight);
+        return u64::from_be_bytes(*eight);
     }
     let mut word = 0;
     for (at, &byte) in segment.iter().enumerate() {
-        word |= u64::from(byte) << (8 * at);
+        word |= u64::from(byte) << (56 - 8 * at);
     }
     word
-}
-
-/// The order of a node's edges: [`Edge::key`] (length, then head), then the rest. Not
-/// lexicographic, but total, and decided by the key in all but rare cases.
-fn edge_order(a: &[u8], b: &[u8]) -> Ordering {
-    Edge::key(index(a.len()), head(a))
-        .cmp(&Edge::key(index(b.len()), head(b)))
-        .then_with(|| a.get(8..).cmp(&b.get(8..)))
 }
 
 /// An index into one of the matcher's arrays. Tables are bounded by their templates (at most
@@ -299,12 +283,9 @@ impl Matcher {
 
     /// Lays out `node` at `at` (already reserved), then its children.
     fn fill(&mut self, at: u32, node: &Node) {
-        let mut statics: Vec<(&[u8], &Node)> =
-            node.statics.iter().map(|(k, v)| (&**k, v)).collect();
-        statics.sort_by(|a, b| edge_order(a.0, b.0));
         let edges = index(self.edges.len());
-        let mut children = Vec::with_capacity(statics.len() + 1);
-        for (segment, child) in statics {
+        let mut children = Vec::with_capacity(node.statics.len() + 1);
+        for (segment, child) in &node.statics {
             let child_at = index(self.nodes.len());
             self.nodes.push(FlatNode::default());
             self.edges.push(Edge {
@@ -410,16 +391,22 @@ impl Matcher {
     fn child(&self, node: &FlatNode, segment: &[u8]) -> Option<u32> {
         let first = node.edges as usize;
         let edges = self.edges.get(first..first + node.edge_count as usize)?;
-        let key = Edge::key(u32::try_from(segment.len()).ok()?, head(segment));
-        let tail = segment.get(8..).unwrap_or_default();
+        let (head, tail, len) = (
+            head(segment),
+            segment.get(8..).unwrap_or_default(),
+            segment.len(),
+        );
         let (mut low, mut high) = (0, edges.len());
         while low < high {
             let middle = low + (high - low) / 2;
             let edge = edges.get(middle)?;
-            let order = match Edge::key(edge.len, edge.head).cmp(&key) {
-                Ordering::Equal if !tail.is_empty() => self.tail(first + middle, edge).cmp(tail),
-                order => order,
-            };
+            // Head, then the bytes after it, then the length: the segments' byte order, the
+            // length deciding only between segments padded alike (one ends in NULs).
+            let order = edge.head.cmp(&head).then_with(|| {
+                self.tail(first + middle, edge)
+                    .cmp(tail)
+                    .then((edge.len as usize).cmp(&len))
+            });
             match order {
                 Ordering::Less => low = middle + 1,
                 Ordering::Greater => high = middle,

@@ -279,6 +279,10 @@ fn the_laid_out_matcher_agrees_with_the_tree() {
             "/abcdefgh/users//",
             "/users/42/a/",
             "//a",
+            // NULs pad a head as they end a short segment: the length tells them apart.
+            "/v1/abcdefg\0",
+            "/abcdefg\0/abcdefg",
+            "/abcdefg\0\0/abcdefgh",
         ]
         .map(str::to_owned),
     );
@@ -328,10 +332,10 @@ fn a_route_added_after_a_lookup_is_matched() {
 }
 
 #[test]
-fn a_head_is_the_first_eight_bytes_little_endian() {
+fn a_head_is_the_first_eight_bytes_big_endian() {
     assert_eq!(head(b""), 0);
-    assert_eq!(head(b"a"), 0x61);
-    assert_eq!(head(b"v1"), u64::from_le_bytes(*b"v1\0\0\0\0\0\0"));
-    assert_eq!(head(b"abcdefgh"), u64::from_le_bytes(*b"abcdefgh"));
-    assert_eq!(head(b"abcdefghij"), u64::from_le_bytes(*b"abcdefgh"));
+    assert_eq!(head(b"a"), 0x61 << 56);
+    assert_eq!(head(b"v1"), u64::from_be_bytes(*b"v1\0\0\0\0\0\0"));
+    assert_eq!(head(b"abcdefgh"), u64::from_be_bytes(*b"abcdefgh"));
+    assert_eq!(head(b"abcdefghij"), u64::from_be_bytes(*b"abcdefgh"));
 }
