@@ -402,11 +402,16 @@ impl Matcher {
             let edge = edges.get(middle)?;
             // Head, then the bytes after it, then the length: the segments' byte order, the
             // length deciding only between segments padded alike (one ends in NULs).
-            let order = edge.head.cmp(&head).then_with(|| {
-                self.tail(first + middle, edge)
+            let order = match edge.head.cmp(&head) {
+                Ordering::Equal if tail.is_empty() && edge.len <= 8 => {
+                    (edge.len as usize).cmp(&len)
+                }
+                Ordering::Equal => self
+                    .tail(first + middle, edge)
                     .cmp(tail)
-                    .then((edge.len as usize).cmp(&len))
-            });
+                    .then((edge.len as usize).cmp(&len)),
+                order => order,
+            };
             match order {
                 Ordering::Less => low = middle + 1,
                 Ordering::Greater => high = middle,
