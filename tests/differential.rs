@@ -70,7 +70,7 @@ proptest! {
     #[test]
     fn every_emitted_traceparent_is_read_back(trace in 1u128.., span in 1u64.., sampled: bool) {
         let value = w3c::traceparent(TraceId(trace), SpanId(span), sampled);
-        let read = extract(&TraceContextPropagator::new(), &[("traceparent", value.clone())]);
+        let read = extract(&TraceContextPropagator::new(), &[("traceparent", value.to_string())]);
         prop_assert_eq!(read, Some((trace, span, sampled)), "{}", value);
     }
 
@@ -80,7 +80,7 @@ proptest! {
     #[test]
     fn accepted_traceparents_agree(value in traceparent_like()) {
         if let Some(ours) = w3c::parse_traceparent(value.as_bytes()) {
-            let reference = extract(&TraceContextPropagator::new(), &[("traceparent", value.clone())]);
+            let reference = extract(&TraceContextPropagator::new(), &[("traceparent", value.to_string())]);
             let flags_above_2 = value.starts_with("00-")
                 && u8::from_str_radix(&value[53..55], 16).is_ok_and(|f| f > 2);
             match reference {
@@ -97,7 +97,7 @@ proptest! {
     #[test]
     fn every_emitted_uber_trace_id_is_read_back(trace in 1u128.., span in 1u64.., sampled: bool, debug: bool) {
         let value = jaeger::uber_trace_id(TraceId(trace), SpanId(span), sampled, debug);
-        let read = extract(&opentelemetry_jaeger_propagator::Propagator::new(), &[("uber-trace-id", value.clone())]);
+        let read = extract(&opentelemetry_jaeger_propagator::Propagator::new(), &[("uber-trace-id", value.to_string())]);
         prop_assert_eq!(read, Some((trace, span, sampled)), "{}", value);
     }
 
@@ -112,7 +112,7 @@ proptest! {
         let separator = if encoded { "%3A" } else { ":" };
         let value = [trace, span, parent, format!("{flags:x}")].join(separator);
         if let Some(ours) = jaeger::parse(value.as_bytes()) {
-            let reference = extract(&opentelemetry_jaeger_propagator::Propagator::new(), &[("uber-trace-id", value.clone())]);
+            let reference = extract(&opentelemetry_jaeger_propagator::Propagator::new(), &[("uber-trace-id", value.to_string())]);
             prop_assert_eq!(
                 reference,
                 Some((ours.trace_id.0, ours.parent.unwrap().0, ours.sampled.unwrap())),

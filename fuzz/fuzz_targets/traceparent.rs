@@ -10,8 +10,8 @@ fuzz_target!(|data: &[u8]| {
         let parent = incoming.parent.expect("a traceparent has a parent");
         let sampled = incoming.sampled.expect("a traceparent has a decision");
         let emitted = w3c::traceparent(incoming.trace_id, parent, sampled);
-        assert_eq!(emitted.len(), 55);
-        assert!(emitted.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-'));
+        assert_eq!(emitted.as_bytes().len(), 55);
+        assert!(emitted.as_bytes().iter().all(|&b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b) || b == b'-'));
         assert_eq!(w3c::parse_traceparent(emitted.as_bytes()), Some(incoming));
     }
     let parts: Vec<&[u8]> = data.split(|&b| b == b'\n').collect();

@@ -21,19 +21,20 @@ impl Exchange {
         };
         let state = &mut *state;
         let decision = trace::decide(settings, &incoming, &mut state.trace_ids);
-        let outgoing = trace::outgoing(settings, &decision);
-        for (name, value) in &outgoing {
+        let mut written = 0;
+        trace::outgoing(settings, &decision, |name, value| {
+            written |= trace::owned_bit(name);
             // Most requests carry no trace context: adding is then enough, and cheaper.
-            let written = if trace::carried(incoming.present, name) {
-                host.set_header(HeaderMap::Request, name, value.as_bytes())
+            let result = if trace::carried(incoming.present, name) {
+                host.set_header(HeaderMap::Request, name, value)
             } else {
-                host.add_header(HeaderMap::Request, name, value.as_bytes())
+                host.add_header(HeaderMap::Request, name, value)
             };
-            if let Err(err) = written {
+            if let Err(err) = result {
                 state.registry.host_error(Operation::SetHeader, err, name);
             }
-        }
-        for name in trace::stale(incoming.present, &outgoing) {
+        });
+        for name in trace::stale(incoming.present, written) {
             if let Err(err) = host.remove_header(HeaderMap::Request, name) {
                 state.registry.host_error(Operation::SetHeader, err, name);
             }

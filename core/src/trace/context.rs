@@ -31,6 +31,52 @@ fn ascii(digits: &[u8]) -> &str {
     std::str::from_utf8(digits).unwrap_or_default()
 }
 
+/// A header value of `N` ASCII bytes, made on the stack: the fixed-width forms the filter
+/// writes on every traced request, without an allocation or a UTF-8 check.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Ascii<const N: usize>(pub(crate) [u8; N]);
+
+impl<const N: usize> Ascii<N> {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// As text (for logs and tests; the header write takes the bytes).
+    pub fn as_str(&self) -> &str {
+        ascii(&self.0)
+    }
+}
+
+impl<const N: usize> std::fmt::Display for Ascii<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<const N: usize> std::fmt::Debug for Ascii<N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<const N: usize> PartialEq<&str> for Ascii<N> {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+/// Copies `parts` one after another into `out`; they fill it exactly where it is used.
+pub(crate) fn concat<const N: usize>(parts: [&[u8]; 5]) -> Ascii<N> {
+    let mut out = [0u8; N];
+    let mut rest: &mut [u8] = &mut out;
+    for part in parts {
+        let (head, tail) = rest.split_at_mut(part.len().min(rest.len()));
+        head.copy_from_slice(part.get(..head.len()).unwrap_or_default());
+        rest = tail;
+    }
+    Ascii(out)
+}
+
 impl TraceId {
     /// The 32 lowercase hex digits, on the stack.
     pub fn hex(self) -> [u8; 32] {

@@ -1,6 +1,6 @@
 //! Jaeger's `uber-trace-id: {trace-id}:{span-id}:{parent-span-id}:{flags}`.
 
-use super::context::{parse_hex, span_id, trace_id, Incoming, SpanId, TraceId};
+use super::context::{concat, parse_hex, span_id, trace_id, Ascii, Incoming, SpanId, TraceId};
 
 const SAMPLED: u8 = 0x01;
 const DEBUG: u8 = 0x02;
@@ -56,19 +56,13 @@ fn decode_colons(value: &[u8]) -> Vec<u8> {
 
 /// The only form every Jaeger parser accepts: full-width lowercase ids, parent `0`, flags
 /// `0`, `1` or `3`.
-pub fn uber_trace_id(trace: TraceId, span: SpanId, sampled: bool, debug: bool) -> String {
-    let flags = match (sampled, debug) {
-        (false, _) => "0",
-        (true, false) => "1",
-        (true, true) => "3",
+pub fn uber_trace_id(trace: TraceId, span: SpanId, sampled: bool, debug: bool) -> Ascii<53> {
+    let flags: &[u8] = match (sampled, debug) {
+        (false, _) => b":0:0",
+        (true, false) => b":0:1",
+        (true, true) => b":0:3",
     };
-    let mut header = String::with_capacity(53);
-    trace.push_hex(&mut header);
-    header.push(':');
-    span.push_hex(&mut header);
-    header.push_str(":0:");
-    header.push_str(flags);
-    header
+    concat([&trace.hex(), b":", &span.hex(), flags, b""])
 }
 
 #[cfg(test)]
@@ -134,7 +128,11 @@ mod tests {
             uber_trace_id(TraceId(0xabc), SpanId(0x1f), true, false),
             "00000000000000000000000000000abc:000000000000001f:0:1"
         );
-        assert!(uber_trace_id(TraceId(1), SpanId(1), false, true).ends_with(":0:0"));
-        assert!(uber_trace_id(TraceId(1), SpanId(1), true, true).ends_with(":0:3"));
+        assert!(uber_trace_id(TraceId(1), SpanId(1), false, true)
+            .as_str()
+            .ends_with(":0:0"));
+        assert!(uber_trace_id(TraceId(1), SpanId(1), true, true)
+            .as_str()
+            .ends_with(":0:3"));
     }
 }

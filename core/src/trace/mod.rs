@@ -238,35 +238,42 @@ pub fn decide(
     }
 }
 
-/// The headers to send upstream, in the configured formats.
-pub fn outgoing(settings: &TraceSettings, decision: &Decision) -> Vec<(&'static str, String)> {
+/// The headers to send upstream, in the configured formats, each handed to `write` as it is
+/// made: the default `traceparent` is made on the stack, and nothing is allocated for it.
+pub fn outgoing(
+    settings: &TraceSettings,
+    decision: &Decision,
+    mut write: impl FnMut(&'static str, &[u8]),
+) {
     let d = decision;
-    let mut headers = Vec::with_capacity(4);
     for format in &settings.outgoing {
         match format {
             Format::TraceContext => {
-                headers.push((
+                write(
                     TRACEPARENT,
-                    w3c::traceparent(d.trace_id, d.span_id, d.sampled),
-                ));
+                    w3c::traceparent(d.trace_id, d.span_id, d.sampled).as_bytes(),
+                );
                 if let Some(state) = &d.tracestate {
-                    headers.push((TRACESTATE, state.clone()));
+                    write(TRACESTATE, state.as_bytes());
                 }
             }
-            Format::Jaeger => headers.push((
+            Format::Jaeger => write(
                 UBER_TRACE_ID,
-                jaeger::uber_trace_id(d.trace_id, d.span_id, d.sampled, d.debug),
-            )),
-            Format::B3 => headers.extend(b3::multi_headers(
-                d.trace_id, d.span_id, d.parent, d.sampled, d.debug,
-            )),
-            Format::B3Single => headers.push((
+                jaeger::uber_trace_id(d.trace_id, d.span_id, d.sampled, d.debug).as_bytes(),
+            ),
+            Format::B3 => {
+                for (name, value) in
+                    b3::multi_headers(d.trace_id, d.span_id, d.parent, d.sampled, d.debug)
+                {
+                    write(name, value.as_bytes());
+                }
+            }
+            Format::B3Single => write(
                 B3_SINGLE,
-                b3::single(d.trace_id, d.span_id, d.parent, d.sampled, d.debug),
-            )),
+                b3::single(d.trace_id, d.span_id, d.parent, d.sampled, d.debug).as_bytes(),
+            ),
         }
     }
-    headers
 }
 
 /// The context a service receives in these request headers (as they leave Envoy: after the
@@ -284,28 +291,29 @@ pub fn received<'a>(
     Some((incoming.trace_id, incoming.parent?))
 }
 
-/// Whether the request carried `name` (`present` from [`TraceHeaders`]); a name the filter
-/// does not own counts as present, so it is replaced rather than added beside.
-pub fn carried(present: u16, name: &str) -> bool {
+/// The bit of `name` in [`TraceHeaders::present`]'s set; 0 for a name the filter does not own.
+pub fn owned_bit(name: &str) -> u16 {
     OWNED_HEADERS
         .iter()
         .position(|owned| *owned == name)
-        .is_none_or(|index| present & (1 << index) != 0)
+        .map_or(0, |index| 1 << index)
 }
 
-/// Owned headers present on the request that the outgoing set does not overwrite: they are
-/// removed, so no stale or malformed context reaches a service.
-pub fn stale<'o>(
-    present: u16,
-    outgoing: &'o [(&'static str, String)],
-) -> impl Iterator<Item = &'static str> + 'o {
-    // An iterator: most requests carry no trace context, and nothing is allocated for them.
+/// Whether the request carried `name` (`present` from [`TraceHeaders`]); a name the filter
+/// does not own counts as present, so it is replaced rather than added beside.
+pub fn carried(present: u16, name: &str) -> bool {
+    let bit = owned_bit(name);
+    bit == 0 || present & bit != 0
+}
+
+/// Owned headers present on the request that the outgoing set (`written`, bits as
+/// [`owned_bit`]'s) does not overwrite: they are removed, so no stale or malformed context
+/// reaches a service.
+pub fn stale(present: u16, written: u16) -> impl Iterator<Item = &'static str> {
     OWNED_HEADERS
         .iter()
         .enumerate()
-        .filter(move |(index, name)| {
-            present & (1 << index) != 0 && !outgoing.iter().any(|(set, _)| set == *name)
-        })
+        .filter(move |(index, _)| (present & !written) & (1 << index) != 0)
         .map(|(_, name)| *name)
 }
 

@@ -1,6 +1,8 @@
 //! W3C Trace Context: `traceparent` and `tracestate`.
 
-use super::context::{parse_lower_hex, span_id, trace_id, Incoming, SpanId, TraceId};
+use super::context::{
+    concat, parse_lower_hex, span_id, trace_id, Ascii, Incoming, SpanId, TraceId,
+};
 
 const SAMPLED: u8 = 0x01;
 const MAX_TRACESTATE_ENTRIES: usize = 32;
@@ -40,14 +42,9 @@ pub fn parse_traceparent(value: &[u8]) -> Option<Incoming> {
 /// OpenTelemetry's Rust propagator refuses any version-00 flags above 2 (`03`), which would
 /// split the trace at every Rust service (tests/differential.rs checks every emitted value
 /// against it).
-pub fn traceparent(trace: TraceId, span: SpanId, sampled: bool) -> String {
-    let mut header = String::with_capacity(55);
-    header.push_str("00-");
-    trace.push_hex(&mut header);
-    header.push('-');
-    span.push_hex(&mut header);
-    header.push_str(if sampled { "-01" } else { "-00" });
-    header
+pub fn traceparent(trace: TraceId, span: SpanId, sampled: bool) -> Ascii<55> {
+    let flags: &[u8] = if sampled { b"-01" } else { b"-00" };
+    concat([b"00-", &trace.hex(), b"-", &span.hex(), flags])
 }
 
 /// Combines repeated `tracestate` headers in order; `None` when empty, over 32 entries or too
@@ -147,7 +144,7 @@ mod tests {
             text,
             "00-000000000000000000000000000000ab-00000000000000cd-01"
         );
-        assert_eq!(text.len(), 55);
+        assert_eq!(text.as_str().len(), 55);
         assert_eq!(
             traceparent(TraceId(u128::MAX), SpanId(u64::MAX), false),
             "00-ffffffffffffffffffffffffffffffff-ffffffffffffffff-00"
