@@ -23,9 +23,10 @@ impl Exchange {
         let decision = trace::decide(settings, &incoming, &mut state.trace_ids);
         let mut written = 0;
         trace::outgoing(settings, &decision, |name, value| {
-            written |= trace::owned_bit(name);
+            let bit = trace::owned_bit(name);
+            written |= bit;
             // Most requests carry no trace context: adding is then enough, and cheaper.
-            let result = if trace::carried(incoming.present, name) {
+            let result = if trace::carried(incoming.present, bit) {
                 host.set_header(HeaderMap::Request, name, value)
             } else {
                 host.add_header(HeaderMap::Request, name, value)

@@ -299,10 +299,10 @@ pub fn owned_bit(name: &str) -> u16 {
         .map_or(0, |index| 1 << index)
 }
 
-/// Whether the request carried `name` (`present` from [`TraceHeaders`]); a name the filter
-/// does not own counts as present, so it is replaced rather than added beside.
-pub fn carried(present: u16, name: &str) -> bool {
-    let bit = owned_bit(name);
+/// Whether the request carried the header of `bit` ([`owned_bit`]; `present` from
+/// [`TraceHeaders`]); a name the filter does not own (bit 0) counts as present, so it is
+/// replaced rather than added beside.
+pub fn carried(present: u16, bit: u16) -> bool {
     bit == 0 || present & bit != 0
 }
 
