@@ -617,3 +617,47 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
     _module: ModulePtr,
 ) {
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filter(request: u32) -> Filter {
+        Filter {
+            gateway: std::ptr::null(),
+            slot: 0,
+            request,
+            exchange: Exchange::new(request),
+            waiter: None,
+            response_work: false,
+            failed: false,
+        }
+    }
+
+    /// A destroyed filter's memory is the next one this thread makes, holding the new filter.
+    #[test]
+    fn a_destroyed_filter_is_reused_by_the_threads_next_request() {
+        let first = make_filter(filter(1));
+        // SAFETY: made above, not used after.
+        unsafe { free_filter(first) };
+        let second = make_filter(filter(2));
+        assert_eq!(second, first);
+        // SAFETY: made above.
+        assert_eq!(unsafe { (*second).request }, 2);
+        // SAFETY: made above, not used after.
+        unsafe { free_filter(second) };
+    }
+
+    /// However many requests end at once, a thread keeps at most `KEPT_FILTERS` boxes.
+    #[test]
+    fn a_thread_keeps_a_bounded_number_of_filters() {
+        let made: Vec<*mut Filter> = (0..KEPT_FILTERS as u32 + 8)
+            .map(|i| make_filter(filter(i)))
+            .collect();
+        for filter in made {
+            // SAFETY: made above, each freed once.
+            unsafe { free_filter(filter) };
+        }
+        assert_eq!(FREE_FILTERS.with(|free| free.borrow().len()), KEPT_FILTERS);
+    }
+}
