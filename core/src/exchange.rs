@@ -358,16 +358,15 @@ impl Exchange {
             state.health.forget(self.context_id);
         }
         if std::mem::take(&mut self.read_back) {
-            self.read_trace_back(state, host);
+            self.read_trace_back(worker, state, host);
         }
         let settings = &worker.settings;
         let registry = &mut state.registry;
         // A request this filter never saw start (answered before it ran): read its headers now.
         let mut fallback_headers = Vec::new();
         if self.route.is_none() {
-            if let Err(err) = host.request_headers(&mut fallback_headers) {
-                registry.host_error(Operation::GetHeader, err, "a host call");
-            }
+            let read = host.request_headers(&mut fallback_headers).map(Some);
+            let _ = registry.read(Operation::GetHeader, read);
         }
         let (method, path) = match (self.method, self.route) {
             (Some(method), Some(_)) => (method, &b""[..]),

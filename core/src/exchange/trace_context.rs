@@ -76,17 +76,20 @@ impl Exchange {
     /// filter see the request headers as the router sent them, with what Envoy's tracer wrote.
     /// Where that replaced the filter's context, the filter's span would be an orphan (the
     /// service's parent is Envoy's span): it is counted as dropped, not exported.
-    pub(super) fn read_trace_back<R: Request>(&mut self, state: &mut State, host: &mut R) {
-        let mut headers = Vec::new();
-        match host.request_headers(&mut headers) {
-            Ok(()) => {}
-            Err(err) => {
-                state
-                    .registry
-                    .host_error(Operation::GetHeader, err, "the request headers");
-                return;
-            }
-        };
+    pub(super) fn read_trace_back<R: Request>(
+        &mut self,
+        worker: &Worker,
+        state: &mut State,
+        host: &mut R,
+    ) {
+        // Every request reads back when the access log's fields are on: the worker's buffer.
+        let mut headers = worker.header_buffer();
+        if let Err(err) = host.request_headers(&mut headers) {
+            state
+                .registry
+                .host_error(Operation::GetHeader, err, "the request headers");
+            return;
+        }
         let Some(received) = trace::received(header_map::pairs(&headers)) else {
             return;
         };
