@@ -66,7 +66,7 @@ impl<const N: usize> PartialEq<&str> for Ascii<N> {
 }
 
 /// Copies `parts` one after another into `out`; they fill it exactly where it is used.
-pub(crate) fn concat<const N: usize>(parts: [&[u8]; 5]) -> Ascii<N> {
+pub(crate) fn concat<const N: usize, const P: usize>(parts: [&[u8]; P]) -> Ascii<N> {
     let mut out = [0u8; N];
     let mut rest: &mut [u8] = &mut out;
     for part in parts {

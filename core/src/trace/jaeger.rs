@@ -62,7 +62,7 @@ pub fn uber_trace_id(trace: TraceId, span: SpanId, sampled: bool, debug: bool) -
         (true, false) => b":0:1",
         (true, true) => b":0:3",
     };
-    concat([&trace.hex(), b":", &span.hex(), flags, b""])
+    concat([&trace.hex(), b":", &span.hex(), flags])
 }
 
 #[cfg(test)]
