@@ -218,9 +218,9 @@ fn split_first(segments: &[u8]) -> (&[u8], Option<&[u8]>) {
 }
 
 /// The route tree laid out for matching: every node, edge and leaf in one array each, a static
-/// segment's first eight bytes in its edge. A lookup reads a few adjacent cache lines where the
-/// tree of hash maps it is made from read one or more allocations per segment; on a gateway
-/// the table is cold at every request, and those misses were most of its cost.
+/// segment's first eight bytes in its edge. A lookup reads a few adjacent cache lines where a
+/// tree of maps reads one or more allocations per segment; on a gateway the table is cold at
+/// every request, and those misses were most of its cost.
 #[derive(Debug, Default)]
 struct Matcher {
     nodes: Vec<FlatNode>,

@@ -255,12 +255,10 @@ fn the_laid_out_matcher_agrees_with_the_tree() {
                 2 => format!("/{first}/{second}/:id"),
                 _ => format!("/{first}/{second}/*rest"),
             };
-            if t.add_route(&template, s).is_ok() {
-                templates.push(template);
-            }
+            t.add_route(&template, s).unwrap();
+            templates.push(template);
         }
     }
-    assert_eq!(templates.len(), words.len() * words.len());
     let mut paths = vec!["/".to_owned(), "/x".to_owned(), "/abcdefgh/".to_owned()];
     for first in words {
         for second in words {
