@@ -127,7 +127,8 @@ fn the_oci_image_holds_the_module_under_verified_digests() {
     assert_eq!(files, expected);
 
     // The same module always gives the same image.
-    let again = oci_package::package(&wasm, &scratch_dir("package-again"), "0.1.0").unwrap();
+    let again_dir = scratch_dir("package-again");
+    let again = oci_package::package(&wasm, &again_dir, "0.1.0").unwrap();
     assert_eq!(again.manifest_digest, package.manifest_digest);
     assert_eq!(sha256sum(&again.tarball), sha256sum(&package.tarball));
 }

@@ -5,7 +5,8 @@ use super::*;
 pub(crate) struct Nginx {
     pub(crate) child: Child,
     pub(crate) port: u16,
-    pub(crate) dir: std::path::PathBuf,
+    /// Its config and logs, removed after it stops.
+    _dir: ScratchDir,
 }
 
 impl Nginx {
@@ -34,7 +35,11 @@ impl Nginx {
                 .ok()
                 .map(|_| ())
         });
-        Nginx { child, port, dir }
+        Nginx {
+            child,
+            port,
+            _dir: dir,
+        }
     }
 }
 
@@ -45,6 +50,5 @@ impl Drop for Nginx {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -1,18 +1,17 @@
 //! An Alertmanager process, as Prometheus' alert receiver in a test.
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::http::http;
-use crate::{free_port, poll, scratch_dir};
+use crate::{free_port, poll, scratch_dir, ScratchDir};
 
 /// A real Alertmanager (Debian's `prometheus-alertmanager`) running `alertmanager.yml`, alone
 /// (no cluster peers).
 pub struct Alertmanager {
     child: Child,
     pub port: u16,
-    dir: PathBuf,
+    dir: ScratchDir,
 }
 
 impl Alertmanager {
@@ -55,8 +54,6 @@ impl Drop for Alertmanager {
             let log =
                 std::fs::read_to_string(self.dir.join("alertmanager.log")).unwrap_or_default();
             eprintln!("----- Alertmanager log -----\n{log}\n----- end -----");
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }

@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{free_port, poll, scratch_dir};
+use crate::{free_port, poll, scratch_dir, ScratchDir};
 
 /// A child process killed on drop.
 pub struct Daemon {
     child: Child,
     what: &'static str,
+    /// Where its log is, when the daemon has a directory of its own: removed after it ends.
+    dir: Option<ScratchDir>,
 }
 
 impl Daemon {
@@ -30,7 +32,11 @@ impl Daemon {
             .unwrap_or_else(|e| {
                 panic!("cannot start {what} (run `make test`, which installs it): {e}")
             });
-        Daemon { child, what }
+        Daemon {
+            child,
+            what,
+            dir: None,
+        }
     }
 
     fn signal(&self, signal: &str) {
@@ -72,7 +78,7 @@ fn postgres_bin(name: &str) -> PathBuf {
 /// PostgreSQL in a scratch directory, running as the `postgres` user (it refuses root).
 pub struct Postgres {
     pub port: u16,
-    dir: PathBuf,
+    dir: ScratchDir,
     server: Option<Daemon>,
 }
 
@@ -151,7 +157,6 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -177,7 +182,8 @@ pub fn postgres_exporter(postgres: &Postgres) -> (Daemon, u16) {
     command
         .env("DATA_SOURCE_NAME", postgres.url())
         .arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    let daemon = Daemon::spawn("postgres_exporter", &mut command, &dir.join("exporter.log"));
+    let mut daemon = Daemon::spawn("postgres_exporter", &mut command, &dir.join("exporter.log"));
+    daemon.dir = Some(dir);
     wait_listening("postgres_exporter", port);
     (daemon, port)
 }
@@ -198,7 +204,8 @@ pub fn redis_with_exporter() -> (Daemon, Daemon, u16) {
         "no",
     ]);
     command.current_dir(&dir);
-    let redis = Daemon::spawn("redis-server", &mut command, &dir.join("redis.log"));
+    let mut redis = Daemon::spawn("redis-server", &mut command, &dir.join("redis.log"));
+    redis.dir = Some(dir);
     wait_listening("Redis", redis_port);
     let exporter_port = free_port();
     let mut command = Command::new("prometheus-redis-exporter");
@@ -207,7 +214,9 @@ pub fn redis_with_exporter() -> (Daemon, Daemon, u16) {
         .arg(format!("redis://127.0.0.1:{redis_port}"))
         .arg("-web.listen-address")
         .arg(format!("127.0.0.1:{exporter_port}"));
-    let exporter = Daemon::spawn("redis_exporter", &mut command, &dir.join("exporter.log"));
+    let dir = scratch_dir("redis-exporter");
+    let mut exporter = Daemon::spawn("redis_exporter", &mut command, &dir.join("exporter.log"));
+    exporter.dir = Some(dir);
     wait_listening("redis_exporter", exporter_port);
     (redis, exporter, exporter_port)
 }
@@ -259,7 +268,8 @@ pub fn node_exporter() -> (Daemon, u16) {
     let dir = scratch_dir("node-exporter");
     let mut command = Command::new("prometheus-node-exporter");
     command.arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    let daemon = Daemon::spawn("node_exporter", &mut command, &dir.join("exporter.log"));
+    let mut daemon = Daemon::spawn("node_exporter", &mut command, &dir.join("exporter.log"));
+    daemon.dir = Some(dir);
     wait_listening("node_exporter", port);
     (daemon, port)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::exposition::{parse_exposition, Sample};
 use crate::gateway_config::{GatewayConfig, Ports};
 use crate::http::http;
-use crate::{envoy_bin, poll, scratch_dir, REPO};
+use crate::{envoy_bin, poll, scratch_dir, ScratchDir, REPO};
 
 /// Envoy's own `--drain-time-s`.
 const DEFAULT_DRAIN_SECONDS: u32 = 600;
@@ -31,7 +31,7 @@ pub struct Envoy {
     child: Child,
     pub ports: Ports,
     pub log: PathBuf,
-    pub dir: PathBuf,
+    pub dir: ScratchDir,
     expected_errors: Vec<(String, f64)>,
 }
 
@@ -296,8 +296,6 @@ impl Drop for Envoy {
                 self.log.display(),
                 self.log_text()
             );
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
@@ -320,7 +318,7 @@ pub fn validate(config: &GatewayConfig) -> (bool, String) {
         .current_dir(REPO)
         .output()
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)

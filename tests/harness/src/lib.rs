@@ -190,8 +190,9 @@ fn port_pool() -> (u32, u32) {
     }
 }
 
-/// A fresh scratch directory under the system temp dir.
-pub fn scratch_dir(name: &str) -> PathBuf {
+/// A fresh scratch directory under the system temp dir, removed when dropped, unless the
+/// thread is panicking: a failed test leaves its logs and configs where its message says.
+pub fn scratch_dir(name: &str) -> ScratchDir {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!(
         "veza-e2e-{}-{}-{name}",
@@ -200,7 +201,41 @@ pub fn scratch_dir(name: &str) -> PathBuf {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    ScratchDir(dir)
+}
+
+/// See [`scratch_dir`].
+#[derive(Debug)]
+pub struct ScratchDir(PathBuf);
+
+impl std::ops::Deref for ScratchDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for ScratchDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for ScratchDir {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept for inspection: {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.

@@ -1,18 +1,17 @@
 //! A Prometheus process scraping a test's Envoy, and its query API.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::http::http;
-use crate::{free_port, poll, scratch_dir};
+use crate::{free_port, poll, scratch_dir, ScratchDir};
 
 /// A real Prometheus scraping Envoy's admin endpoint every second.
 pub struct Prometheus {
     child: Child,
     pub port: u16,
-    dir: PathBuf,
+    dir: ScratchDir,
 }
 
 impl Prometheus {
@@ -113,8 +112,6 @@ impl Drop for Prometheus {
         if std::thread::panicking() {
             let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
             eprintln!("----- Prometheus log -----\n{log}\n----- end -----");
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 }
