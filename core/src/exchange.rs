@@ -363,15 +363,17 @@ impl Exchange {
         let settings = &worker.settings;
         let registry = &mut state.registry;
         // A request this filter never saw start (answered before it ran): read its headers now.
-        let mut fallback_headers = Vec::new();
-        if self.route.is_none() {
-            let read = host.request_headers(&mut fallback_headers).map(Some);
+        let fallback_headers = self.route.is_none().then(|| {
+            let mut headers = worker.header_buffer();
+            let read = host.request_headers(&mut headers).map(Some);
             let _ = registry.read(Operation::GetHeader, read);
-        }
+            headers
+        });
         let (method, path) = match (self.method, self.route) {
             (Some(method), Some(_)) => (method, &b""[..]),
             _ => {
-                let [method, path] = header_map::find(&fallback_headers, [":method", ":path"]);
+                let map = fallback_headers.as_deref().map_or(&[][..], Vec::as_slice);
+                let [method, path] = header_map::find(map, [":method", ":path"]);
                 (
                     Method::parse(method.unwrap_or_default()),
                     path.unwrap_or_default(),
