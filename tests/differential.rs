@@ -130,7 +130,10 @@ proptest! {
             &[("b3", single.clone())],
         );
         prop_assert_eq!(read, Some((trace, span, sampled)), "{}", single);
-        let multi = b3::multi_headers(TraceId(trace), SpanId(span), parent, sampled, false);
+        let mut multi = Vec::new();
+        b3::multi_headers(TraceId(trace), SpanId(span), parent, sampled, false, |name, value| {
+            multi.push((name, String::from_utf8(value.to_vec()).unwrap()));
+        });
         let read = extract(&opentelemetry_zipkin::Propagator::new(), &multi);
         prop_assert_eq!(read, Some((trace, span, sampled)), "{:?}", multi);
     }

@@ -101,28 +101,27 @@ pub fn parse_multi(multi: &Multi<'_>) -> Option<B3> {
     }
 }
 
-/// The multi headers to send: ids, parent, and the sampling state (`X-B3-Flags: 1` replaces
-/// `X-B3-Sampled` for debug, as the spec says).
+/// The multi headers to send, each handed to `write` as it is made, on the stack: ids,
+/// parent, and the sampling state (`X-B3-Flags: 1` replaces `X-B3-Sampled` for debug, as the
+/// spec says).
 pub fn multi_headers(
     trace: TraceId,
     span: SpanId,
     parent: Option<SpanId>,
     sampled: bool,
     debug: bool,
-) -> Vec<(&'static str, String)> {
-    let mut headers = vec![
-        ("x-b3-traceid", trace.to_string()),
-        ("x-b3-spanid", span.to_string()),
-    ];
+    mut write: impl FnMut(&'static str, &[u8]),
+) {
+    write("x-b3-traceid", &trace.hex());
+    write("x-b3-spanid", &span.hex());
     if let Some(parent) = parent {
-        headers.push(("x-b3-parentspanid", parent.to_string()));
+        write("x-b3-parentspanid", &parent.hex());
     }
     if sampled && debug {
-        headers.push(("x-b3-flags", "1".to_owned()));
+        write("x-b3-flags", b"1");
     } else {
-        headers.push(("x-b3-sampled", if sampled { "1" } else { "0" }.to_owned()));
+        write("x-b3-sampled", if sampled { b"1" } else { b"0" });
     }
-    headers
 }
 
 pub fn single(
@@ -252,8 +251,22 @@ mod tests {
             single(TraceId(1), SpanId(2), None, true, true),
             "00000000000000000000000000000001-0000000000000002-d"
         );
+        let multi = |parent, sampled, debug| {
+            let mut headers = Vec::new();
+            multi_headers(
+                TraceId(1),
+                SpanId(2),
+                parent,
+                sampled,
+                debug,
+                |name, value| {
+                    headers.push((name, String::from_utf8(value.to_vec()).unwrap()));
+                },
+            );
+            headers
+        };
         assert_eq!(
-            multi_headers(TraceId(1), SpanId(2), None, false, false),
+            multi(None, false, false),
             [
                 (
                     "x-b3-traceid",
@@ -264,8 +277,16 @@ mod tests {
             ]
         );
         assert_eq!(
-            multi_headers(TraceId(1), SpanId(2), Some(SpanId(3)), true, true).last(),
-            Some(&("x-b3-flags", "1".to_owned()))
+            multi(Some(SpanId(3)), true, true),
+            [
+                (
+                    "x-b3-traceid",
+                    "00000000000000000000000000000001".to_owned()
+                ),
+                ("x-b3-spanid", "0000000000000002".to_owned()),
+                ("x-b3-parentspanid", "0000000000000003".to_owned()),
+                ("x-b3-flags", "1".to_owned()),
+            ]
         );
     }
 }

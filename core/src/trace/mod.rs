@@ -261,13 +261,9 @@ pub fn outgoing(
                 UBER_TRACE_ID,
                 jaeger::uber_trace_id(d.trace_id, d.span_id, d.sampled, d.debug).as_bytes(),
             ),
-            Format::B3 => {
-                for (name, value) in
-                    b3::multi_headers(d.trace_id, d.span_id, d.parent, d.sampled, d.debug)
-                {
-                    write(name, value.as_bytes());
-                }
-            }
+            Format::B3 => b3::multi_headers(
+                d.trace_id, d.span_id, d.parent, d.sampled, d.debug, &mut write,
+            ),
             Format::B3Single => write(
                 B3_SINGLE,
                 b3::single(d.trace_id, d.span_id, d.parent, d.sampled, d.debug).as_bytes(),
