@@ -314,11 +314,12 @@ fn with_trace_header_route(upstream: &OtelUpstream, plugin_configuration: &str) 
     Envoy::start(&config, ports, 1)
 }
 
-/// Envoy picks the route before the filter runs, and clears it when a Wasm filter writes a
-/// request header: the route is matched again with the gateway's `traceparent`. A route that
-/// matches on a trace header sees the gateway's value, whether or not the client sent one.
+/// Envoy picks the route before the filter runs. It clears it when a Wasm filter writes a
+/// request header, and when the native build asks (`tracing.clear_route_cache`): the route is
+/// then matched again with the gateway's `traceparent`, and a route that matches on a trace
+/// header sees the gateway's value, whether or not the client sent one.
 #[test]
-fn routes_are_matched_again_after_the_filter_writes_the_trace_header() {
+fn routes_are_matched_again_after_the_trace_header_is_written_where_envoy_or_the_config_says() {
     let upstream = OtelUpstream::start();
     let status = |envoy: &Envoy, headers: &[(&str, &str)]| {
         http("GET", &envoy.url("/api/v1/tracks/1"), headers, "")
@@ -332,7 +333,15 @@ fn routes_are_matched_again_after_the_filter_writes_the_trace_header() {
     let tracing = with_trace_header_route(&upstream, "");
     assert_eq!(status(&tracing, &[incoming]), 299);
     // None arrives: the route without the header was picked first, then the filter wrote one.
-    assert_eq!(status(&tracing, &[]), 299);
+    // Envoy matches again after a Wasm filter's write; the native build keeps the route.
+    let rematched = match Build::selected() {
+        Build::Wasm => 299,
+        Build::Native => 200,
+    };
+    assert_eq!(status(&tracing, &[]), rematched);
+    let clearing =
+        with_trace_header_route(&upstream, r#"{"tracing": {"clear_route_cache": true}}"#);
+    assert_eq!(status(&clearing, &[]), 299);
     // With no trace header written, the same request keeps the first route.
     let untraced = with_trace_header_route(&upstream, r#"{"tracing": {"enabled": false}}"#);
     assert_eq!(status(&untraced, &[]), 200);

@@ -91,6 +91,9 @@ pub trait Request: Host {
     /// of a replace, which first looks for values to remove.
     fn add_header(&mut self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError>;
     fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError>;
+    /// Has the host match the request's route again once this hook returns (its request
+    /// headers changed). A host that always does so after a request-header write does nothing.
+    fn clear_route_cache(&mut self);
     fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError>;
     /// The response's status code; `None` when no response was sent. Read from `:status`
     /// (in wasm a header read costs about a third of a property read); a host with a cheaper
@@ -184,6 +187,8 @@ pub mod memory {
         pub reply: Option<(u32, String)>,
         /// The access log's fields set for this request.
         pub log_fields: Vec<(String, String)>,
+        /// How many times the route cache was cleared.
+        pub route_cache_clears: u32,
     }
 
     impl MemoryRequest {
@@ -454,6 +459,10 @@ pub mod memory {
         fn remove_header(&mut self, map: HeaderMap, name: &str) -> Result<(), HostError> {
             self.request.map_mut(map).retain(|(k, _)| k != name);
             Ok(())
+        }
+
+        fn clear_route_cache(&mut self) {
+            self.request.route_cache_clears += 1;
         }
 
         fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError> {

@@ -151,6 +151,7 @@ impl Request for ProfileHost {
     fn remove_header(&mut self, _: HeaderMap, _: &str) -> Result<(), HostError> {
         Ok(())
     }
+    fn clear_route_cache(&mut self) {}
     fn property(&mut self, _: Property) -> Result<Option<Vec<u8>>, HostError> {
         Ok(None)
     }

@@ -356,10 +356,6 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
                 with_core(filter, envoy, |exchange, worker, host| {
                     let next = exchange.request_headers(worker, host);
                     let response_work = exchange.wants_response_headers(worker);
-                    if host.rewrote_request {
-                        // SAFETY: Envoy's filter, during its request-headers hook.
-                        abi::envoy_dynamic_module_callback_http_clear_route_cache(envoy);
-                    }
                     // Registered before the worker's lock is released, so the main thread's
                     // answer always finds it.
                     let waiter = (next == Next::Pause && !host.replied)

@@ -166,8 +166,6 @@ pub struct RequestHost<'a> {
     filter: EnvoyPtr,
     /// A local reply was sent in this hook: a paused request that needs no waking.
     pub replied: bool,
-    /// A request header was written or removed: the route must be matched again.
-    pub rewrote_request: bool,
 }
 
 impl<'a> RequestHost<'a> {
@@ -180,7 +178,6 @@ impl<'a> RequestHost<'a> {
             },
             filter,
             replied: false,
-            rewrote_request: false,
         }
     }
 }
@@ -216,7 +213,7 @@ pub fn now_nanos() -> u64 {
 type HeaderWrite = unsafe extern "C" fn(EnvoyPtr, abi::HeaderType, Buffer, Buffer) -> bool;
 
 impl RequestHost<'_> {
-    /// One header write; a request-header write has Envoy match the route again after the hook.
+    /// One header write.
     fn write_header(
         &mut self,
         write: HeaderWrite,
@@ -224,7 +221,6 @@ impl RequestHost<'_> {
         name: &str,
         value: Buffer,
     ) -> Result<(), HostError> {
-        self.rewrote_request |= map == HeaderMap::Request;
         // SAFETY: Envoy's filter during its hook; the buffers live through the call.
         let done = unsafe {
             write(
@@ -316,6 +312,11 @@ impl Request for RequestHost<'_> {
         // A set with a null value removes the header.
         let set = abi::envoy_dynamic_module_callback_http_set_header;
         self.write_header(set, map, name, Buffer::EMPTY)
+    }
+
+    fn clear_route_cache(&mut self) {
+        // SAFETY: Envoy's filter, during its hook.
+        unsafe { abi::envoy_dynamic_module_callback_http_clear_route_cache(self.filter) }
     }
 
     fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError> {

@@ -382,6 +382,9 @@ impl Request for EnvoyHost {
         remove_header(map_type(map), name)
     }
 
+    /// Envoy clears it after every request-header write of a Wasm filter.
+    fn clear_route_cache(&mut self) {}
+
     fn property(&mut self, property: Property) -> Result<Option<Vec<u8>>, HostError> {
         self::property(match property {
             Property::RequestDuration => &REQUEST_DURATION,

@@ -66,6 +66,13 @@ pub struct TracingConfig {
     /// Give `/live` and `/ready` (answered by the gateway) a span of their own.
     #[serde(default)]
     pub health: bool,
+    /// Match the request's route again after the trace headers are written, so that a route
+    /// can match on them (Envoy's `clear_route_cache`, as in ext_authz). Off, as in Envoy's
+    /// native filters: the route is the one the client's own headers chose. The wasm build
+    /// cannot turn it off: Envoy clears the route cache whenever a Wasm filter writes a
+    /// request header.
+    #[serde(default)]
+    pub clear_route_cache: bool,
     /// Where the gateway's spans go (OTLP/HTTP JSON); absent: spans are not exported.
     #[serde(default)]
     pub collector: Option<CollectorConfig>,
@@ -161,6 +168,7 @@ impl Default for TracingConfig {
             response_header: None,
             websocket: true,
             health: false,
+            clear_route_cache: false,
             collector: None,
         }
     }
@@ -182,8 +190,9 @@ fn default_incoming() -> Vec<Format> {
 }
 
 /// W3C only: what OpenTelemetry's SDKs (Jaeger's recommended clients) read by default, and
-/// what Envoy's own tracer writes. Each request header written costs a hostcall and makes Envoy
-/// match the route again; `uber-trace-id` for Jaeger's archived clients is one line away.
+/// what Envoy's own tracer writes. Each request header written costs a call into Envoy (in the
+/// wasm build, a second route match too); `uber-trace-id` for Jaeger's archived clients is one
+/// line away.
 fn default_outgoing() -> Vec<Format> {
     vec![Format::TraceContext]
 }
@@ -203,6 +212,7 @@ pub struct TraceSettings {
     pub response_header: Option<String>,
     pub websocket: bool,
     pub health: bool,
+    pub clear_route_cache: bool,
     pub collector: Option<CollectorSettings>,
 }
 
@@ -282,6 +292,7 @@ pub fn compile(config: TracingConfig) -> Result<TraceSettings, ConfigError> {
     }
     Ok(TraceSettings {
         health: config.health,
+        clear_route_cache: config.clear_route_cache,
         collector,
         enabled: config.enabled,
         propagation: config.propagation,

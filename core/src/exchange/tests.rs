@@ -613,3 +613,30 @@ fn exactly_one_traceparent_reaches_the_service_whether_or_not_one_came_in() {
         }
     }
 }
+
+#[test]
+fn the_route_cache_is_cleared_only_when_asked_and_a_trace_header_was_written() {
+    for (json, clears) in [
+        ("{}", 0),
+        (r#"{"tracing": {"clear_route_cache": true}}"#, 1),
+        (
+            r#"{"tracing": {"clear_route_cache": true, "propagation": "envoy"}}"#,
+            0,
+        ),
+        (
+            r#"{"tracing": {"clear_route_cache": true, "enabled": false}}"#,
+            0,
+        ),
+    ] {
+        let mut host = MemoryHost::default();
+        let worker = worker(&mut host, json);
+        host.request = request(
+            &[(":method", "GET"), (":path", "/api/v1/tracks/42")],
+            SECOND,
+        );
+        let mut exchange = Exchange::new(3);
+        assert_eq!(exchange.request_headers(&worker, &mut host), Next::Continue);
+        assert_eq!(host.request.route_cache_clears, clears, "{json}");
+        assert_eq!(host.errors(), 0, "{json}");
+    }
+}

@@ -35,10 +35,15 @@ impl Exchange {
                 state.registry.host_error(Operation::SetHeader, err, name);
             }
         });
+        let mut changed = written != 0;
         for name in trace::stale(incoming.present, written) {
+            changed = true;
             if let Err(err) = host.remove_header(HeaderMap::Request, name) {
                 state.registry.host_error(Operation::SetHeader, err, name);
             }
+        }
+        if changed && settings.clear_route_cache {
+            host.clear_route_cache();
         }
         self.seen = Some((decision.trace_id, decision.span_id));
         // Only where it changes something: a span to export, a log line to write. Without
