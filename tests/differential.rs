@@ -124,7 +124,10 @@ proptest! {
     #[test]
     fn every_emitted_b3_is_read_back(trace in 1u128.., span in 1u64.., parent: Option<u64>, sampled: bool) {
         let parent = parent.filter(|p| *p != 0).map(SpanId);
-        let single = b3::single(TraceId(trace), SpanId(span), parent, sampled, false);
+        let mut single = String::new();
+        b3::single(TraceId(trace), SpanId(span), parent, sampled, false, |_, value| {
+            single = String::from_utf8(value.to_vec()).unwrap();
+        });
         let read = extract(
             &opentelemetry_zipkin::Propagator::with_encoding(opentelemetry_zipkin::B3Encoding::SingleHeader),
             &[("b3", single.clone())],

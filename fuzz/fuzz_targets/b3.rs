@@ -8,12 +8,15 @@ use veza_observability::trace::b3::{self, Multi, B3};
 fuzz_target!(|data: &[u8]| {
     if let Some(B3::Context(incoming)) = b3::parse_single(data) {
         let span = incoming.parent.expect("a B3 context has a span");
-        let emitted = b3::single(incoming.trace_id, span, None, incoming.sampled.unwrap_or(false), incoming.debug);
-        match b3::parse_single(emitted.as_bytes()) {
+        let mut emitted = Vec::new();
+        b3::single(incoming.trace_id, span, None, incoming.sampled.unwrap_or(false), incoming.debug, |_, value| {
+            emitted = value.to_vec();
+        });
+        match b3::parse_single(&emitted) {
             Some(B3::Context(again)) => {
                 assert_eq!((again.trace_id, again.parent), (incoming.trace_id, incoming.parent));
             }
-            other => panic!("{emitted} parsed as {other:?}"),
+            other => panic!("{:?} parsed as {other:?}", String::from_utf8_lossy(&emitted)),
         }
     }
     let mut fields = data.split(|&b| b == b'\n');

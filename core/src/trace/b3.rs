@@ -1,6 +1,6 @@
 //! Zipkin's B3: the single `b3` header and the multi `X-B3-*` headers.
 
-use super::context::{parse_hex, span_id, trace_id, Incoming, SpanId, TraceId};
+use super::context::{concat, parse_hex, span_id, trace_id, Ascii, Incoming, SpanId, TraceId};
 
 /// The multi headers as they arrived (first value of each).
 #[derive(Debug, Default, Clone, Copy)]
@@ -124,29 +124,32 @@ pub fn multi_headers(
     }
 }
 
+/// The single `b3` header, made on the stack in its two widths (with and without the parent)
+/// and handed to `write`, as [`multi_headers`] hands its headers.
 pub fn single(
     trace: TraceId,
     span: SpanId,
     parent: Option<SpanId>,
     sampled: bool,
     debug: bool,
-) -> String {
-    let state = match (sampled, debug) {
-        (true, true) => "d",
-        (true, false) => "1",
-        (false, _) => "0",
+    mut write: impl FnMut(&'static str, &[u8]),
+) {
+    let state: &[u8] = match (sampled, debug) {
+        (true, true) => b"-d",
+        (true, false) => b"-1",
+        (false, _) => b"-0",
     };
-    let mut header = String::with_capacity(68);
-    trace.push_hex(&mut header);
-    header.push('-');
-    span.push_hex(&mut header);
-    header.push('-');
-    header.push_str(state);
-    if let Some(parent) = parent {
-        header.push('-');
-        parent.push_hex(&mut header);
+    let (trace, span) = (trace.hex(), span.hex());
+    match parent {
+        Some(parent) => {
+            let value: Ascii<68> = concat([&trace, b"-", &span, state, b"-", &parent.hex()]);
+            write(super::B3_SINGLE, value.as_bytes());
+        }
+        None => {
+            let value: Ascii<51> = concat([&trace, b"-", &span, state]);
+            write(super::B3_SINGLE, value.as_bytes());
+        }
     }
-    header
 }
 
 #[cfg(test)]
@@ -243,13 +246,40 @@ mod tests {
 
     #[test]
     fn emitted_headers() {
+        let single = |parent, sampled, debug| {
+            let mut headers = Vec::new();
+            single(
+                TraceId(1),
+                SpanId(2),
+                parent,
+                sampled,
+                debug,
+                |name, value| {
+                    headers.push((name, String::from_utf8(value.to_vec()).unwrap()));
+                },
+            );
+            headers
+        };
         assert_eq!(
-            single(TraceId(1), SpanId(2), Some(SpanId(3)), true, false),
-            "00000000000000000000000000000001-0000000000000002-1-0000000000000003"
+            single(Some(SpanId(3)), true, false),
+            [(
+                "b3",
+                "00000000000000000000000000000001-0000000000000002-1-0000000000000003".to_owned()
+            )]
         );
         assert_eq!(
-            single(TraceId(1), SpanId(2), None, true, true),
-            "00000000000000000000000000000001-0000000000000002-d"
+            single(None, true, true),
+            [(
+                "b3",
+                "00000000000000000000000000000001-0000000000000002-d".to_owned()
+            )]
+        );
+        assert_eq!(
+            single(Some(SpanId(3)), false, true),
+            [(
+                "b3",
+                "00000000000000000000000000000001-0000000000000002-0-0000000000000003".to_owned()
+            )]
         );
         let multi = |parent, sampled, debug| {
             let mut headers = Vec::new();

@@ -87,22 +87,12 @@ impl TraceId {
         low.copy_from_slice(&hex16(self.0 as u64));
         digits
     }
-
-    /// Appends the 32 hex digits.
-    pub fn push_hex(self, out: &mut String) {
-        out.push_str(ascii(&self.hex()));
-    }
 }
 
 impl SpanId {
     /// The 16 lowercase hex digits, on the stack.
     pub fn hex(self) -> [u8; 16] {
         hex16(self.0)
-    }
-
-    /// Appends the 16 hex digits.
-    pub fn push_hex(self, out: &mut String) {
-        out.push_str(ascii(&self.hex()));
     }
 }
 

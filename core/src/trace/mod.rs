@@ -264,9 +264,8 @@ pub fn outgoing(
             Format::B3 => b3::multi_headers(
                 d.trace_id, d.span_id, d.parent, d.sampled, d.debug, &mut write,
             ),
-            Format::B3Single => write(
-                B3_SINGLE,
-                b3::single(d.trace_id, d.span_id, d.parent, d.sampled, d.debug).as_bytes(),
+            Format::B3Single => b3::single(
+                d.trace_id, d.span_id, d.parent, d.sampled, d.debug, &mut write,
             ),
         }
     }
