@@ -42,17 +42,13 @@ impl Verdicts {
     /// A goal against a peer's added CPU, `ours ≤ target × peer`: no verdict when the peer's
     /// added CPU is not above zero.
     pub(crate) fn add_ratio(&mut self, goal: &str, ours: f64, peer: f64, target: f64) {
-        let measured = format!("{ours:.1} µs vs {peer:.1} µs: {:.2} ×", ours / peer);
         let target_text = format!("≤ {target} ×");
         if peer <= 0.0 {
             let why = "the peer's added CPU is not above zero".to_owned();
-            self.0.push((
-                Verdict::Unresolved(why),
-                goal.to_owned(),
-                measured,
-                target_text,
-            ));
+            let measured = format!("{ours:.1} µs vs {peer:.1} µs");
+            self.undecided(why, goal, measured, target_text);
         } else {
+            let measured = format!("{ours:.1} µs vs {peer:.1} µs: {:.2} ×", ours / peer);
             self.add(ours <= target * peer, goal, measured, target_text);
         }
     }
