@@ -255,6 +255,14 @@ pub fn compile(config: TracingConfig) -> Result<TraceSettings, ConfigError> {
             let header = super::header_name(&credential.header).map_err(|message| {
                 ConfigError::at("debug_credential.header".to_owned(), message)
             })?;
+            // The gateway reads, replaces and removes these: a credential there would never
+            // be found, or would be taken from the trace context.
+            if crate::trace::OWNED_HEADERS.contains(&header.as_str()) {
+                return Err(ConfigError::at(
+                    "debug_credential.header".into(),
+                    format!("{header:?} is a trace header the gateway rewrites"),
+                ));
+            }
             if credential.value.len() < 16 {
                 return Err(ConfigError::at(
                     "debug_credential.value".into(),

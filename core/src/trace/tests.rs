@@ -286,6 +286,10 @@ fn configuration_errors_name_the_field() {
             "tracing.debug_credential.value: must be at least 16 characters",
         ),
         (
+            r#"{"tracing": {"debug_credential": {"header": "X-B3-Flags", "value": "0123456789abcdef"}}}"#,
+            "tracing.debug_credential.header: \"x-b3-flags\" is a trace header the gateway rewrites",
+        ),
+        (
             r#"{"tracing": {"response_header": "x trace"}}"#,
             "tracing.response_header: \"x trace\" is not an HTTP header name",
         ),
@@ -406,4 +410,20 @@ fn written(emitted: &[(&str, String)]) -> u16 {
     emitted
         .iter()
         .fold(0, |bits, (name, _)| bits | owned_bit(name))
+}
+
+/// The debug credential is found under any header name the configuration accepts.
+#[test]
+fn the_debug_credential_is_found_under_any_name() {
+    for name in ["x-veza-trace-debug", "authorization-debug", "x-b3", "b"] {
+        let credential = DebugCredential {
+            header: name.to_owned(),
+            value: "0123456789abcdef".to_owned(),
+        };
+        let settings = settings(|c| c.debug_credential = Some(credential.clone()));
+        let right = [(":path", "/"), (name, " 0123456789abcdef ")];
+        assert!(headers(&settings, &right).trusted, "{name}");
+        let wrong = [(name, "0123456789abcdeX")];
+        assert!(!headers(&settings, &wrong).trusted, "{name}");
+    }
 }
