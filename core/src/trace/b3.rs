@@ -246,19 +246,21 @@ mod tests {
 
     #[test]
     fn emitted_headers() {
-        let single = |parent, sampled, debug| {
+        // What an emitter hands its writer, as text.
+        fn collect(
+            emit: impl FnOnce(&mut dyn FnMut(&'static str, &[u8])),
+        ) -> Vec<(&'static str, String)> {
             let mut headers = Vec::new();
-            single(
-                TraceId(1),
-                SpanId(2),
-                parent,
-                sampled,
-                debug,
-                |name, value| {
-                    headers.push((name, String::from_utf8(value.to_vec()).unwrap()));
-                },
-            );
+            emit(&mut |name, value| {
+                headers.push((name, String::from_utf8(value.to_vec()).unwrap()));
+            });
             headers
+        }
+        let single = |parent, sampled, debug| {
+            collect(|write| single(TraceId(1), SpanId(2), parent, sampled, debug, write))
+        };
+        let multi = |parent, sampled, debug| {
+            collect(|write| multi_headers(TraceId(1), SpanId(2), parent, sampled, debug, write))
         };
         assert_eq!(
             single(Some(SpanId(3)), true, false),
@@ -281,20 +283,6 @@ mod tests {
                 "00000000000000000000000000000001-0000000000000002-0-0000000000000003".to_owned()
             )]
         );
-        let multi = |parent, sampled, debug| {
-            let mut headers = Vec::new();
-            multi_headers(
-                TraceId(1),
-                SpanId(2),
-                parent,
-                sampled,
-                debug,
-                |name, value| {
-                    headers.push((name, String::from_utf8(value.to_vec()).unwrap()));
-                },
-            );
-            headers
-        };
         assert_eq!(
             multi(None, false, false),
             [
