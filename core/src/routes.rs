@@ -264,22 +264,6 @@ fn head(segment: &[u8]) -> u64 {
     word
 }
 
-/// The head of `rest`'s first `len` bytes (a segment at the start of the rest of the path):
-/// one load, masked to the segment, when the path has eight bytes there to read.
-fn head_of(rest: &[u8], len: usize) -> u64 {
-    match rest.first_chunk::<8>() {
-        Some(eight) => {
-            // The bits past the segment's bytes; none for eight bytes or more.
-            let past = u32::try_from(8 * len)
-                .ok()
-                .and_then(|bits| u64::MAX.checked_shr(bits))
-                .unwrap_or(0);
-            u64::from_be_bytes(*eight) & !past
-        }
-        None => head(rest.get(..len).unwrap_or(rest)),
-    }
-}
-
 /// An index into one of the matcher's arrays. Tables are bounded by their templates (at most
 /// 32 segments of 256 bytes each) far below `u32::MAX` entries.
 fn index(n: usize) -> u32 {
@@ -362,7 +346,7 @@ impl Matcher {
                 return pick(own, method).or_else(|| pick(catch_all, method));
             };
             let (first, after) = split_first(rest);
-            let next = match self.child(node, first, head_of(rest, first.len())) {
+            let next = match self.child(node, first) {
                 Some(child) => child,
                 None if node.param != Matcher::NONE && !first.is_empty() => node.param,
                 None => return pick(catch_all, method),
@@ -380,7 +364,7 @@ impl Matcher {
             return pick(own, method).or_else(|| pick(catch_all, method));
         };
         let (first, rest) = split_first(segments);
-        if let Some(child) = self.child(node, first, head_of(segments, first.len())) {
+        if let Some(child) = self.child(node, first) {
             if let Some(found) = self.search(child, method, rest) {
                 return Some(found);
             }
@@ -403,12 +387,15 @@ impl Matcher {
         (own, catch_all)
     }
 
-    /// The static child of `node` for `segment` (whose [`head`] is `head`): a binary search
-    /// of its edges.
-    fn child(&self, node: &FlatNode, segment: &[u8], head: u64) -> Option<u32> {
+    /// The static child of `node` for `segment`: a binary search of its edges.
+    fn child(&self, node: &FlatNode, segment: &[u8]) -> Option<u32> {
         let first = node.edges as usize;
         let edges = self.edges.get(first..first + node.edge_count as usize)?;
-        let (tail, len) = (segment.get(8..).unwrap_or_default(), segment.len());
+        let (head, tail, len) = (
+            head(segment),
+            segment.get(8..).unwrap_or_default(),
+            segment.len(),
+        );
         let (mut low, mut high) = (0, edges.len());
         while low < high {
             let middle = low + (high - low) / 2;

@@ -337,22 +337,3 @@ fn a_head_is_the_first_eight_bytes_big_endian() {
     assert_eq!(head(b"abcdefgh"), u64::from_be_bytes(*b"abcdefgh"));
     assert_eq!(head(b"abcdefghij"), u64::from_be_bytes(*b"abcdefgh"));
 }
-
-#[test]
-fn a_head_read_from_the_rest_of_the_path_is_the_segments() {
-    for rest in [
-        "v1/users/42",
-        "abcdefgh/x",
-        "abcdefghij",
-        "a",
-        "ab/c",
-        "",
-        "abcdefg/",
-        "/x/y/z/w",
-    ] {
-        let rest = rest.as_bytes();
-        for len in 0..=rest.len() {
-            assert_eq!(head_of(rest, len), head(&rest[..len]), "{rest:?} {len}");
-        }
-    }
-}
