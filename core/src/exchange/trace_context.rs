@@ -35,14 +35,13 @@ impl Exchange {
                 state.registry.host_error(Operation::SetHeader, err, name);
             }
         });
-        let mut changed = written != 0;
         for name in trace::stale(incoming.present, written) {
-            changed = true;
             if let Err(err) = host.remove_header(HeaderMap::Request, name) {
                 state.registry.host_error(Operation::SetHeader, err, name);
             }
         }
-        if changed && settings.clear_route_cache {
+        // A header was written, or one the request carried was removed as stale.
+        if settings.clear_route_cache && (written | incoming.present) != 0 {
             host.clear_route_cache();
         }
         self.seen = Some((decision.trace_id, decision.span_id));
