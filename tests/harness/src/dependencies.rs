@@ -15,13 +15,19 @@ use crate::{free_port, poll, scratch_dir, ScratchDir};
 /// A child process killed on drop.
 pub struct Daemon {
     child: Child,
-    what: &'static str,
     /// Where its log is, when the daemon has a directory of its own: removed after it ends.
-    dir: Option<ScratchDir>,
+    _dir: Option<ScratchDir>,
 }
 
 impl Daemon {
-    fn spawn(what: &'static str, command: &mut Command, log: &Path) -> Daemon {
+    /// A daemon with a directory of its own, its log `log` in it.
+    fn spawn_in(what: &str, command: &mut Command, dir: ScratchDir, log: &str) -> Daemon {
+        let mut daemon = Daemon::spawn(what, command, &dir.join(log));
+        daemon._dir = Some(dir);
+        daemon
+    }
+
+    fn spawn(what: &str, command: &mut Command, log: &Path) -> Daemon {
         let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::from(std::fs::File::create(log).unwrap()))
@@ -32,11 +38,7 @@ impl Daemon {
             .unwrap_or_else(|e| {
                 panic!("cannot start {what} (run `make test`, which installs it): {e}")
             });
-        Daemon {
-            child,
-            what,
-            dir: None,
-        }
+        Daemon { child, _dir: None }
     }
 
     fn signal(&self, signal: &str) {
@@ -50,7 +52,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = self.what;
     }
 }
 
@@ -182,8 +183,7 @@ pub fn postgres_exporter(postgres: &Postgres) -> (Daemon, u16) {
     command
         .env("DATA_SOURCE_NAME", postgres.url())
         .arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    let mut daemon = Daemon::spawn("postgres_exporter", &mut command, &dir.join("exporter.log"));
-    daemon.dir = Some(dir);
+    let daemon = Daemon::spawn_in("postgres_exporter", &mut command, dir, "exporter.log");
     wait_listening("postgres_exporter", port);
     (daemon, port)
 }
@@ -204,8 +204,7 @@ pub fn redis_with_exporter() -> (Daemon, Daemon, u16) {
         "no",
     ]);
     command.current_dir(&dir);
-    let mut redis = Daemon::spawn("redis-server", &mut command, &dir.join("redis.log"));
-    redis.dir = Some(dir);
+    let redis = Daemon::spawn_in("redis-server", &mut command, dir, "redis.log");
     wait_listening("Redis", redis_port);
     let exporter_port = free_port();
     let mut command = Command::new("prometheus-redis-exporter");
@@ -215,8 +214,7 @@ pub fn redis_with_exporter() -> (Daemon, Daemon, u16) {
         .arg("-web.listen-address")
         .arg(format!("127.0.0.1:{exporter_port}"));
     let dir = scratch_dir("redis-exporter");
-    let mut exporter = Daemon::spawn("redis_exporter", &mut command, &dir.join("exporter.log"));
-    exporter.dir = Some(dir);
+    let exporter = Daemon::spawn_in("redis_exporter", &mut command, dir, "exporter.log");
     wait_listening("redis_exporter", exporter_port);
     (redis, exporter, exporter_port)
 }
@@ -268,8 +266,7 @@ pub fn node_exporter() -> (Daemon, u16) {
     let dir = scratch_dir("node-exporter");
     let mut command = Command::new("prometheus-node-exporter");
     command.arg(format!("--web.listen-address=127.0.0.1:{port}"));
-    let mut daemon = Daemon::spawn("node_exporter", &mut command, &dir.join("exporter.log"));
-    daemon.dir = Some(dir);
+    let daemon = Daemon::spawn_in("node_exporter", &mut command, dir, "exporter.log");
     wait_listening("node_exporter", port);
     (daemon, port)
 }
