@@ -318,7 +318,6 @@ pub fn validate(config: &GatewayConfig) -> (bool, String) {
         .current_dir(REPO)
         .output()
         .unwrap();
-    drop(dir);
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     (output.status.success(), text)
