@@ -100,6 +100,17 @@ fn the_services_tracer_continues_the_gateways_trace_for_every_incoming_format() 
         format!("{trace}:{span}:0:1").as_str()
     );
 
+    // The context after ninety other headers (Envoy allows a hundred): the native build lists
+    // that many on the heap, not on its stack.
+    let padding: Vec<String> = (0..90).map(|i| format!("x-pad-{i}")).collect();
+    let mut crowded: Vec<(&str, &str)> = padding.iter().map(|name| (name.as_str(), "v")).collect();
+    crowded.push((
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    ));
+    let (trace, _) = assert_continued(&seen(&envoy, &crowded), &BOTH_FORMATS, true);
+    assert_eq!(trace, "0af7651916cd43dd8448eb211c80319c");
+
     // W3C, not sampled: kept (parent-based), though the ratio samples every new trace.
     let not_sampled = seen(
         &envoy,

@@ -12,10 +12,9 @@
 use crate::access_log;
 use crate::active_users::identity::{self, Credentials};
 use crate::config::business::UserSource;
-use crate::config::exposition::ExpositionSettings;
 use crate::config::tracing::Propagation;
 use crate::config::EndpointSource;
-use crate::header_map;
+use crate::header_map::Headers;
 use crate::health::{self, Endpoint, Health};
 use crate::host::{HeaderMap, Property, Request};
 use crate::labels::{self, Method, Status};
@@ -93,17 +92,8 @@ impl Exchange {
 
     /// On the stats listener: a GET of the exposition path waits for the worker's admin call;
     /// anything else goes on (to Envoy's own stats), uncounted.
-    fn scrape<R: Request>(
-        &mut self,
-        worker: &Worker,
-        host: &mut R,
-        exposition: &ExpositionSettings,
-        method: &[u8],
-        path: &[u8],
-    ) -> Next {
-        if !(method == b"GET" || method == b"HEAD")
-            || routes::strip_query(path) != exposition.path.as_bytes()
-        {
+    fn scrape<R: Request>(&mut self, worker: &Worker, host: &mut R, exposition: bool) -> Next {
+        if !exposition {
             return Next::Continue;
         }
         let Ok(mut state) = worker.state.try_borrow_mut() else {
@@ -123,29 +113,27 @@ impl Exchange {
         let now = host.now_nanos().ok();
         self.started_nanos = now;
         // A failed read leaves the route unknown: the end reads again and counts it.
-        let mut headers = worker.header_buffer();
-        if host.request_headers(&mut headers).is_err() {
+        let Ok(headers) = host.request_headers() else {
             return Next::Continue;
-        }
+        };
+        // Everything the headers decide is taken from them before the host is called again:
+        // the host may lend its own header map, which the trace write changes.
         let settings = &worker.settings;
-        let [method, path, authority, upgrade, authorization] = header_map::find(
-            &headers,
-            [":method", ":path", ":authority", "upgrade", "authorization"],
-        );
+        let [method, path, authority, upgrade, authorization] =
+            headers.find([":method", ":path", ":authority", "upgrade", "authorization"]);
         let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
         if let Some(exposition) = &settings.exposition {
-            return self.scrape(worker, host, exposition, method, path);
+            let wanted = (method == b"GET" || method == b"HEAD")
+                && routes::strip_query(path) == exposition.path.as_bytes();
+            drop(headers);
+            return self.scrape(worker, host, wanted);
         }
         #[cfg(feature = "fault-injection")]
-        if let Some(trap) = &settings.trap_header {
-            if header_map::find(&headers, [trap.as_str()])[0].is_some() {
-                log::error!("veza-observability: trapping the VM, as fault_injection asks");
-                host.trap();
-            }
-        }
-        if settings.active_users.enabled {
+        let trap = (settings.trap_header.as_ref())
+            .is_some_and(|trap| headers.find([trap.as_str()])[0].is_some());
+        let user = if settings.active_users.enabled {
             let header = match &settings.active_users.source {
-                UserSource::Header(name) => header_map::find(&headers, [name.as_str()])[0],
+                UserSource::Header(name) => headers.find([name.as_str()])[0],
                 UserSource::Jwt { .. } => None,
             };
             let credentials = Credentials {
@@ -153,19 +141,10 @@ impl Exchange {
                 path,
                 header,
             };
-            if let Some(user) = identity::user_hash(&settings.active_users.source, &credentials) {
-                if let Ok(mut state) = worker.state.try_borrow_mut() {
-                    let State {
-                        registry,
-                        active_users,
-                        ..
-                    } = &mut *state;
-                    if let Some(active_users) = active_users {
-                        active_users.observe(registry, host, now.unwrap_or(0), user);
-                    }
-                }
-            }
-        }
+            identity::user_hash(&settings.active_users.source, &credentials)
+        } else {
+            None
+        };
         let health = &settings.health;
         let method = Method::parse(method);
         self.method = Some(method);
@@ -189,14 +168,37 @@ impl Exchange {
             Endpoint::Other => tracing.websocket || !self.upgrade_pending,
             Endpoint::Live | Endpoint::Ready => tracing.health,
         };
+        let mut trace = None;
         if traced && tracing.enabled {
             match tracing.propagation {
                 Propagation::Filter => {
-                    self.propagate_trace(worker, host, &headers, method, now.unwrap_or(0));
+                    trace = self.decide_trace(worker, &headers, method, now.unwrap_or(0));
                 }
                 // The filter writes nothing; the access log wants what Envoy's tracer wrote.
                 Propagation::Envoy => self.read_back = settings.access_log,
             }
+        }
+        // The headers are done with: from here on the host is called.
+        drop(headers);
+        #[cfg(feature = "fault-injection")]
+        if trap {
+            log::error!("veza-observability: trapping the VM, as fault_injection asks");
+            host.trap();
+        }
+        if let Some(user) = user {
+            if let Ok(mut state) = worker.state.try_borrow_mut() {
+                let State {
+                    registry,
+                    active_users,
+                    ..
+                } = &mut *state;
+                if let Some(active_users) = active_users {
+                    active_users.observe(registry, host, now.unwrap_or(0), user);
+                }
+            }
+        }
+        if let Some(trace) = trace {
+            Self::write_trace(worker, host, &trace);
         }
         let now = now.unwrap_or(0);
         let answer = match endpoint {
@@ -358,25 +360,22 @@ impl Exchange {
             state.health.forget(self.context_id);
         }
         if std::mem::take(&mut self.read_back) {
-            self.read_trace_back(worker, state, host);
+            self.read_trace_back(state, host);
         }
         let settings = &worker.settings;
         let registry = &mut state.registry;
-        // A request this filter never saw start (answered before it ran): read its headers now.
-        let fallback_headers = self.route.is_none().then(|| {
-            let mut headers = worker.header_buffer();
-            let read = host.request_headers(&mut headers).map(Some);
-            let _ = registry.read(Operation::GetHeader, read);
-            headers
-        });
-        let (method, path) = match (self.method, self.route) {
-            (Some(method), Some(_)) => (method, &b""[..]),
+        // A request this filter never saw start (answered before it ran): its method and route
+        // from its headers, read now.
+        let (method, route) = match (self.method, self.route) {
+            (Some(method), Some(route)) => (method, route),
             _ => {
-                let map = fallback_headers.as_deref().map_or(&[][..], Vec::as_slice);
-                let [method, path] = header_map::find(map, [":method", ":path"]);
+                let headers = registry.read(Operation::GetHeader, host.request_headers().map(Some));
+                let [method, path] = (headers.as_ref())
+                    .map_or([None, None], |headers| headers.find([":method", ":path"]));
+                let method = Method::parse(method.unwrap_or_default());
                 (
-                    Method::parse(method.unwrap_or_default()),
-                    path.unwrap_or_default(),
+                    method,
+                    settings.routes.resolve(method, path.unwrap_or_default()),
                 )
             }
         };
@@ -400,9 +399,9 @@ impl Exchange {
         };
         let request = RequestRecord {
             method,
-            path,
+            path: b"",
             route_name: route_name.as_deref(),
-            route: self.route,
+            route: Some(route),
             status,
             duration_nanos: duration,
         };

@@ -79,10 +79,13 @@ pub enum Property {
 pub trait Request: Host {
     /// The host's clock, in nanoseconds since the epoch.
     fn now_nanos(&mut self) -> Result<u64, HostError>;
-    /// Every request header, in the serialized form [`crate::header_map`] reads, written over
-    /// `into`: a host that copies the headers reuses its memory (the worker lends the same
-    /// buffer to each of its requests).
-    fn request_headers(&mut self, into: &mut Vec<u8>) -> Result<(), HostError>;
+    /// The request headers as this host lends them: they borrow the host, so the core's next
+    /// call into it (which may change the map) ends the loan.
+    type Headers<'h>: crate::header_map::Headers
+    where
+        Self: 'h;
+    /// Every request header, read in one call.
+    fn request_headers(&mut self) -> Result<Self::Headers<'_>, HostError>;
     /// The first value of a header.
     fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError>;
     /// Replaces every value of a header.
@@ -174,6 +177,15 @@ pub mod memory {
         pub answer_types: Vec<String>,
         /// Calls to this cluster are refused as an unknown cluster.
         pub unknown_cluster: Option<String>,
+    }
+
+    /// A [`MemoryRequest`]'s request headers as the core reads them.
+    pub struct InMemory<'a>(&'a [(String, Vec<u8>)]);
+
+    impl crate::header_map::Headers for InMemory<'_> {
+        fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+            self.0.iter().map(|(k, v)| (k.as_bytes(), v.as_slice()))
+        }
     }
 
     /// What Envoy holds for one request, as plain data.
@@ -418,14 +430,9 @@ pub mod memory {
             Ok(self.request.now_nanos)
         }
 
-        fn request_headers(&mut self, into: &mut Vec<u8>) -> Result<(), HostError> {
-            let pairs = self
-                .request
-                .request_headers
-                .iter()
-                .map(|(k, v)| (k.as_bytes(), v.as_slice()));
-            crate::header_map::serialize_into(into, pairs);
-            Ok(())
+        type Headers<'h> = InMemory<'h>;
+        fn request_headers(&mut self) -> Result<InMemory<'_>, HostError> {
+            Ok(InMemory(&self.request.request_headers))
         }
 
         fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {

@@ -11,7 +11,7 @@
 
 use crate::config::{self, Settings};
 use crate::exchange::{Exchange, Next};
-use crate::header_map;
+use crate::header_map::{self, Serialized};
 use crate::host::memory::MemoryHost;
 use crate::host::{CasOutcome, HeaderMap, Host, HostError, Labels, MetricId, Property, Request};
 use crate::labels::Method;
@@ -135,9 +135,9 @@ impl Request for ProfileHost {
         Ok(self.now)
     }
     /// A fresh copy, as proxy-wasm's host makes in the VM's memory.
-    fn request_headers(&mut self, into: &mut Vec<u8>) -> Result<(), HostError> {
-        *into = self.headers.clone();
-        Ok(())
+    type Headers<'h> = Serialized<Vec<u8>>;
+    fn request_headers(&mut self) -> Result<Serialized<Vec<u8>>, HostError> {
+        Ok(Serialized(self.headers.clone()))
     }
     fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         Ok((map == HeaderMap::Response && name == ":status").then(|| b"200".to_vec()))

@@ -44,41 +44,6 @@ pub struct Worker {
     pub started_nanos: u64,
     pub state: RefCell<State>,
     last_flush_nanos: std::cell::Cell<u64>,
-    /// What [`Worker::header_buffer`] lends each request.
-    header_buffer: RefCell<Vec<u8>>,
-}
-
-/// Most bytes the header buffer keeps between requests; a request with more headers than
-/// that (Envoy allows 60 KiB by default) reads into memory freed after it.
-const KEPT_HEADER_BYTES: usize = 16 * 1024;
-
-/// The worker's buffer for one request's headers, given back when dropped.
-pub struct HeaderBuffer<'a> {
-    home: &'a RefCell<Vec<u8>>,
-    bytes: Vec<u8>,
-}
-
-impl std::ops::Deref for HeaderBuffer<'_> {
-    type Target = Vec<u8>;
-    fn deref(&self) -> &Vec<u8> {
-        &self.bytes
-    }
-}
-
-impl std::ops::DerefMut for HeaderBuffer<'_> {
-    fn deref_mut(&mut self) -> &mut Vec<u8> {
-        &mut self.bytes
-    }
-}
-
-impl Drop for HeaderBuffer<'_> {
-    fn drop(&mut self) {
-        if self.bytes.capacity() <= KEPT_HEADER_BYTES {
-            if let Ok(mut home) = self.home.try_borrow_mut() {
-                *home = std::mem::take(&mut self.bytes);
-            }
-        }
-    }
 }
 
 /// Mutable per-worker state.
@@ -110,20 +75,6 @@ pub struct State {
 }
 
 impl Worker {
-    /// A buffer for a request's headers: the same memory for every request of this worker,
-    /// where a fresh allocation per request cost a native host 17 instruction-cache misses.
-    pub fn header_buffer(&self) -> HeaderBuffer<'_> {
-        let bytes = self
-            .header_buffer
-            .try_borrow_mut()
-            .map(|mut kept| std::mem::take(&mut *kept))
-            .unwrap_or_default();
-        HeaderBuffer {
-            home: &self.header_buffer,
-            bytes,
-        }
-    }
-
     /// Reads and compiles the plugin configuration and defines the metrics. An invalid
     /// configuration is refused with the field it is in; nothing is defined then.
     pub fn configure(
@@ -169,7 +120,6 @@ impl Worker {
             settings,
             started_nanos,
             last_flush_nanos: std::cell::Cell::new(now),
-            header_buffer: RefCell::new(Vec::new()),
             state: RefCell::new(State {
                 registry,
                 http,

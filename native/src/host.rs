@@ -3,6 +3,7 @@
 //! thread, or the filter config on the main thread. [`RequestHost`] adds one request;
 //! [`MainHost`] adds the calls only the main thread may make.
 
+use veza_observability_core::header_map::Headers;
 use veza_observability_core::host::{
     CallRefused, Calls, CasOutcome, HeaderMap, Host, HostError, Labels, MetricId, Property, Request,
 };
@@ -166,6 +167,11 @@ pub struct RequestHost<'a> {
     filter: EnvoyPtr,
     /// A local reply was sent in this hook: a paused request that needs no waking.
     pub replied: bool,
+    /// Where Envoy lists the request headers: most requests have a few dozen, listed without
+    /// a heap allocation and left uninitialised (Envoy writes each entry; zeroing 1.5 KiB of
+    /// stack cost a quarter of the hook's cache misses).
+    on_stack: MaybeUninit<[Header; HEADERS_ON_STACK]>,
+    on_heap: Vec<Header>,
 }
 
 impl<'a> RequestHost<'a> {
@@ -178,7 +184,23 @@ impl<'a> RequestHost<'a> {
             },
             filter,
             replied: false,
+            on_stack: MaybeUninit::uninit(),
+            on_heap: Vec::new(),
         }
+    }
+}
+
+/// The request headers read in place: each entry points into Envoy's header map, which stays
+/// as it is while this lives, since it borrows the [`RequestHost`] every write goes through,
+/// and the host lives only during the hook.
+pub struct EnvoyHeaders<'h> {
+    entries: &'h [Header],
+}
+
+impl Headers for EnvoyHeaders<'_> {
+    fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        // SAFETY: the map is unchanged while `self` lives (above).
+        (self.entries.iter()).map(|entry| unsafe { (entry.key.bytes(), entry.value.bytes()) })
     }
 }
 
@@ -239,45 +261,38 @@ impl Request for RequestHost<'_> {
         Ok(now_nanos())
     }
 
-    fn request_headers(&mut self, into: &mut Vec<u8>) -> Result<(), HostError> {
-        // SAFETY: `filter` is Envoy's object for the running hook; the headers point into its
-        // map and are copied into the serialized form before the hook returns.
+    type Headers<'h>
+        = EnvoyHeaders<'h>
+    where
+        Self: 'h;
+
+    fn request_headers(&mut self) -> Result<EnvoyHeaders<'_>, HostError> {
+        // SAFETY: `filter` is Envoy's object for the running hook; Envoy writes `count`
+        // entries into an array of that many.
         unsafe {
             let count = abi::envoy_dynamic_module_callback_http_get_headers_size(
                 self.filter,
                 abi::REQUEST_HEADER,
             );
-            // Most requests have a few dozen headers: read them into the stack, left
-            // uninitialised (Envoy writes each entry; zeroing 1.5 KiB of stack cost a quarter
-            // of the hook's cache misses).
-            let mut on_stack = MaybeUninit::<[Header; HEADERS_ON_STACK]>::uninit();
-            let mut on_heap = Vec::new();
+            if count == 0 {
+                return Ok(EnvoyHeaders { entries: &[] });
+            }
             let array: *mut Header = if count <= HEADERS_ON_STACK {
-                on_stack.as_mut_ptr().cast()
+                self.on_stack.as_mut_ptr().cast()
             } else {
-                on_heap.resize(count, Header::EMPTY);
-                on_heap.as_mut_ptr()
+                self.on_heap.resize(count, Header::EMPTY);
+                self.on_heap.as_mut_ptr()
             };
-            if count > 0
-                && !abi::envoy_dynamic_module_callback_http_get_headers(
-                    self.filter,
-                    abi::REQUEST_HEADER,
-                    array,
-                )
-            {
+            if !abi::envoy_dynamic_module_callback_http_get_headers(
+                self.filter,
+                abi::REQUEST_HEADER,
+                array,
+            ) {
                 return Err(REFUSED);
             }
-            // Envoy wrote `count` entries (none when there are none).
-            let headers: &[Header] = if count > 0 {
-                std::slice::from_raw_parts(array, count)
-            } else {
-                &[]
-            };
-            veza_observability_core::header_map::serialize_into(
-                into,
-                headers.iter().map(|h| (h.key.bytes(), h.value.bytes())),
-            );
-            Ok(())
+            Ok(EnvoyHeaders {
+                entries: std::slice::from_raw_parts(array, count),
+            })
         }
     }
 

@@ -9,6 +9,7 @@ use std::ptr::null_mut;
 
 use proxy_wasm::types::{BufferType, MapType, MetricType};
 
+use crate::header_map::Serialized;
 use crate::host::{
     CallRefused, Calls, CasOutcome, HeaderMap, Host, HostError, Labels, MetricId, Property, Request,
 };
@@ -360,10 +361,10 @@ impl Request for EnvoyHost {
         current_time_nanos()
     }
 
-    /// The host hands the map over in memory it allocated in the VM: that is the buffer now.
-    fn request_headers(&mut self, into: &mut Vec<u8>) -> Result<(), HostError> {
-        *into = request_headers()?;
-        Ok(())
+    /// The host hands the map over in memory it allocated in the VM, the core's to keep.
+    type Headers<'h> = Serialized<Vec<u8>>;
+    fn request_headers(&mut self) -> Result<Serialized<Vec<u8>>, HostError> {
+        request_headers().map(Serialized)
     }
 
     fn header(&mut self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {

@@ -3,47 +3,29 @@
 
 use super::*;
 
+/// The trace context to write on a request: decided from its headers, written after them.
+pub(super) struct TraceWrite {
+    decision: trace::Decision,
+    /// The owned trace headers the request carried (bits of [`trace::OWNED_HEADERS`]).
+    present: u16,
+}
+
 impl Exchange {
-    /// Replaces the request's trace headers with the gateway's context, and begins the span
-    /// to export when it is sampled and a collector is configured.
-    pub(super) fn propagate_trace<R: Request>(
+    /// Decides the gateway's trace context from the request's headers, and begins the span to
+    /// export when it is sampled and a collector is configured.
+    pub(super) fn decide_trace(
         &mut self,
         worker: &Worker,
-        host: &mut R,
-        headers: &[u8],
+        headers: &impl Headers,
         method: Method,
         now: u64,
-    ) {
+    ) -> Option<TraceWrite> {
         let settings = &worker.settings.tracing;
-        let incoming = TraceHeaders::collect(header_map::pairs(headers), settings);
-        let Ok(mut state) = worker.state.try_borrow_mut() else {
-            return;
+        let incoming = TraceHeaders::collect(headers.pairs(), settings);
+        let decision = {
+            let mut state = worker.state.try_borrow_mut().ok()?;
+            trace::decide(settings, &incoming, &mut state.trace_ids)
         };
-        let state = &mut *state;
-        let decision = trace::decide(settings, &incoming, &mut state.trace_ids);
-        let mut written = 0;
-        trace::outgoing(settings, &decision, |name, value| {
-            let bit = trace::owned_bit(name);
-            written |= bit;
-            // Most requests carry no trace context: adding is then enough, and cheaper.
-            let result = if trace::carried(incoming.present, bit) {
-                host.set_header(HeaderMap::Request, name, value)
-            } else {
-                host.add_header(HeaderMap::Request, name, value)
-            };
-            if let Err(err) = result {
-                state.registry.host_error(Operation::SetHeader, err, name);
-            }
-        });
-        for name in trace::stale(incoming.present, written) {
-            if let Err(err) = host.remove_header(HeaderMap::Request, name) {
-                state.registry.host_error(Operation::SetHeader, err, name);
-            }
-        }
-        // A header was written, or one the request carried was removed as stale.
-        if settings.clear_route_cache && (written | incoming.present) != 0 {
-            host.clear_route_cache();
-        }
         self.seen = Some((decision.trace_id, decision.span_id));
         // Only where it changes something: a span to export, a log line to write. Without
         // Envoy's tracer the read finds what the filter wrote.
@@ -52,7 +34,7 @@ impl Exchange {
         if decision.sampled && settings.collector.is_some() {
             // Envoy keeps an HTTP/1 `Host` as `:authority`.
             let [path, scheme, authority, user_agent] =
-                header_map::find(headers, [":path", ":scheme", ":authority", "user-agent"]);
+                headers.find([":path", ":scheme", ":authority", "user-agent"]);
             let text = |bytes: Option<&[u8]>, max: usize| {
                 bytes.map(|b| String::from_utf8_lossy(b.get(..max).unwrap_or(b)).into_owned())
             };
@@ -74,27 +56,59 @@ impl Exchange {
                 end_unix_nanos: now,
             }));
         }
+        Some(TraceWrite {
+            decision,
+            present: incoming.present,
+        })
+    }
+
+    /// Replaces the request's trace headers with the gateway's context.
+    pub(super) fn write_trace<R: Request>(worker: &Worker, host: &mut R, trace: &TraceWrite) {
+        let settings = &worker.settings.tracing;
+        let Ok(mut state) = worker.state.try_borrow_mut() else {
+            return;
+        };
+        let registry = &mut state.registry;
+        let mut written = 0;
+        trace::outgoing(settings, &trace.decision, |name, value| {
+            let bit = trace::owned_bit(name);
+            written |= bit;
+            // Most requests carry no trace context: adding is then enough, and cheaper.
+            let result = if trace::carried(trace.present, bit) {
+                host.set_header(HeaderMap::Request, name, value)
+            } else {
+                host.add_header(HeaderMap::Request, name, value)
+            };
+            if let Err(err) = result {
+                registry.host_error(Operation::SetHeader, err, name);
+            }
+        });
+        for name in trace::stale(trace.present, written) {
+            if let Err(err) = host.remove_header(HeaderMap::Request, name) {
+                registry.host_error(Operation::SetHeader, err, name);
+            }
+        }
+        // A header was written, or one the request carried was removed as stale.
+        if settings.clear_route_cache && (written | trace.present) != 0 {
+            host.clear_route_cache();
+        }
     }
 
     /// The context the service received, read when Envoy logs the request: only then does a
     /// filter see the request headers as the router sent them, with what Envoy's tracer wrote.
     /// Where that replaced the filter's context, the filter's span would be an orphan (the
     /// service's parent is Envoy's span): it is counted as dropped, not exported.
-    pub(super) fn read_trace_back<R: Request>(
-        &mut self,
-        worker: &Worker,
-        state: &mut State,
-        host: &mut R,
-    ) {
-        // Every request reads back when the access log's fields are on: the worker's buffer.
-        let mut headers = worker.header_buffer();
-        if let Err(err) = host.request_headers(&mut headers) {
-            state
-                .registry
-                .host_error(Operation::GetHeader, err, "the request headers");
-            return;
-        }
-        let Some(received) = trace::received(header_map::pairs(&headers)) else {
+    pub(super) fn read_trace_back<R: Request>(&mut self, state: &mut State, host: &mut R) {
+        let received = match host.request_headers() {
+            Ok(headers) => trace::received(headers.pairs()),
+            Err(err) => {
+                state
+                    .registry
+                    .host_error(Operation::GetHeader, err, "the request headers");
+                return;
+            }
+        };
+        let Some(received) = received else {
             return;
         };
         if self.seen.is_some_and(|written| written != received) {

@@ -366,25 +366,3 @@ fn a_scrape_is_told_when_the_admin_endpoint_cannot_answer() {
         ]
     );
 }
-
-/// Each request of a worker reads its headers into the same memory; one with more header
-/// bytes than the worker keeps reads into memory of its own.
-#[test]
-fn requests_share_the_workers_header_buffer_up_to_its_bound() {
-    let mut host = MemoryHost::default();
-    let worker = configure(&mut host, "{}").unwrap();
-    let first = {
-        let mut buffer = worker.header_buffer();
-        buffer.extend_from_slice(&[1; 300]);
-        buffer.as_ptr()
-    };
-    let mut buffer = worker.header_buffer();
-    assert_eq!(buffer.as_ptr(), first);
-    assert_eq!(buffer.len(), 300);
-    // While one is lent, another lender gets a buffer of its own.
-    assert_eq!(worker.header_buffer().capacity(), 0);
-    buffer.clear();
-    buffer.reserve_exact(KEPT_HEADER_BYTES + 1);
-    drop(buffer);
-    assert_eq!(worker.header_buffer().capacity(), 0);
-}
