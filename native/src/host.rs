@@ -502,6 +502,40 @@ impl Calls for MainHost<'_> {
 mod tests {
     use std::time::{SystemTime, UNIX_EPOCH};
 
+    use super::{EnvoyHeaders, Header, Headers};
+    use crate::abi::Buffer;
+
+    /// Envoy's list read as the core reads any map: in order, an empty value (Envoy may give
+    /// it as a null pointer) as empty, the first of repeated names found.
+    #[test]
+    fn envoy_headers_read_as_listed() {
+        let entries = [
+            Header::of(b":path", b"/api/v1/tracks/1"),
+            Header::of(b"x-dup", b"one"),
+            Header {
+                key: Buffer::of(b"x-empty"),
+                value: Buffer::EMPTY,
+            },
+            Header::of(b"x-dup", b"two"),
+        ];
+        let headers = EnvoyHeaders { entries: &entries };
+        let pairs: Vec<(&[u8], &[u8])> = headers.pairs().collect();
+        assert_eq!(
+            pairs,
+            [
+                (&b":path"[..], &b"/api/v1/tracks/1"[..]),
+                (b"x-dup", b"one"),
+                (b"x-empty", b""),
+                (b"x-dup", b"two"),
+            ]
+        );
+        assert_eq!(
+            headers.find(["x-dup", "x-empty", ":method"]),
+            [Some(&b"one"[..]), Some(&b""[..]), None]
+        );
+        assert_eq!(EnvoyHeaders { entries: &[] }.pairs().count(), 0);
+    }
+
     fn std_nanos() -> u128 {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
