@@ -1,6 +1,7 @@
 //! A request's headers as the core reads them ([`Headers`]), and the proxy-wasm ABI's
-//! serialized header map, as `proxy_get_header_map_pairs` returns it: a little-endian u32 pair count, then (key length, value length) as u32 pairs,
-//! then each key and value followed by a NUL byte.
+//! serialized header map, as `proxy_get_header_map_pairs` returns it: a little-endian u32
+//! pair count, then (key length, value length) as u32 pairs, then each key and value
+//! followed by a NUL byte.
 //!
 //! Reading the whole map costs one hostcall; reading headers one by one costs one each, and
 //! every hostcall that returns data also makes the host call back into the VM to allocate.
