@@ -134,8 +134,8 @@ impl Request for ProfileHost {
         self.now += 1_500_000;
         Ok(self.now)
     }
-    /// A fresh copy, as proxy-wasm's host makes in the VM's memory.
     type Headers<'h> = Serialized<Vec<u8>>;
+    /// A fresh copy, as proxy-wasm's host makes in the VM's memory.
     fn request_headers(&mut self) -> Result<Serialized<Vec<u8>>, HostError> {
         Ok(Serialized(self.headers.clone()))
     }

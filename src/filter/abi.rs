@@ -361,8 +361,8 @@ impl Request for EnvoyHost {
         current_time_nanos()
     }
 
-    /// The host hands the map over in memory it allocated in the VM, the core's to keep.
     type Headers<'h> = Serialized<Vec<u8>>;
+    /// The host hands the map over in memory it allocated in the VM, the core's to keep.
     fn request_headers(&mut self) -> Result<Serialized<Vec<u8>>, HostError> {
         request_headers().map(Serialized)
     }
