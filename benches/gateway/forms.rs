@@ -230,10 +230,7 @@ pub(crate) fn experiment_config() -> Option<String> {
 
 pub(crate) fn config(id: FormId, nginx_port: u16, chat_port: u16) -> (GatewayConfig, Ports) {
     let (config, ports) = GatewayConfig::shipped_on_fresh_ports("envoy/bench.yaml");
-    let config = config
-        .port(8080, nginx_port)
-        .port(3001, chat_port)
-        .port(4318, nginx_port);
+    let config = config.ports(&[(8080, nginx_port), (3001, chat_port), (4318, nginx_port)]);
     let without_filter = |config: GatewayConfig| {
         let start = config.text.find("          # >>> filter").unwrap();
         let end = config.text.find("          # <<< filter\n").unwrap();

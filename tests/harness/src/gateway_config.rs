@@ -101,13 +101,12 @@ impl GatewayConfig {
             admin: free_port(),
             stats: free_port(),
         };
-        let mut config = GatewayConfig::shipped(relative)
-            .port(10000, ports.listener)
-            .port_everywhere(9901, ports.admin);
-        if config.text.contains("port_value: 19001 }") {
-            config = config.port(19001, ports.stats);
+        let shipped = GatewayConfig::shipped(relative);
+        let mut moves = vec![(10000, ports.listener), (9901, ports.admin)];
+        if shipped.text.contains("port_value: 19001 }") {
+            moves.push((19001, ports.stats));
         }
-        (config, ports)
+        (shipped.ports(&moves), ports)
     }
 
     pub fn gateway_with(upstreams: Upstreams) -> (GatewayConfig, Ports) {
@@ -117,12 +116,13 @@ impl GatewayConfig {
     /// The gateway loading `build`, whichever build the suite runs with.
     pub fn gateway_for(build: Build, upstreams: Upstreams) -> (GatewayConfig, Ports) {
         let (config, ports) = GatewayConfig::shipped_on_fresh_ports(build.gateway_config());
-        let config = config
-            .port(8080, upstreams.backend)
-            .port(3001, upstreams.chat)
-            .port(3002, upstreams.stream)
-            .port(9187, upstreams.postgres_exporter)
-            .port(9121, upstreams.redis_exporter);
+        let config = config.ports(&[
+            (8080, upstreams.backend),
+            (3001, upstreams.chat),
+            (3002, upstreams.stream),
+            (9187, upstreams.postgres_exporter),
+            (9121, upstreams.redis_exporter),
+        ]);
         (config, ports)
     }
 
@@ -133,18 +133,34 @@ impl GatewayConfig {
         self
     }
 
-    pub fn port(self, default: u16, port: u16) -> GatewayConfig {
-        self.replace_once(
-            &format!("port_value: {default} }}"),
-            &format!("port_value: {port} }}"),
-        )
-    }
-
-    /// Every occurrence of a port: the admin port is the admin's and the admin cluster's.
-    pub fn port_everywhere(mut self, default: u16, port: u16) -> GatewayConfig {
-        let from = format!("port_value: {default} }}");
-        assert!(self.text.contains(&from), "expected {from:?} in the config");
-        self.text = self.text.replace(&from, &format!("port_value: {port} }}"));
+    /// Moves each `(default, port)` wherever the config has it (the admin port is the
+    /// admin's and the admin cluster's), in one pass: a port just written is never taken for
+    /// a default moved after it.
+    pub fn ports(mut self, moves: &[(u16, u16)]) -> GatewayConfig {
+        const FIELD: &str = "port_value: ";
+        let mut found = vec![false; moves.len()];
+        let mut pieces = self.text.split(FIELD);
+        let mut text = pieces.next().unwrap_or_default().to_owned();
+        for piece in pieces {
+            text.push_str(FIELD);
+            let digits = piece.find(" }").map_or(piece, |end| &piece[..end]);
+            let to = digits.parse::<u16>().ok().and_then(|port| {
+                let at = moves.iter().position(|(default, _)| *default == port)?;
+                found[at] = true;
+                Some(moves[at].1)
+            });
+            match to {
+                Some(to) => {
+                    text.push_str(&to.to_string());
+                    text.push_str(&piece[digits.len()..]);
+                }
+                None => text.push_str(piece),
+            }
+        }
+        for ((default, _), found) in moves.iter().zip(found) {
+            assert!(found, "expected \"{FIELD}{default} }}\" in the config");
+        }
+        self.text = text;
         self
     }
 
@@ -182,5 +198,27 @@ impl GatewayConfig {
             .find(|from| self.text.contains(from.as_str()))
             .unwrap_or_else(|| panic!("no plugin configuration to replace"));
         self.replace_once(&shipped, &format!("value: |\n                    {json}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GatewayConfig;
+
+    /// A port written for one default is not moved again when it is another default: the
+    /// listener put on 19001 stays there while the stats listener leaves 19001.
+    #[test]
+    fn ports_move_in_one_pass() {
+        let config = GatewayConfig {
+            text: "a: { port_value: 10000 }\nb: { port_value: 9901 }\nc: { port_value: 19001 }\n\
+                   d: { port_value: 9901 }\ne: { port_value: 8080 }\n"
+                .to_owned(),
+        };
+        let moved = config.ports(&[(10000, 19001), (9901, 20001), (19001, 20002)]);
+        assert_eq!(
+            moved.text,
+            "a: { port_value: 19001 }\nb: { port_value: 20001 }\nc: { port_value: 20002 }\n\
+             d: { port_value: 20001 }\ne: { port_value: 8080 }\n"
+        );
     }
 }

@@ -148,10 +148,6 @@ pub fn fault_injection_wasm_path() -> PathBuf {
     path
 }
 
-/// The ports of the shipped configs that [`free_port`]'s pool holds: the listener's and the
-/// stats listener's (the admin's and the services' are below it).
-const SHIPPED_PORTS: [u16; 2] = [10000, 19001];
-
 /// A port nothing listens on, for a process the test starts (Envoy, Prometheus, PostgreSQL...).
 ///
 /// Taken below the kernel's ephemeral range, never from it: a port the kernel hands out for
@@ -159,9 +155,7 @@ const SHIPPED_PORTS: [u16; 2] = [10000, 19001];
 /// test makes thousands of those while another starts Envoy on a port it was just told was
 /// free. Ports come from a process-wide counter (no two tests of a binary share one), offset
 /// by the process id (test binaries run one after another, but a leftover may still listen),
-/// and each is checked by binding it. The shipped configs' own listener ports are never handed
-/// out: [`GatewayConfig::shipped_on_fresh_ports`] rewrites them by their text one after the
-/// other, and a port given to the first must not be found again as the next.
+/// and each is checked by binding it.
 pub fn free_port() -> u16 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let (low, high) = port_pool();
@@ -173,9 +167,6 @@ pub fn free_port() -> u16 {
         let Ok(port) = u16::try_from(low + offset) else {
             continue;
         };
-        if SHIPPED_PORTS.contains(&port) {
-            continue;
-        }
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
