@@ -236,6 +236,7 @@ bench: tools wasm native native-floor build/.bench-packages build/tools/bin/oha
 # series), counted.
 profile:
 	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+	@mkdir -p build
 	@bin=$$(CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=line-tables-only \
 	  $(CARGO) test --release --lib -p veza-observability-core --no-run --message-format=json 2>/dev/null \
 	  | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1); \
@@ -243,7 +244,7 @@ profile:
 	  "$$bin" --ignored --exact request_profile::$$test --test-threads 1 2>&1); \
 	  grep -q "test result: ok. 1 passed" <<<"$$out" || { echo "$$out" >&2; return 1; }; \
 	  sed -n 's/.*Collected : //p' <<<"$$out"; }; \
-	per_request() { short=$$(count 10000); long=$$(count 30000); echo $$(( (long - short) / 20000 )); }; \
+	per_request() { short=$$(count 10000) && long=$$(count 30000) && echo $$(( (long - short) / 20000 )); }; \
 	test=profile_websocket_round_trips; websocket=$$(per_request); test=profile_request_path; \
 	veza=$$(per_request); t10=$$(PROFILE_TEMPLATES=10 per_request); t1000=$$(PROFILE_TEMPLATES=1000 per_request); \
 	s10=$$(PROFILE_TEMPLATES=1000 PROFILE_SERIES=10 per_request); \
