@@ -7,7 +7,6 @@
 //! An entry may be limited to methods (`"DELETE /api/v1/shared-resources/:id"`), so two
 //! templates with the same shape can carry different parameter names per method.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
@@ -201,31 +200,110 @@ impl RouteTable {
         let rest = path.strip_prefix(b"/")?;
         // One trailing slash is ignored: Gin redirects it to the route without it.
         let rest = rest.strip_suffix(b"/").unwrap_or(rest);
-        let segments = (!rest.is_empty()).then_some(rest);
-        self.matcher().find(method, segments)
+        let first = (!rest.is_empty()).then_some(0);
+        self.matcher().find(method, rest, first)
     }
 }
 
-/// The first segment of `segments` (segments joined by `/`, `None` for none) and the rest.
-fn split_first(segments: &[u8]) -> (&[u8], Option<&[u8]>) {
-    match segments.iter().position(|&b| b == b'/') {
-        Some(at) => (
-            segments.get(..at).unwrap_or_default(),
-            segments.get(at + 1..),
-        ),
-        None => (segments, None),
+/// A path's bytes eight at a time. Segments are shorter than a vector register, where
+/// `memchr` and `position` look at one byte per step; a word at a time finds a separator in one
+/// step for most segments, and the same word is the segment's key in the route tree.
+mod words {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+    /// The eight bytes of `bytes` from `at`, little-endian, zero-padded past its end.
+    #[inline]
+    pub(super) fn at(bytes: &[u8], at: usize) -> u64 {
+        if let Some(eight) = bytes.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+            return u64::from_le_bytes(*eight);
+        }
+        // Near the end: the last eight bytes, shifted down past the ones before `at`.
+        let left = bytes.len().saturating_sub(at);
+        if let Some(last) = bytes
+            .len()
+            .checked_sub(8)
+            .and_then(|start| bytes.get(start..)?.first_chunk::<8>())
+        {
+            return u64::from_le_bytes(*last)
+                .checked_shr(8 * (8 - left as u32))
+                .unwrap_or(0);
+        }
+        let mut word = [0; 8];
+        for (to, from) in word.iter_mut().zip(bytes.get(at..).unwrap_or_default()) {
+            *to = *from;
+        }
+        u64::from_le_bytes(word)
     }
+
+    /// The high bit of every byte of `word` equal to `byte`. Exact for the lowest such byte
+    /// (the first in the path); a byte above it may be flagged wrongly, which no caller reads.
+    #[inline]
+    pub(super) fn equal(word: u64, byte: u8) -> u64 {
+        let x = word ^ (ONES * u64::from(byte));
+        x.wrapping_sub(ONES) & !x & HIGHS
+    }
+
+    /// The first byte of `bytes` from `start` that `found` flags in its word. The padding past
+    /// the end is NULs, which no caller looks for.
+    #[inline]
+    pub(super) fn find(
+        bytes: &[u8],
+        mut start: usize,
+        found: impl Fn(u64) -> u64,
+    ) -> Option<usize> {
+        while start < bytes.len() {
+            let flags = found(at(bytes, start));
+            if flags != 0 {
+                return Some(start + (flags.trailing_zeros() / 8) as usize);
+            }
+            start += 8;
+        }
+        None
+    }
+
+    /// `word` with only its first `len` bytes (all eight from eight on).
+    #[inline]
+    pub(super) fn first(word: u64, len: usize) -> u64 {
+        if len >= 8 {
+            return word;
+        }
+        word & u64::MAX.checked_shr(64 - 8 * len as u32).unwrap_or(0)
+    }
+}
+
+/// The segment of `path` (segments joined by `/`) that starts at `at`, its [`head`], and where
+/// the next one starts (`None` after the last). Inlined, as is [`Matcher::child`]: as calls,
+/// their register saves and returned tuples cost a third of the lookup.
+#[inline(always)]
+fn segment(path: &[u8], at: usize) -> (&[u8], u64, Option<usize>) {
+    let word = words::at(path, at);
+    let end = match words::equal(word, b'/') {
+        0 => words::find(path, at + 8, |word| words::equal(word, b'/')),
+        flags => Some(at + (flags.trailing_zeros() / 8) as usize),
+    };
+    let end = end.filter(|&end| end < path.len());
+    let segment = path.get(at..end.unwrap_or(path.len())).unwrap_or_default();
+    (
+        segment,
+        words::first(word, segment.len()),
+        end.map(|end| end + 1),
+    )
 }
 
 /// The route tree laid out for matching: every node, edge and leaf in one array each, a static
 /// segment's first eight bytes in its edge. A lookup reads a few adjacent cache lines where a
 /// tree of maps reads one or more allocations per segment; on a gateway the table is cold at
-/// every request, and those misses were most of its cost.
+/// every request, and those misses were most of its cost. A node's static children are found
+/// through a small hash table of its own: one probe for most segments, however wide the node
+/// (the API version's node has dozens of children).
 #[derive(Debug, Default)]
 struct Matcher {
     nodes: Vec<FlatNode>,
-    /// Each node's static children, in the byte order of their segments (the builder's).
+    /// Each node's static children.
     edges: Vec<Edge>,
+    /// Each node's hash table: indexes into `edges`, [`Matcher::NONE`] for an empty slot.
+    slots: Vec<u32>,
     /// For each edge, where the bytes of its segment after the eighth start in `tails`.
     tail_at: Vec<u32>,
     tails: Vec<u8>,
@@ -235,8 +313,11 @@ struct Matcher {
 
 #[derive(Debug, Default, Clone, Copy)]
 struct FlatNode {
-    edges: u32,
-    edge_count: u32,
+    /// Where the node's hash table starts in `slots`.
+    slots: u32,
+    /// Its size less one (a power of two, at least twice the node's static children, so a
+    /// probe always ends at an empty slot); 0 when the node has none.
+    slot_mask: u32,
     /// The parameter child, [`Matcher::NONE`] if none.
     param: u32,
     leaves: u32,
@@ -246,22 +327,24 @@ struct FlatNode {
 
 #[derive(Debug, Clone, Copy)]
 struct Edge {
-    /// The segment's first eight bytes, big-endian, zero-padded: their order is the bytes'.
+    /// The segment's [`head`]: with its length, what a probe compares first.
     head: u64,
     len: u32,
     child: u32,
 }
 
-/// A segment's first eight bytes as one word (big-endian, zero-padded).
+/// A segment's first eight bytes as one word (little-endian, zero-padded): its key in its
+/// node's hash table, with its length.
 fn head(segment: &[u8]) -> u64 {
-    if let Some(eight) = segment.first_chunk::<8>() {
-        return u64::from_be_bytes(*eight);
-    }
-    let mut word = 0;
-    for (at, &byte) in segment.iter().enumerate() {
-        word |= u64::from(byte) << (56 - 8 * at);
-    }
-    word
+    words::first(words::at(segment, 0), segment.len())
+}
+
+/// Where a segment's probe starts: its head and length mixed by a multiply (Fibonacci
+/// hashing), the table's bits taken from the top. The tables are made from the configuration,
+/// so no request can lengthen a probe.
+fn slot_of(head: u64, len: usize, mask: u32) -> usize {
+    let mixed = (head ^ len as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 32) as usize & mask as usize
 }
 
 /// An index into one of the matcher's arrays. Tables are bounded by their templates (at most
@@ -283,19 +366,38 @@ impl Matcher {
 
     /// Lays out `node` at `at` (already reserved), then its children.
     fn fill(&mut self, at: u32, node: &Node) {
-        let edges = index(self.edges.len());
+        let slots = index(self.slots.len());
+        let slot_mask = match node.statics.len() {
+            0 => 0,
+            n => index((2 * n).next_power_of_two() - 1),
+        };
+        if slot_mask != 0 {
+            self.slots
+                .resize(self.slots.len() + slot_mask as usize + 1, Matcher::NONE);
+        }
         let mut children = Vec::with_capacity(node.statics.len() + 1);
         for (segment, child) in &node.statics {
             let child_at = index(self.nodes.len());
+            let edge_at = index(self.edges.len());
             self.nodes.push(FlatNode::default());
-            self.edges.push(Edge {
+            let edge = Edge {
                 head: head(segment),
                 len: index(segment.len()),
                 child: child_at,
-            });
+            };
+            self.edges.push(edge);
             self.tail_at.push(index(self.tails.len()));
             self.tails
                 .extend_from_slice(segment.get(8..).unwrap_or_default());
+            // Linear probing from the segment's slot; the table is at most half full.
+            let mut at = slot_of(edge.head, segment.len(), slot_mask);
+            while let Some(slot) = self.slots.get_mut(slots as usize + at) {
+                if *slot == Matcher::NONE {
+                    *slot = edge_at;
+                    break;
+                }
+                at = (at + 1) & slot_mask as usize;
+            }
             children.push((child_at, child));
         }
         let param = match &node.param {
@@ -312,8 +414,8 @@ impl Matcher {
         self.leaves.extend_from_slice(&node.catch_all);
         if let Some(slot) = self.nodes.get_mut(at as usize) {
             *slot = FlatNode {
-                edges,
-                edge_count: index(node.statics.len()),
+                slots,
+                slot_mask,
                 param,
                 leaves,
                 leaf_count: u16::try_from(node.leaves.len()).unwrap_or(u16::MAX),
@@ -325,52 +427,58 @@ impl Matcher {
         }
     }
 
-    /// The template matching `segments`: the path's segments joined by `/`, split as they
-    /// are reached (no buffer, and no bound on their number: matching stops at the tree's
-    /// depth). A static segment is tried before the parameter, and a failure deeper down falls
+    /// The template matching the segments of `path` from `at` (`None`: no segment left),
+    /// split as they are reached (no buffer, and no bound on their number: matching stops at
+    /// the tree's depth). A static segment is tried before the parameter, and a failure deeper down falls
     /// back to it, then to a catch-all.
-    fn find(&self, method: Method, segments: Option<&[u8]>) -> Option<EndpointId> {
-        self.descend(method, segments)
-            .or_else(|| self.search(Matcher::ROOT, method, segments))
+    fn find(&self, method: Method, path: &[u8], at: Option<usize>) -> Option<EndpointId> {
+        self.descend(method, path, at)
+            .or_else(|| self.search(Matcher::ROOT, method, path, at))
     }
 
     /// The first choice at every segment (the static child, else the parameter), in a loop:
     /// when it ends in a match, that is the one [`Matcher::search`] finds first, since the
     /// search takes the same choices first. Most paths end here, without the search's
     /// recursion.
-    fn descend(&self, method: Method, mut segments: Option<&[u8]>) -> Option<EndpointId> {
+    fn descend(&self, method: Method, path: &[u8], mut at: Option<usize>) -> Option<EndpointId> {
         let mut node = self.nodes.get(Matcher::ROOT as usize)?;
         loop {
             let (own, catch_all) = self.leaves(node);
-            let Some(rest) = segments else {
+            let Some(start) = at else {
                 return pick(own, method).or_else(|| pick(catch_all, method));
             };
-            let (first, after) = split_first(rest);
-            let next = match self.child(node, first) {
+            let (segment, head, next) = segment(path, start);
+            let child = match self.child(node, segment, head) {
                 Some(child) => child,
-                None if node.param != Matcher::NONE && !first.is_empty() => node.param,
+                None if node.param != Matcher::NONE && !segment.is_empty() => node.param,
                 None => return pick(catch_all, method),
             };
-            node = self.nodes.get(next as usize)?;
-            segments = after;
+            node = self.nodes.get(child as usize)?;
+            at = next;
         }
     }
 
-    /// Every choice, depth first, below node `at`.
-    fn search(&self, at: u32, method: Method, segments: Option<&[u8]>) -> Option<EndpointId> {
-        let node = self.nodes.get(at as usize)?;
+    /// Every choice, depth first, below node `node_at`, for the segments from `at`.
+    fn search(
+        &self,
+        node_at: u32,
+        method: Method,
+        path: &[u8],
+        at: Option<usize>,
+    ) -> Option<EndpointId> {
+        let node = self.nodes.get(node_at as usize)?;
         let (own, catch_all) = self.leaves(node);
-        let Some(segments) = segments else {
+        let Some(start) = at else {
             return pick(own, method).or_else(|| pick(catch_all, method));
         };
-        let (first, rest) = split_first(segments);
-        if let Some(child) = self.child(node, first) {
-            if let Some(found) = self.search(child, method, rest) {
+        let (segment, head, next) = segment(path, start);
+        if let Some(child) = self.child(node, segment, head) {
+            if let Some(found) = self.search(child, method, path, next) {
                 return Some(found);
             }
         }
-        if node.param != Matcher::NONE && !first.is_empty() {
-            if let Some(found) = self.search(node.param, method, rest) {
+        if node.param != Matcher::NONE && !segment.is_empty() {
+            if let Some(found) = self.search(node.param, method, path, next) {
                 return Some(found);
             }
         }
@@ -387,38 +495,32 @@ impl Matcher {
         (own, catch_all)
     }
 
-    /// The static child of `node` for `segment`: a binary search of its edges.
-    fn child(&self, node: &FlatNode, segment: &[u8]) -> Option<u32> {
-        let first = node.edges as usize;
-        let edges = self.edges.get(first..first + node.edge_count as usize)?;
-        let (head, tail, len) = (
-            head(segment),
-            segment.get(8..).unwrap_or_default(),
-            segment.len(),
-        );
-        let (mut low, mut high) = (0, edges.len());
-        while low < high {
-            let middle = low + (high - low) / 2;
-            let edge = edges.get(middle)?;
-            // Head, then the bytes after it, then the length: the segments' byte order, the
-            // length deciding only between segments padded alike (one ends in NULs).
-            let order = match edge.head.cmp(&head) {
-                Ordering::Equal if tail.is_empty() && edge.len <= 8 => {
-                    (edge.len as usize).cmp(&len)
-                }
-                Ordering::Equal => self
-                    .tail(first + middle, edge)
-                    .cmp(tail)
-                    .then((edge.len as usize).cmp(&len)),
-                order => order,
-            };
-            match order {
-                Ordering::Less => low = middle + 1,
-                Ordering::Greater => high = middle,
-                Ordering::Equal => return Some(edge.child),
-            }
+    /// The static child of `node` for `segment` (whose [`head`] is `head`): its node's hash
+    /// table probed from the segment's slot to the first empty one.
+    #[inline(always)]
+    fn child(&self, node: &FlatNode, segment: &[u8], head: u64) -> Option<u32> {
+        if node.slot_mask == 0 {
+            return None;
         }
-        None
+        let table = self
+            .slots
+            .get(node.slots as usize..=node.slots as usize + node.slot_mask as usize)?;
+        let len = segment.len();
+        let mut at = slot_of(head, len, node.slot_mask);
+        loop {
+            let edge_at = *table.get(at)?;
+            if edge_at == Matcher::NONE {
+                return None;
+            }
+            let edge = self.edges.get(edge_at as usize)?;
+            if edge.head == head
+                && edge.len as usize == len
+                && (len <= 8 || self.tail(edge_at as usize, edge) == segment.get(8..)?)
+            {
+                return Some(edge.child);
+            }
+            at = (at + 1) & node.slot_mask as usize;
+        }
     }
 
     /// The bytes after the eighth of edge number `at`'s segment.
@@ -441,7 +543,9 @@ fn pick(leaves: &[Leaf], method: Method) -> Option<EndpointId> {
 
 /// The path without its query string or fragment.
 pub fn strip_query(raw_path: &[u8]) -> &[u8] {
-    match raw_path.iter().position(|&b| b == b'?' || b == b'#') {
+    match words::find(raw_path, 0, |word| {
+        words::equal(word, b'?') | words::equal(word, b'#')
+    }) {
         Some(end) => raw_path.get(..end).unwrap_or(raw_path),
         None => raw_path,
     }
