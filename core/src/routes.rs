@@ -229,8 +229,16 @@ mod words {
                 .checked_shr(8 * (8 - left as u32))
                 .unwrap_or(0);
         }
+        short(bytes.get(at..).unwrap_or_default())
+    }
+
+    /// The word of a path shorter than eight bytes (`/live`, `/ready`): out of line, as the
+    /// API's paths are longer.
+    #[cold]
+    #[inline(never)]
+    fn short(bytes: &[u8]) -> u64 {
         let mut word = [0; 8];
-        for (to, from) in word.iter_mut().zip(bytes.get(at..).unwrap_or_default()) {
+        for (to, from) in word.iter_mut().zip(bytes) {
             *to = *from;
         }
         u64::from_le_bytes(word)
@@ -279,7 +287,8 @@ mod words {
 fn segment(path: &[u8], at: usize) -> (&[u8], u64, Option<usize>) {
     let word = words::at(path, at);
     let end = match words::equal(word, b'/') {
-        0 => words::find(path, at + 8, |word| words::equal(word, b'/')),
+        0 if path.len() <= at + 8 => None,
+        0 => long_segment_end(path, at),
         flags => Some(at + (flags.trailing_zeros() / 8) as usize),
     };
     let end = end.filter(|&end| end < path.len());
@@ -289,6 +298,13 @@ fn segment(path: &[u8], at: usize) -> (&[u8], u64, Option<usize>) {
         words::first(word, segment.len()),
         end.map(|end| end + 1),
     )
+}
+
+/// Where a segment longer than eight bytes ends: out of line, since the walk's code is cold
+/// at each request and most segments end in their first word.
+#[inline(never)]
+fn long_segment_end(path: &[u8], at: usize) -> Option<usize> {
+    words::find(path, at + 8, |word| words::equal(word, b'/'))
 }
 
 /// The route tree laid out for matching: every node, edge and leaf in one array each, a static
