@@ -399,15 +399,13 @@ impl Exchange {
         };
         let request = RequestRecord {
             method,
-            path: b"",
             route_name: route_name.as_deref(),
-            route: Some(route),
+            route,
             status,
             duration_nanos: duration,
         };
         // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
         let counted = state.http.record(settings, registry, host, &request);
-        let route = counted.route;
         if settings.access_log {
             let (endpoint, service) = state.http.labels(settings, counted);
             self.log_fields(registry, host, endpoint, service);

@@ -80,11 +80,11 @@ fn make_series(
             let path = format!("/api/v1/tracks/s{}/1", n % templates);
             let method = methods.get(n / templates % methods.len()).copied();
             let status = 200 + (n / templates / methods.len()) as u64;
+            let method = method.unwrap_or(Method::Get);
             let record = RequestRecord {
-                method: method.unwrap_or(Method::Get),
-                path: path.as_bytes(),
+                method,
                 route_name: None,
-                route: None,
+                route: settings.routes.resolve(method, path.as_bytes()),
                 status: Some(status),
                 duration_nanos: Some(1_000_000),
             };

@@ -27,12 +27,10 @@ use crate::shared::{keys, Budget};
 #[derive(Debug, Clone, Copy)]
 pub struct RequestRecord<'a> {
     pub method: Method,
-    /// The raw `:path`, query string included (it never reaches a label).
-    pub path: &'a [u8],
     /// Envoy's route name, read only with `endpoint_source: route_name`.
     pub route_name: Option<&'a [u8]>,
-    /// The route table's match of `method` and `path`, when the caller already made it.
-    pub route: Option<RouteMatch>,
+    /// The route table's match of the request's method and path.
+    pub route: RouteMatch,
     /// The response status; `None` when no response was sent.
     pub status: Option<u64>,
     /// The request's duration in nanoseconds.
@@ -60,7 +58,6 @@ struct Series {
 /// What [`HttpMetrics::record`] counted: the route match, and which series.
 #[derive(Debug, Clone, Copy)]
 pub struct Counted {
-    pub route: RouteMatch,
     endpoint: u32,
     service: u8,
 }
@@ -99,10 +96,7 @@ impl HttpMetrics {
         host: &mut dyn Host,
         request: &RequestRecord<'_>,
     ) -> Counted {
-        let method = request.method;
-        let route = request
-            .route
-            .unwrap_or_else(|| settings.routes.resolve(method, request.path));
+        let (method, route) = (request.method, request.route);
         let endpoint = match settings.endpoint_source {
             EndpointSource::RouteTable => route.endpoint.unwrap_or(ENDPOINT_OTHER),
             EndpointSource::RouteName => self.route_name_endpoint(settings, request.route_name),
@@ -132,11 +126,7 @@ impl HttpMetrics {
             }
         }
         let (endpoint, service) = series.map_or((endpoint, service), |s| (s.endpoint, s.service));
-        Counted {
-            route,
-            endpoint,
-            service,
-        }
+        Counted { endpoint, service }
     }
 
     /// The `endpoint` and `service` labels of the series a request was counted in.

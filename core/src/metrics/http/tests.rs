@@ -2,13 +2,14 @@ use super::*;
 use crate::config;
 use crate::host::memory::MemoryHost;
 
-/// A record with nothing read: override what a test needs.
-fn record_defaults() -> RequestRecord<'static> {
+/// A record of `method` and `path`, routed by `settings`, with nothing else read: override
+/// what a test needs.
+fn record(settings: &Settings, method: &str, path: &str) -> RequestRecord<'static> {
+    let method = Method::parse(method.as_bytes());
     RequestRecord {
-        method: Method::Get,
-        path: b"",
+        method,
         route_name: None,
-        route: None,
+        route: settings.routes.resolve(method, path.as_bytes()),
         status: None,
         duration_nanos: None,
     }
@@ -47,12 +48,9 @@ impl Fixture {
             &mut self.registry,
             &mut self.host,
             &RequestRecord {
-                method: Method::parse(method.as_bytes()),
-                path: path.as_bytes(),
-                route_name: None,
-                route: None,
                 status: Some(status),
                 duration_nanos: Some(millis * 1_000_000),
+                ..record(&self.settings, method, path)
             },
         );
         self.registry.flush(&mut self.host);
@@ -144,11 +142,7 @@ fn no_response_and_missing_duration() {
         &f.settings,
         &mut f.registry,
         &mut f.host,
-        &RequestRecord {
-            method: Method::parse(b"GET"),
-            path: b"/api/v1/tracks",
-            ..record_defaults()
-        },
+        &record(&f.settings, "GET", "/api/v1/tracks"),
     );
     f.registry.flush(&mut f.host);
     assert_eq!(
@@ -175,11 +169,9 @@ fn the_cap_is_gateway_wide_and_overflow_keeps_totals() {
             &mut registry,
             &mut f.host,
             &RequestRecord {
-                method: Method::parse(b"POST"),
-                path: b"/api/v1/tracks",
                 status: Some(status),
                 duration_nanos: Some(1),
-                ..record_defaults()
+                ..record(&f.settings, "POST", "/api/v1/tracks")
             },
         );
         metrics.record(
@@ -187,11 +179,9 @@ fn the_cap_is_gateway_wide_and_overflow_keeps_totals() {
             &mut registry,
             &mut f.host,
             &RequestRecord {
-                method: Method::parse(b"GET"),
-                path: b"/api/v1/tracks/9",
                 status: Some(200),
                 duration_nanos: Some(1),
-                ..record_defaults()
+                ..record(&f.settings, "GET", "/api/v1/tracks/9")
             },
         );
     }
@@ -223,11 +213,9 @@ fn ten_thousand_raw_paths_stay_bounded() {
             &mut f.registry,
             &mut f.host,
             &RequestRecord {
-                method: Method::parse(b"GET"),
-                path: path.as_bytes(),
                 status: Some(200 + i % 100),
                 duration_nanos: Some(1),
-                ..record_defaults()
+                ..record(&f.settings, "GET", &path)
             },
         );
         let path = format!("/random/{i}");
@@ -236,11 +224,9 @@ fn ten_thousand_raw_paths_stay_bounded() {
             &mut f.registry,
             &mut f.host,
             &RequestRecord {
-                method: Method::parse(b"GET"),
-                path: path.as_bytes(),
                 status: Some(404),
                 duration_nanos: Some(1),
-                ..record_defaults()
+                ..record(&f.settings, "GET", &path)
             },
         );
     }
@@ -270,12 +256,10 @@ fn route_names_as_endpoints() {
             &mut f.registry,
             &mut f.host,
             &RequestRecord {
-                method: Method::parse(b"GET"),
-                path: b"/api/v1/tracks/1",
                 route_name: Some(name),
-                route: None,
                 status: Some(200),
                 duration_nanos: Some(1),
+                ..record(&f.settings, "GET", "/api/v1/tracks/1")
             },
         );
     }
@@ -292,11 +276,9 @@ fn route_names_as_endpoints() {
 fn a_repeat_request_makes_no_hostcall() {
     let mut f = Fixture::new("{}");
     let record = RequestRecord {
-        method: Method::parse(b"GET"),
-        path: b"/api/v1/tracks/1",
         status: Some(200),
         duration_nanos: Some(1),
-        ..record_defaults()
+        ..record(&f.settings, "GET", "/api/v1/tracks/1")
     };
     f.metrics
         .record(&f.settings, &mut f.registry, &mut f.host, &record);
