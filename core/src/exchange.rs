@@ -90,12 +90,9 @@ impl Exchange {
         }
     }
 
-    /// On the stats listener: a GET of the exposition path waits for the worker's admin call;
-    /// anything else goes on (to Envoy's own stats), uncounted.
-    fn scrape<R: Request>(&mut self, worker: &Worker, host: &mut R, exposition: bool) -> Next {
-        if !exposition {
-            return Next::Continue;
-        }
+    /// On the stats listener, a GET of the exposition path: it waits for the worker's admin
+    /// call.
+    fn scrape<R: Request>(&mut self, worker: &Worker, host: &mut R) -> Next {
         let Ok(mut state) = worker.state.try_borrow_mut() else {
             return Next::Continue;
         };
@@ -126,7 +123,12 @@ impl Exchange {
             let wanted = (method == b"GET" || method == b"HEAD")
                 && routes::strip_query(path) == exposition.path.as_bytes();
             drop(headers);
-            return self.scrape(worker, host, wanted);
+            // Anything else goes on to Envoy's own stats, uncounted.
+            return if wanted {
+                self.scrape(worker, host)
+            } else {
+                Next::Continue
+            };
         }
         #[cfg(feature = "fault-injection")]
         let trap = (settings.trap_header.as_ref())
