@@ -100,11 +100,25 @@ pub(crate) fn parse_wrk(text: &str) -> (f64, f64, f64, f64) {
     (requests, rps, p50, p99)
 }
 
-pub(crate) fn wrk(envoy: &Envoy, route: Route, seconds: u64, connections: u64) -> Measurement {
-    let url = envoy.url(route.path());
-    // Warm-up: connections, VM caches, metric definitions.
-    let warm = wrk_command(&url, 3, connections).output().unwrap();
+/// Warm-up before a route's slices: connections, caches, metric definitions.
+pub(crate) fn warm_up(envoy: &Envoy, route: Route, connections: u64) {
+    let warm = wrk_command(&envoy.url(route.path()), 3, connections)
+        .output()
+        .unwrap();
     assert!(warm.status.success());
+}
+
+/// One wrk run of a form's measurement: the bench alternates forms between slices.
+pub(crate) struct Slice {
+    requests: f64,
+    seconds: f64,
+    envoy_cpu_us: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+pub(crate) fn wrk_slice(envoy: &Envoy, route: Route, seconds: u64, connections: u64) -> Slice {
+    let url = envoy.url(route.path());
     let cpu_before = cpu_time_us(envoy.pid());
     let output = wrk_command(&url, seconds, connections)
         .arg("--latency")
@@ -119,17 +133,32 @@ pub(crate) fn wrk(envoy: &Envoy, route: Route, seconds: u64, connections: u64) -
         route.name()
     );
     let (requests, rps, p50, p99) = parse_wrk(&text);
-    Measurement {
-        requests_per_second: rps,
+    Slice {
+        requests,
+        seconds: requests / rps,
+        envoy_cpu_us: cpu_after - cpu_before,
         p50_us: p50,
         p99_us: p99,
-        envoy_cpu_us_per_request: (cpu_after - cpu_before) / requests,
     }
 }
 
-/// p99 latency in microseconds at a fixed request rate (oha, with latency correction, so a
-/// stall counts against every request it delayed), and the rate oha achieved: a gateway that
-/// cannot keep up falls behind the offered rate.
+impl Measurement {
+    /// A form's slices of one round as one measurement: requests/s and CPU per request over
+    /// all of them, the latency percentiles as the median slice's.
+    pub(crate) fn of(slices: &[Slice]) -> Measurement {
+        let requests: f64 = slices.iter().map(|s| s.requests).sum();
+        Measurement {
+            requests_per_second: requests / slices.iter().map(|s| s.seconds).sum::<f64>(),
+            p50_us: median(slices.iter().map(|s| s.p50_us).collect()),
+            p99_us: median(slices.iter().map(|s| s.p99_us).collect()),
+            envoy_cpu_us_per_request: slices.iter().map(|s| s.envoy_cpu_us).sum::<f64>() / requests,
+        }
+    }
+}
+
+/// p99 latency in microseconds at a fixed request rate for `seconds` (oha, with latency
+/// correction, so a stall counts against every request it delayed), and the rate oha
+/// achieved: a gateway that cannot keep up falls behind the offered rate.
 pub(crate) fn fixed_rate_p99_us(
     oha: &Path,
     envoy: &Envoy,
@@ -138,45 +167,41 @@ pub(crate) fn fixed_rate_p99_us(
     seconds: u64,
 ) -> (f64, f64) {
     let url = envoy.url(route.path());
-    let run = |seconds: u64| {
-        let output = Command::new("taskset")
-            .args(["-c", &LOAD_CPU.to_string()])
-            .arg(oha)
-            .args([
-                "--no-tui",
-                "--output-format",
-                "json",
-                "--latency-correction",
-            ])
-            .args(["-c", "32", "-q"])
-            .arg(format!("{rate:.0}"))
-            .arg("-z")
-            .arg(format!("{seconds}s"))
-            .arg(&url)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "oha failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        let statuses = &report["statusCodeDistribution"];
-        assert!(
-            statuses
-                .as_object()
-                .unwrap()
-                .keys()
-                .all(|code| code == "200"),
-            "{} answered errors: {statuses}",
-            route.name()
-        );
-        let achieved = report["summary"]["requestsPerSec"].as_f64().unwrap();
-        let p99 = report["latencyPercentiles"]["p99"].as_f64().unwrap() * 1e6;
-        (p99, achieved)
-    };
-    run(2);
-    run(seconds)
+    let output = Command::new("taskset")
+        .args(["-c", &LOAD_CPU.to_string()])
+        .arg(oha)
+        .args([
+            "--no-tui",
+            "--output-format",
+            "json",
+            "--latency-correction",
+        ])
+        .args(["-c", "32", "-q"])
+        .arg(format!("{rate:.0}"))
+        .arg("-z")
+        .arg(format!("{seconds}s"))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "oha failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let statuses = &report["statusCodeDistribution"];
+    assert!(
+        statuses
+            .as_object()
+            .unwrap()
+            .keys()
+            .all(|code| code == "200"),
+        "{} answered errors: {statuses}",
+        route.name()
+    );
+    let achieved = report["summary"]["requestsPerSec"].as_f64().unwrap();
+    let p99 = report["latencyPercentiles"]["p99"].as_f64().unwrap() * 1e6;
+    (p99, achieved)
 }
 
 /// Echo round trips over a few WebSocket connections: (messages per second, Envoy CPU per

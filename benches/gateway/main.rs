@@ -3,8 +3,9 @@
 //!
 //! One Envoy worker pinned to CPU 0; the load generators (wrk, oha), nginx (the upstream of the
 //! proxied route and the span collector stand-in) and the chat stand-in on CPU 1. Every form
-//! of envoy/bench.yaml runs in the same rounds, interleaved, so drift on a shared machine hits
-//! every form alike:
+//! of envoy/bench.yaml runs in the same rounds: each round starts every form's Envoy, and each
+//! route's measurement alternates between them a slice (1 s) at a time, so drift on a shared
+//! machine hits every form alike:
 //!
 //! - no filter; the empty wasm filter (the floor any wasm filter pays);
 //! - this filter as configured by default (metrics, trace headers, sampling 1%, no export);
@@ -18,11 +19,13 @@
 //!   returns at once), the floor a dynamic-module filter of its shape pays.
 //!
 //! Reported per form and route: median requests/s, p50 and p99 latency, the ratio to no filter,
-//! and Envoy's own CPU time per request (from /proc over the run). Then: p99 latency at a fixed
+//! Envoy's own CPU time per request (from /proc over the slices), and the CPU a form adds
+//! above another as the median of its difference within each round. Then: p99 latency at a fixed
 //! 70% of the no-filter maximum rate through nginx (oha), a WebSocket echo workload, memory over
 //! BENCH_MEMORY_REQUESTS (10 million) requests on 10,000 distinct paths, and the `.wasm` size.
 //!
-//! Environment: BENCH_SECONDS (10) per measurement, BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
+//! Environment: BENCH_SECONDS (10) per measurement, BENCH_SLICE_SECONDS (1) per turn of a
+//! form within it, BENCH_ROUNDS (5), BENCH_CONNECTIONS (32),
 //! BENCH_MEMORY_REQUESTS (10000000; 0 skips). While investigating: BENCH_ONLY runs a subset
 //! (form names, comma-separated, or separated by `|` when one has a comma in it; the verdicts
 //! that need a missing form are then not given), and
@@ -117,31 +120,63 @@ fn main() {
 
     let mut runs: HashMap<(FormId, Route), Vec<Measurement>> = HashMap::new();
     let mut echoes: HashMap<FormId, Vec<(f64, f64)>> = HashMap::new();
+    let slice_seconds = env_number("BENCH_SLICE_SECONDS", 1).clamp(1, seconds);
+    let slices = (seconds / slice_seconds).max(1);
     for round in 1..=rounds {
-        // Every other round runs the forms in reverse: a drift within a round (the shared
-        // machine warming up, a neighbour starting) then hits every form alike.
+        // Every other round starts the forms in reverse: the order they were started and
+        // warmed in then favours none.
         let order: Vec<&Form> = if round % 2 == 1 {
             forms.iter().collect()
         } else {
             forms.iter().rev().collect()
         };
-        for form in order {
-            let (config, ports) = config(form.id, nginx.port, chat_port);
-            let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
-            if form.warm_series > 0 {
-                warm_series(&envoy, form.warm_series);
+        // Every form's Envoy lives through the round, and each route's measurement
+        // alternates between them a slice at a time, so a drift on the shared machine (a
+        // neighbour starting, the host warming) lands on every form alike rather than on
+        // whichever form was running then.
+        let envoys: Vec<(&Form, Envoy)> = order
+            .into_iter()
+            .map(|form| {
+                let (config, ports) = config(form.id, nginx.port, chat_port);
+                let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
+                if form.warm_series > 0 {
+                    warm_series(&envoy, form.warm_series);
+                }
+                (form, envoy)
+            })
+            .collect();
+        for route in [Route::Direct, Route::Proxied, Route::Templated] {
+            let group: Vec<&(&Form, Envoy)> = envoys
+                .iter()
+                .filter(|(form, _)| form.routes.contains(&route))
+                .collect();
+            for (_, envoy) in &group {
+                warm_up(envoy, route, connections);
             }
-            for route in form.routes {
-                let m = wrk(&envoy, *route, seconds, connections);
+            let mut taken: Vec<Vec<Slice>> = group.iter().map(|_| Vec::new()).collect();
+            for slice in 0..slices {
+                // Forward, then back: each form's slices sit as often early as late.
+                let mut turn: Vec<usize> = (0..group.len()).collect();
+                if slice % 2 == 1 {
+                    turn.reverse();
+                }
+                for i in turn {
+                    taken[i].push(wrk_slice(&group[i].1, route, slice_seconds, connections));
+                }
+            }
+            for ((form, _), slices) in group.iter().zip(&taken) {
+                let m = Measurement::of(slices);
                 eprintln!(
-                    "round {round}/{rounds} {:<32} {:<20} {:>7.0} req/s  Envoy CPU {:>5.1} us/req",
+                    "round {round}/{rounds} {:<32} {:<20} {:>7.0} req/s  Envoy CPU {:>5.2} us/req",
                     form.name,
                     route.name(),
                     m.requests_per_second,
                     m.envoy_cpu_us_per_request
                 );
-                runs.entry((form.id, *route)).or_default().push(m);
+                runs.entry((form.id, route)).or_default().push(m);
             }
+        }
+        for (form, envoy) in &envoys {
             // The native peers really do their job (a misconfigured one would look cheap).
             let emitted = match form.id {
                 FormId::ThisFilterSpans | FormId::NativeSpans => Some("trace_spans_exported_total"),
@@ -159,7 +194,7 @@ fn main() {
                 assert!(sent > 0.0, "{} emitted no {metric}", form.name);
             }
             if form.echoes {
-                let (rate, cpu) = websocket_echo(&envoy, seconds);
+                let (rate, cpu) = websocket_echo(envoy, seconds);
                 eprintln!(
                     "round {round}/{rounds} {:<32} {:<20} {:>7.0} msg/s  Envoy CPU {:>5.1} us/msg",
                     form.name, "websocket echo", rate, cpu
@@ -176,6 +211,25 @@ fn main() {
             p99: median(ms.iter().map(|m| m.p99_us).collect()),
             cpu: median(ms.iter().map(|m| m.envoy_cpu_us_per_request).collect()),
         })
+    };
+    // Envoy CPU per request that a form adds above another: the median over the rounds of
+    // the difference within each round, so what moves a whole round (its forms share the
+    // same minutes) cancels. The templated route is compared with the other form's direct
+    // responses.
+    let above = |id: FormId, route: Route, base: FormId| -> Option<f64> {
+        let base_route = if route == Route::Templated {
+            Route::Direct
+        } else {
+            route
+        };
+        let ours = runs.get(&(id, route))?;
+        let theirs = runs.get(&(base, base_route))?;
+        Some(median(
+            ours.iter()
+                .zip(theirs)
+                .map(|(a, b)| a.envoy_cpu_us_per_request - b.envoy_cpu_us_per_request)
+                .collect(),
+        ))
     };
 
     println!(
@@ -196,12 +250,11 @@ fn main() {
         );
         for form in forms.iter().filter(|f| f.routes.contains(&route)) {
             let s = summary(form.id, route).unwrap();
-            let (ratio, added) = match base {
-                Some(b) => (
-                    format!("{:.2}", s.rps / b.rps),
-                    format!("{:+.1} µs", s.cpu - b.cpu),
-                ),
-                None => ("".to_owned(), "".to_owned()),
+            let (ratio, added) = match (base, above(form.id, route, FormId::NoFilter)) {
+                (Some(b), Some(added)) => {
+                    (format!("{:.2}", s.rps / b.rps), format!("{added:+.1} µs"))
+                }
+                _ => ("".to_owned(), "".to_owned()),
             };
             println!(
                 "| {} | {} | {:.0} | {ratio} | {:.0} µs | {:.0} µs | {:.1} µs | {added} |",
@@ -217,15 +270,18 @@ fn main() {
 
     let mut verdicts = Verdicts(Vec::new());
     for route in [Route::Direct, Route::Proxied] {
-        let (Some(none), Some(empty), Some(this)) = (
+        let (Some(none), Some(this)) = (
             summary(FormId::NoFilter, route),
-            summary(FormId::EmptyWasm, route),
             summary(FormId::ThisFilter, route),
         ) else {
             continue;
         };
-        let empty_added = empty.cpu - none.cpu;
-        let this_added = this.cpu - none.cpu;
+        let (Some(empty_added), Some(this_added)) = (
+            above(FormId::EmptyWasm, route, FormId::NoFilter),
+            above(FormId::ThisFilter, route, FormId::NoFilter),
+        ) else {
+            continue;
+        };
         verdicts.add_ratio(
             &format!(
                 "{}: default filter's added CPU vs the empty wasm filter's",
@@ -253,9 +309,10 @@ fn main() {
                 );
             }
         }
-        if let Some(logger) = summary(FormId::StatsLogger, route) {
-            let own = this.cpu - empty.cpu;
-            let native = logger.cpu - none.cpu;
+        if let (Some(own), Some(native)) = (
+            above(FormId::ThisFilter, route, FormId::EmptyWasm),
+            above(FormId::StatsLogger, route, FormId::NoFilter),
+        ) {
             verdicts.add(
                 own <= native,
                 &format!(
@@ -266,12 +323,10 @@ fn main() {
                 "≤".to_owned(),
             );
         }
-        if let (Some(spans), Some(tracer)) = (
-            summary(FormId::ThisFilterSpans, route),
-            summary(FormId::EnvoyTracer, route),
+        if let (Some(ours), Some(theirs)) = (
+            above(FormId::ThisFilterSpans, route, FormId::NoFilter),
+            above(FormId::EnvoyTracer, route, FormId::NoFilter),
         ) {
-            let ours = spans.cpu - none.cpu;
-            let theirs = tracer.cpu - none.cpu;
             verdicts.add(
                 ours < theirs,
                 &format!(
@@ -287,7 +342,7 @@ fn main() {
         let Some(none) = summary(FormId::NoFilter, route) else {
             continue;
         };
-        let added = |id: FormId| summary(id, route).map(|s| s.cpu - none.cpu);
+        let added = |id: FormId| above(id, route, FormId::NoFilter);
         let logger = added(FormId::StatsLogger);
         for (id, target, what) in [
             (
@@ -337,11 +392,7 @@ fn main() {
             }
         }
     }
-    let none_direct = summary(FormId::NoFilter, Route::Direct);
-    let scale_cost = |id: FormId| {
-        let s = summary(id, Route::Templated)?;
-        Some(s.cpu - none_direct?.cpu)
-    };
+    let scale_cost = |id: FormId| above(id, Route::Templated, FormId::NoFilter);
     for (goal, small, large) in [
         (
             "1,000 route templates vs 10: filter's added CPU",
@@ -389,32 +440,56 @@ fn main() {
             if round % 2 == 0 {
                 order.reverse();
             }
-            for form in order {
-                let (config, ports) = config(form.id, nginx.port, chat_port);
-                let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
-                let (p99, achieved) =
-                    fixed_rate_p99_us(&oha, &envoy, Route::Proxied, rate, seconds);
+            // As for CPU: every form's Envoy through the round, the load alternating between
+            // them a slice at a time. A form's p99 is its median slice's: a stall of the host
+            // spoils the slices it falls in, not the form's whole measurement.
+            let envoys: Vec<(&Form, Envoy)> = order
+                .into_iter()
+                .map(|form| {
+                    let (config, ports) = config(form.id, nginx.port, chat_port);
+                    let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
+                    fixed_rate_p99_us(&oha, &envoy, Route::Proxied, rate, 2);
+                    (form, envoy)
+                })
+                .collect();
+            for slice in 0..slices {
+                let mut turn: Vec<&(&Form, Envoy)> = envoys.iter().collect();
+                if slice % 2 == 1 {
+                    turn.reverse();
+                }
+                for (form, envoy) in turn {
+                    let (p99, achieved) =
+                        fixed_rate_p99_us(&oha, envoy, Route::Proxied, rate, slice_seconds);
+                    p99s.entry(form.id).or_default().push((p99, achieved));
+                }
+            }
+            for (form, _) in &envoys {
+                let taken = &p99s[&form.id][(round - 1) * slices as usize..];
+                let (p99, achieved) = median_pair(taken);
                 eprintln!(
-                    "round {round}/{rounds} {:<32} {:.0} req/s offered, {achieved:.0} sent: p99 {p99:.0} us",
+                    "round {round}/{rounds} {:<32} {:.0} req/s offered, {achieved:.0} sent: p99 {p99:.0} us (median slice)",
                     form.name, rate
                 );
-                p99s.entry(form.id).or_default().push((p99, achieved));
             }
         }
         println!(
-            "\nFixed rate through nginx: {rate:.0} requests/s offered ({:.0}% of no filter's maximum), oha -c32 with latency correction, median of {rounds} rounds\n",
+            "\nFixed rate through nginx: {rate:.0} requests/s offered ({:.0}% of no filter's maximum), oha -c32 with latency correction, {slice_seconds} s slices, {slices} per round, {rounds} rounds: the median slice's p99, and the worst\n",
             FIXED_RATE_SHARE * 100.0
         );
-        println!("| form | requests/s achieved | p99 | added vs no filter |");
-        println!("|---|---|---|---|");
+        println!("| form | requests/s achieved | p99 | worst slice's p99 | added vs no filter |");
+        println!("|---|---|---|---|---|");
         let p99_of = |id: FormId| p99s.get(&id).map(|runs| median_pair(runs));
         let base = p99_of(FormId::NoFilter).map(|(p99, _)| p99);
         for form in forms.iter().filter(|f| p99s.contains_key(&f.id)) {
             let (p99, achieved) = p99_of(form.id).unwrap();
+            let worst = p99s[&form.id].iter().map(|r| r.0).fold(0.0, f64::max);
             let added = base
                 .map(|b| format!("{:+.0} µs", p99 - b))
                 .unwrap_or_default();
-            println!("| {} | {achieved:.0} | {p99:.0} µs | {added} |", form.name);
+            println!(
+                "| {} | {achieved:.0} | {p99:.0} µs | {worst:.0} µs | {added} |",
+                form.name
+            );
         }
         let stall = |id: FormId| {
             let runs: Vec<f64> = p99s.get(&id)?.iter().map(|r| r.0).collect();
@@ -435,7 +510,7 @@ fn main() {
                     .find_map(|(id, name)| stall(id).map(|range| (name, range)));
                 match stalled {
                     Some((name, (low, high))) => verdicts.undecided(
-                        format!("most rounds stalled ({name}'s p99 from {low:.0} to {high:.0} µs)"),
+                        format!("most slices stalled ({name}'s p99 from {low:.0} to {high:.0} µs)"),
                         &goal,
                         measured,
                         target,

@@ -24,7 +24,7 @@ pub(crate) struct Summary {
 
 /// A goal's verdict. A run that cannot resolve a goal says so instead of passing or failing
 /// it: a peer whose added CPU came out at or below zero gives a ratio no meaning, and a p99
-/// whose rounds mostly stalled measures the host, not the form.
+/// whose slices mostly stalled measures the host, not the form.
 pub(crate) enum Verdict {
     Pass,
     Fail,
@@ -72,8 +72,8 @@ impl Verdicts {
     }
 }
 
-/// Stalls of the host only add latency: when a form's median p99 over its rounds is more
-/// than twice its best round's, most of its rounds stalled. The range, when they did.
+/// Stalls of the host only add latency: when a form's median p99 over its slices is more
+/// than twice its best slice's, most of its slices stalled. The range, when they did.
 pub(crate) fn stalled(p99s: &[f64]) -> Option<(f64, f64)> {
     let low = p99s.iter().copied().fold(f64::INFINITY, f64::min);
     let high = p99s.iter().copied().fold(0.0, f64::max);
