@@ -207,7 +207,7 @@ lint:
 unit: build/.rust-target
 	$(CARGO) test --lib
 	$(CARGO) test --target wasm32-wasip1 --lib -p veza-observability-core
-	$(CARGO) test --lib -p veza-test-harness
+	$(CARGO) test --lib -p veza-test-harness -p veza-bench
 
 # The end-to-end suite against each build, with the same assertions (VEZA_BUILD selects it):
 # every test with the .wasm; with the native module, every test that loads the filter.

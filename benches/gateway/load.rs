@@ -2,13 +2,6 @@
 
 use super::*;
 
-pub(crate) struct Measurement {
-    pub(crate) requests_per_second: f64,
-    pub(crate) p50_us: f64,
-    pub(crate) p99_us: f64,
-    pub(crate) envoy_cpu_us_per_request: f64,
-}
-
 pub(crate) fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -108,15 +101,6 @@ pub(crate) fn warm_up(envoy: &Envoy, route: Route, connections: u64) {
     assert!(warm.status.success());
 }
 
-/// One wrk run of a form's measurement: the bench alternates forms between slices.
-pub(crate) struct Slice {
-    requests: f64,
-    seconds: f64,
-    envoy_cpu_us: f64,
-    p50_us: f64,
-    p99_us: f64,
-}
-
 pub(crate) fn wrk_slice(envoy: &Envoy, route: Route, seconds: u64, connections: u64) -> Slice {
     let url = envoy.url(route.path());
     let cpu_before = cpu_time_us(envoy.pid());
@@ -139,20 +123,6 @@ pub(crate) fn wrk_slice(envoy: &Envoy, route: Route, seconds: u64, connections: 
         envoy_cpu_us: cpu_after - cpu_before,
         p50_us: p50,
         p99_us: p99,
-    }
-}
-
-impl Measurement {
-    /// A form's slices of one round as one measurement: requests/s and CPU per request over
-    /// all of them, the latency percentiles as the median slice's.
-    pub(crate) fn of(slices: &[Slice]) -> Measurement {
-        let requests: f64 = slices.iter().map(|s| s.requests).sum();
-        Measurement {
-            requests_per_second: requests / slices.iter().map(|s| s.seconds).sum::<f64>(),
-            p50_us: median(slices.iter().map(|s| s.p50_us).collect()),
-            p99_us: median(slices.iter().map(|s| s.p99_us).collect()),
-            envoy_cpu_us_per_request: slices.iter().map(|s| s.envoy_cpu_us).sum::<f64>() / requests,
-        }
     }
 }
 

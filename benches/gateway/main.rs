@@ -45,6 +45,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use veza_bench::*;
 use veza_observability::config::scale_configuration as scale_config;
 use veza_test_harness::*;
 
@@ -212,23 +213,17 @@ fn main() {
             cpu: median(ms.iter().map(|m| m.envoy_cpu_us_per_request).collect()),
         })
     };
-    // Envoy CPU per request that a form adds above another: the median over the rounds of
-    // the difference within each round, so what moves a whole round (its forms share the
-    // same minutes) cancels. The templated route is compared with the other form's direct
-    // responses.
+    // Envoy CPU per request that a form adds above another, within each round. The templated
+    // route is compared with the other form's direct responses.
     let above = |id: FormId, route: Route, base: FormId| -> Option<f64> {
         let base_route = if route == Route::Templated {
             Route::Direct
         } else {
             route
         };
-        let ours = runs.get(&(id, route))?;
-        let theirs = runs.get(&(base, base_route))?;
-        Some(median(
-            ours.iter()
-                .zip(theirs)
-                .map(|(a, b)| a.envoy_cpu_us_per_request - b.envoy_cpu_us_per_request)
-                .collect(),
+        Some(added_within_rounds(
+            runs.get(&(id, route))?,
+            runs.get(&(base, base_route))?,
         ))
     };
 

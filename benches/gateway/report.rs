@@ -1,17 +1,4 @@
-//! Medians over rounds, summaries and the table of goals with their verdicts.
-
-pub(crate) fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
-/// The medians of each half of the rounds' pairs.
-pub(crate) fn median_pair(runs: &[(f64, f64)]) -> (f64, f64) {
-    (
-        median(runs.iter().map(|r| r.0).collect()),
-        median(runs.iter().map(|r| r.1).collect()),
-    )
-}
+//! Summaries and the table of goals with their verdicts.
 
 /// Per form and route: medians over rounds.
 #[derive(Clone, Copy)]
@@ -70,12 +57,4 @@ impl Verdicts {
             println!("| {goal} | {measured} | {target} | {verdict} |");
         }
     }
-}
-
-/// Stalls of the host only add latency: when a form's median p99 over its slices is more
-/// than twice its best slice's, most of its slices stalled. The range, when they did.
-pub(crate) fn stalled(p99s: &[f64]) -> Option<(f64, f64)> {
-    let low = p99s.iter().copied().fold(f64::INFINITY, f64::min);
-    let high = p99s.iter().copied().fold(0.0, f64::max);
-    (median(p99s.to_vec()) > 2.0 * low).then_some((low, high))
 }
