@@ -64,6 +64,16 @@ pub fn added_within_rounds(ours: &[Measurement], theirs: &[Measurement]) -> f64 
     )
 }
 
+/// The order of `n` forms at turn `turn` (a round, a slice): forward on even turns, back on
+/// odd ones, so each form sits as often early as late.
+pub fn turn_order(n: usize, turn: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if turn % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
 /// Stalls of the host only add latency: when a form's median p99 over its slices is more
 /// than twice its best slice's, most of its slices stalled. The range, when they did.
 pub fn stalled(p99s: &[f64]) -> Option<(f64, f64)> {
@@ -117,6 +127,14 @@ mod tests {
         // Round by round: 2, 2.5, 1.75, 2, 2.25. The medians' difference would be 1.75.
         assert_eq!(added_within_rounds(&ours, &theirs), 2.0);
         assert_eq!(added_within_rounds(&theirs, &ours), -2.0);
+    }
+
+    #[test]
+    fn turns_go_forward_then_back() {
+        assert_eq!(turn_order(3, 0), [0, 1, 2]);
+        assert_eq!(turn_order(3, 1), [2, 1, 0]);
+        assert_eq!(turn_order(3, 4), [0, 1, 2]);
+        assert_eq!(turn_order(0, 1), [0usize; 0]);
     }
 
     #[test]

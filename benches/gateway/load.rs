@@ -101,6 +101,7 @@ pub(crate) fn warm_up(envoy: &Envoy, route: Route, connections: u64) {
     assert!(warm.status.success());
 }
 
+/// One slice of a form's measurement: wrk for `seconds`, and Envoy's CPU time over it.
 pub(crate) fn wrk_slice(envoy: &Envoy, route: Route, seconds: u64, connections: u64) -> Slice {
     let url = envoy.url(route.path());
     let cpu_before = cpu_time_us(envoy.pid());

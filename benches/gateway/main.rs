@@ -122,30 +122,14 @@ fn main() {
     let mut runs: HashMap<(FormId, Route), Vec<Measurement>> = HashMap::new();
     let mut echoes: HashMap<FormId, Vec<(f64, f64)>> = HashMap::new();
     let slice_seconds = env_number("BENCH_SLICE_SECONDS", 1).clamp(1, seconds);
-    let slices = (seconds / slice_seconds).max(1);
+    let slices = (seconds / slice_seconds).max(1) as usize;
+    let all_forms: Vec<&Form> = forms.iter().collect();
     for round in 1..=rounds {
-        // Every other round starts the forms in reverse: the order they were started and
-        // warmed in then favours none.
-        let order: Vec<&Form> = if round % 2 == 1 {
-            forms.iter().collect()
-        } else {
-            forms.iter().rev().collect()
-        };
         // Every form's Envoy lives through the round, and each route's measurement
         // alternates between them a slice at a time, so a drift on the shared machine (a
         // neighbour starting, the host warming) lands on every form alike rather than on
         // whichever form was running then.
-        let envoys: Vec<(&Form, Envoy)> = order
-            .into_iter()
-            .map(|form| {
-                let (config, ports) = config(form.id, nginx.port, chat_port);
-                let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
-                if form.warm_series > 0 {
-                    warm_series(&envoy, form.warm_series);
-                }
-                (form, envoy)
-            })
-            .collect();
+        let envoys = start_round(&all_forms, round, nginx.port, chat_port);
         for route in [Route::Direct, Route::Proxied, Route::Templated] {
             let group: Vec<&(&Form, Envoy)> = envoys
                 .iter()
@@ -156,12 +140,7 @@ fn main() {
             }
             let mut taken: Vec<Vec<Slice>> = group.iter().map(|_| Vec::new()).collect();
             for slice in 0..slices {
-                // Forward, then back: each form's slices sit as often early as late.
-                let mut turn: Vec<usize> = (0..group.len()).collect();
-                if slice % 2 == 1 {
-                    turn.reverse();
-                }
-                for i in turn {
+                for i in turn_order(group.len(), slice) {
                     taken[i].push(wrk_slice(&group[i].1, route, slice_seconds, connections));
                 }
             }
@@ -427,44 +406,38 @@ fn main() {
     let mut p99s: HashMap<FormId, Vec<(f64, f64)>> = HashMap::new();
     let rate = summary(FormId::NoFilter, Route::Proxied).map(|s| s.rps * FIXED_RATE_SHARE);
     if let Some(rate) = rate {
+        let latency: Vec<&Form> = forms
+            .iter()
+            .filter(|f| latency_forms.contains(&f.id))
+            .collect();
         for round in 1..=rounds {
-            let mut order: Vec<&Form> = forms
-                .iter()
-                .filter(|f| latency_forms.contains(&f.id))
-                .collect();
-            if round % 2 == 0 {
-                order.reverse();
-            }
             // As for CPU: every form's Envoy through the round, the load alternating between
             // them a slice at a time. A form's p99 is its median slice's: a stall of the host
             // spoils the slices it falls in, not the form's whole measurement.
-            let envoys: Vec<(&Form, Envoy)> = order
-                .into_iter()
-                .map(|form| {
-                    let (config, ports) = config(form.id, nginx.port, chat_port);
-                    let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
-                    fixed_rate_p99_us(&oha, &envoy, Route::Proxied, rate, 2);
-                    (form, envoy)
-                })
-                .collect();
+            let envoys = start_round(&latency, round, nginx.port, chat_port);
+            for (_, envoy) in &envoys {
+                fixed_rate_p99_us(&oha, envoy, Route::Proxied, rate, 2);
+            }
+            let mut taken: Vec<Vec<(f64, f64)>> = envoys.iter().map(|_| Vec::new()).collect();
             for slice in 0..slices {
-                let mut turn: Vec<&(&Form, Envoy)> = envoys.iter().collect();
-                if slice % 2 == 1 {
-                    turn.reverse();
-                }
-                for (form, envoy) in turn {
-                    let (p99, achieved) =
-                        fixed_rate_p99_us(&oha, envoy, Route::Proxied, rate, slice_seconds);
-                    p99s.entry(form.id).or_default().push((p99, achieved));
+                for i in turn_order(envoys.len(), slice) {
+                    let envoy = &envoys[i].1;
+                    taken[i].push(fixed_rate_p99_us(
+                        &oha,
+                        envoy,
+                        Route::Proxied,
+                        rate,
+                        slice_seconds,
+                    ));
                 }
             }
-            for (form, _) in &envoys {
-                let taken = &p99s[&form.id][(round - 1) * slices as usize..];
-                let (p99, achieved) = median_pair(taken);
+            for ((form, _), taken) in envoys.iter().zip(taken) {
+                let (p99, achieved) = median_pair(&taken);
                 eprintln!(
                     "round {round}/{rounds} {:<32} {:.0} req/s offered, {achieved:.0} sent: p99 {p99:.0} us (median slice)",
                     form.name, rate
                 );
+                p99s.entry(form.id).or_default().extend(taken);
             }
         }
         println!(
@@ -624,4 +597,27 @@ fn main() {
         format!("≤ {} KiB", WASM_SIZE_TARGET / 1024),
     );
     verdicts.print();
+}
+
+/// Every form's Envoy for round `round` (from 1), started in the round's turn order (every
+/// other round in reverse, so the order they were started and warmed in favours none), with
+/// its warm-up series.
+fn start_round<'a>(
+    forms: &[&'a Form],
+    round: usize,
+    nginx_port: u16,
+    chat_port: u16,
+) -> Vec<(&'a Form, Envoy)> {
+    turn_order(forms.len(), round - 1)
+        .into_iter()
+        .map(|i| {
+            let form = forms[i];
+            let (config, ports) = config(form.id, nginx_port, chat_port);
+            let envoy = Envoy::start_pinned(&config, ports, 1, Some(ENVOY_CPU));
+            if form.warm_series > 0 {
+                warm_series(&envoy, form.warm_series);
+            }
+            (form, envoy)
+        })
+        .collect()
 }
