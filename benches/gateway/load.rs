@@ -175,42 +175,75 @@ pub(crate) fn fixed_rate_p99_us(
     (p99, achieved)
 }
 
-/// Echo round trips over a few WebSocket connections: (messages per second, Envoy CPU per
-/// message in microseconds). Each message crosses Envoy twice (there and back).
-pub(crate) fn websocket_echo(envoy: &Envoy, seconds: u64) -> (f64, f64) {
-    let url = envoy.url("/ws").replace("http", "ws");
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let cpu_before = cpu_time_us(envoy.pid());
-    let counts: Vec<u64> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..WEBSOCKET_CONNECTIONS)
+/// A form's WebSocket echo connections, open for the whole round, so that the round's slices
+/// of each form alternate as the HTTP routes' do and measure messages, not handshakes. Each
+/// message crosses Envoy twice (there and back).
+pub(crate) struct EchoClients {
+    pid: u32,
+    sockets: Vec<tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<std::net::TcpStream>>>,
+}
+
+impl EchoClients {
+    pub(crate) fn open(envoy: &Envoy) -> EchoClients {
+        let url = envoy.url("/ws").replace("http", "ws");
+        let sockets = (0..WEBSOCKET_CONNECTIONS)
             .map(|_| {
-                let url = &url;
-                scope.spawn(move || {
-                    let (mut socket, _) = tungstenite::connect(url.as_str()).unwrap();
-                    let _connected = socket.read().unwrap();
-                    let payload = vec![0x2a_u8; 32];
-                    let mut count = 0u64;
-                    while Instant::now() < deadline {
-                        socket
-                            .send(tungstenite::Message::binary(payload.clone()))
-                            .unwrap();
-                        let echo = socket.read().unwrap();
-                        assert!(echo.is_binary());
-                        count += 1;
-                    }
-                    let _ = socket.close(None);
-                    count
-                })
+                let (mut socket, _) = tungstenite::connect(url.as_str()).unwrap();
+                let _connected = socket.read().unwrap();
+                socket
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let cpu_after = cpu_time_us(envoy.pid());
-    let messages: u64 = counts.iter().sum();
-    (
-        messages as f64 / seconds as f64,
-        (cpu_after - cpu_before) / messages.max(1) as f64,
-    )
+        EchoClients {
+            pid: envoy.pid(),
+            sockets,
+        }
+    }
+
+    /// One slice: every connection echoes 32-byte binary messages for `seconds`, one at a
+    /// time; Envoy's CPU time over it.
+    pub(crate) fn slice(&mut self, seconds: u64) -> Slice {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds);
+        let cpu_before = cpu_time_us(self.pid);
+        let messages: u64 = std::thread::scope(|scope| {
+            let handles: Vec<_> = self
+                .sockets
+                .iter_mut()
+                .map(|socket| {
+                    scope.spawn(move || {
+                        let payload = vec![0x2a_u8; 32];
+                        let mut count = 0u64;
+                        while Instant::now() < deadline {
+                            socket
+                                .send(tungstenite::Message::binary(payload.clone()))
+                                .unwrap();
+                            let echo = socket.read().unwrap();
+                            assert!(echo.is_binary());
+                            count += 1;
+                        }
+                        count
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        let cpu_after = cpu_time_us(self.pid);
+        Slice {
+            requests: messages as f64,
+            seconds: started.elapsed().as_secs_f64(),
+            envoy_cpu_us: cpu_after - cpu_before,
+            p50_us: 0.0,
+            p99_us: 0.0,
+        }
+    }
+}
+
+impl Drop for EchoClients {
+    fn drop(&mut self) {
+        for socket in &mut self.sockets {
+            let _ = socket.close(None);
+        }
+    }
 }
 
 /// Makes `count` distinct `http_requests_total` series with the scale route table: templates

@@ -173,14 +173,34 @@ fn main() {
                     .sum();
                 assert!(sent > 0.0, "{} emitted no {metric}", form.name);
             }
-            if form.echoes {
-                let (rate, cpu) = websocket_echo(envoy, seconds);
-                eprintln!(
-                    "round {round}/{rounds} {:<32} {:<20} {:>7.0} msg/s  Envoy CPU {:>5.1} us/msg",
-                    form.name, "websocket echo", rate, cpu
-                );
-                echoes.entry(form.id).or_default().push((rate, cpu));
+        }
+        // The echo alternates between forms a slice at a time too, over connections each
+        // form keeps for the round; one slice each first warms them.
+        let echoing: Vec<&(&Form, Envoy)> = envoys.iter().filter(|(f, _)| f.echoes).collect();
+        let mut clients: Vec<EchoClients> = echoing
+            .iter()
+            .map(|(_, envoy)| EchoClients::open(envoy))
+            .collect();
+        for client in &mut clients {
+            client.slice(slice_seconds);
+        }
+        let mut taken: Vec<Vec<Slice>> = echoing.iter().map(|_| Vec::new()).collect();
+        for slice in 0..slices {
+            for i in turn_order(echoing.len(), slice) {
+                taken[i].push(clients[i].slice(slice_seconds));
             }
+        }
+        drop(clients);
+        for ((form, _), slices) in echoing.iter().zip(&taken) {
+            let m = Measurement::of(slices);
+            eprintln!(
+                "round {round}/{rounds} {:<32} {:<20} {:>7.0} msg/s  Envoy CPU {:>5.1} us/msg",
+                form.name, "websocket echo", m.requests_per_second, m.envoy_cpu_us_per_request
+            );
+            echoes
+                .entry(form.id)
+                .or_default()
+                .push((m.requests_per_second, m.envoy_cpu_us_per_request));
         }
     }
     let summary = |id: FormId, route: Route| -> Option<Summary> {
@@ -496,7 +516,7 @@ fn main() {
 
     if !echoes.is_empty() {
         println!(
-            "\nWebSocket echo, {WEBSOCKET_CONNECTIONS} connections, 32-byte binary messages, median of {rounds} rounds\n"
+            "\nWebSocket echo, {WEBSOCKET_CONNECTIONS} connections, 32-byte binary messages, {slice_seconds} s slices, median of {rounds} rounds\n"
         );
         println!("| form | messages/s (round trips) | vs no filter | Envoy CPU per message |");
         println!("|---|---|---|---|");
