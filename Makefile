@@ -46,9 +46,10 @@ $(ENVOY):
 # Independent implementations the interop tests check the filter against: OpenTelemetry's
 # Python SDK and propagators (W3C, Jaeger, B3), its OTLP proto definitions, and Jaeger's own
 # Python client (archived by Jaeger in favour of OpenTelemetry, still what older services run;
-# it needs six, which it does not declare).
+# it needs six, which it does not declare). websockets: make count's WebSocket client.
 PYTHON_PACKAGES := opentelemetry-sdk==1.45.2 opentelemetry-propagator-jaeger==1.45.1 \
-  opentelemetry-propagator-b3==1.45.1 opentelemetry-proto==1.45.2 jaeger-client==4.8.0 six==1.17.0
+  opentelemetry-propagator-b3==1.45.1 opentelemetry-proto==1.45.2 jaeger-client==4.8.0 six==1.17.0 \
+  websockets==15.0.1
 build/.python-packages: $(ENVOY)
 	.venv/bin/pip install --quiet --disable-pip-version-check $(PYTHON_PACKAGES)
 	@touch $@
@@ -259,12 +260,14 @@ profile:
 	echo "  chat connection:                       $$websocket"
 
 # Envoy's instructions per request under callgrind for the bench's main forms (no filter, the
-# stats access logger, the wasm and the native builds), on the direct and the proxied route, with
-# the instruction-cache misses and cycles of callgrind's cache model beside them: counts a shared
-# machine's neighbours do not move, where make bench's CPU times do.
+# stats access logger, the wasm and the native builds), on the direct and the proxied route, and
+# per WebSocket message echoed by the chat stand-in, with the instruction-cache misses and cycles
+# of callgrind's cache model beside them: counts a shared machine's neighbours do not move, where
+# make bench's CPU times do.
 count: tools wasm native native-floor build/.bench-packages
 	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
-	tools/count-instructions
+	$(CARGO) build --quiet -p veza-standins
+	.venv/bin/python tools/count-instructions
 
 # oha (crates.io): the fixed-rate load of the p99 latency goal, with latency correction.
 OHA_VERSION := 1.16.0
