@@ -50,7 +50,9 @@ $(ENVOY):
 PYTHON_PACKAGES := opentelemetry-sdk==1.45.2 opentelemetry-propagator-jaeger==1.45.1 \
   opentelemetry-propagator-b3==1.45.1 opentelemetry-proto==1.45.2 jaeger-client==4.8.0 six==1.17.0 \
   websockets==15.0.1
-build/.python-packages: $(ENVOY)
+# Installed again when this file changes, so that a package added to the list reaches a
+# checkout that had installed the others.
+build/.python-packages: $(ENVOY) Makefile
 	.venv/bin/pip install --quiet --disable-pip-version-check $(PYTHON_PACKAGES)
 	@touch $@
 
