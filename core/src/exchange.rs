@@ -116,8 +116,32 @@ impl Exchange {
         // Everything the headers decide is taken from them before the host is called again:
         // the host may lend its own header map, which the trace write changes.
         let settings = &worker.settings;
-        let [method, path, authority, upgrade, authorization] =
-            headers.find([":method", ":path", ":authority", "upgrade", "authorization"]);
+        let tracing = &settings.tracing;
+        // One walk of the headers: the names below, the user's header when active users come
+        // from one (an empty name finds nothing), and the trace headers when the filter
+        // propagates (collected before it knows whether the request is traced: most are).
+        let user_header = match &settings.active_users.source {
+            UserSource::Header(name) if settings.active_users.enabled => name.as_str(),
+            _ => "",
+        };
+        let propagates = tracing.enabled && tracing.propagation == Propagation::Filter;
+        let mut incoming = TraceHeaders::default();
+        let [method, path, authority, upgrade, authorization, user_header] = headers
+            .find_and_visit(
+                [
+                    ":method",
+                    ":path",
+                    ":authority",
+                    "upgrade",
+                    "authorization",
+                    user_header,
+                ],
+                |name, value| {
+                    if propagates {
+                        incoming.observe(name, value, tracing.debug_credential.as_ref());
+                    }
+                },
+            );
         let (method, path) = (method.unwrap_or_default(), path.unwrap_or_default());
         if let Some(exposition) = &settings.exposition {
             let wanted = (method == b"GET" || method == b"HEAD")
@@ -134,14 +158,10 @@ impl Exchange {
         let trap = (settings.trap_header.as_ref())
             .is_some_and(|trap| headers.find([trap.as_str()])[0].is_some());
         let user = if settings.active_users.enabled {
-            let header = match &settings.active_users.source {
-                UserSource::Header(name) => headers.find([name.as_str()])[0],
-                UserSource::Jwt { .. } => None,
-            };
             let credentials = Credentials {
                 authorization,
                 path,
-                header,
+                header: user_header,
             };
             identity::user_hash(&settings.active_users.source, &credentials)
         } else {
@@ -165,7 +185,6 @@ impl Exchange {
         if stream {
             self.stream_request = Some(streams::stream_id(path));
         }
-        let tracing = &settings.tracing;
         let traced = match endpoint {
             Endpoint::Other => tracing.websocket || !self.upgrade_pending,
             Endpoint::Live | Endpoint::Ready => tracing.health,
@@ -174,7 +193,8 @@ impl Exchange {
         if traced && tracing.enabled {
             match tracing.propagation {
                 Propagation::Filter => {
-                    trace = self.decide_trace(worker, &headers, method, now.unwrap_or(0));
+                    trace =
+                        self.decide_trace(worker, &incoming, &headers, method, now.unwrap_or(0));
                 }
                 // The filter writes nothing; the access log wants what Envoy's tracer wrote.
                 Propagation::Envoy => self.read_back = settings.access_log,

@@ -13,10 +13,25 @@ pub trait Headers {
     /// Every `(name, value)` pair, in order; names lowercase, as Envoy keeps them.
     fn pairs(&self) -> impl Iterator<Item = (&[u8], &[u8])>;
 
-    /// The first value of each of `names` (lowercase), found in one pass.
+    /// The first value of each of `names` (lowercase), found in one pass. An empty name finds
+    /// nothing: it stands for a header the configuration does not name.
     fn find<const N: usize>(&self, names: [&str; N]) -> [Option<&[u8]>; N] {
+        self.find_and_visit(names, |_, _| {})
+    }
+
+    /// As [`Headers::find`], handing every pair to `visit` in the same pass: one walk of the
+    /// map for everything a request's headers decide.
+    fn find_and_visit<'a, const N: usize>(
+        &'a self,
+        names: [&str; N],
+        mut visit: impl FnMut(&'a [u8], &'a [u8]),
+    ) -> [Option<&'a [u8]>; N] {
         let mut found = [None; N];
         for (key, value) in self.pairs() {
+            visit(key, value);
+            if key.is_empty() {
+                continue;
+            }
             for (slot, name) in found.iter_mut().zip(names) {
                 if slot.is_none() && key == name.as_bytes() {
                     *slot = Some(value);
@@ -106,6 +121,25 @@ mod tests {
         assert_eq!(dup, Some(&b"one"[..]));
         assert_eq!(bin, Some(&b"\xff\x00\x01"[..]));
         assert_eq!(missing, None);
+    }
+
+    #[test]
+    fn an_empty_name_finds_nothing_and_every_pair_is_visited() {
+        let map = Serialized(serialize(&[("", b"empty"), ("x-a", b"1"), ("x-b", b"2")]));
+        let mut visited = Vec::new();
+        let [a, empty] = map.find_and_visit(["x-a", ""], |key, value| {
+            visited.push((key.to_vec(), value.to_vec()))
+        });
+        assert_eq!(a, Some(&b"1"[..]));
+        assert_eq!(empty, None);
+        assert_eq!(
+            visited,
+            [
+                (b"".to_vec(), b"empty".to_vec()),
+                (b"x-a".to_vec(), b"1".to_vec()),
+                (b"x-b".to_vec(), b"2".to_vec())
+            ]
+        );
     }
 
     /// The bytes proxy-wasm's host writes for the same map.

@@ -640,3 +640,38 @@ fn the_route_cache_is_cleared_only_when_asked_and_a_trace_header_was_written() {
         assert_eq!(host.errors(), 0, "{json}");
     }
 }
+
+#[test]
+fn the_user_header_and_the_trace_headers_are_read_in_one_walk() {
+    let mut host = MemoryHost::default();
+    let worker = worker(
+        &mut host,
+        r#"{"active_users": {"source": {"header": "X-User-Id"}}}"#,
+    );
+    let trace_id = "80f198ee56343ba864fe8b2a57d3eff7";
+    for (context_id, user) in [(1, "alice"), (2, "bob"), (3, "alice")] {
+        let mut exchange = Exchange::new(context_id);
+        let traceparent = format!("00-{trace_id}-e457b5a2e4d86bd1-01");
+        host.request = request(
+            &[
+                (":method", "GET"),
+                (":path", "/api/v1/tracks/42"),
+                (":authority", "veza"),
+                ("traceparent", &traceparent),
+                ("x-user-id", user),
+            ],
+            SECOND,
+        );
+        assert_eq!(exchange.request_headers(&worker, &mut host), Next::Continue);
+        let written = host
+            .request
+            .value(HeaderMap::Request, "traceparent")
+            .unwrap();
+        assert!(written.starts_with(&format!("00-{trace_id}-")), "{written}");
+        respond(&mut host, "200", SECOND + 1_000_000);
+        exchange.end(&worker, &mut host);
+    }
+    worker.tick(&mut host, 2 * SECOND);
+    // alice and bob.
+    assert_eq!(host.series("active_users", &[]), Some(2));
+}

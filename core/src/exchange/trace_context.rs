@@ -11,20 +11,21 @@ pub(super) struct TraceWrite {
 }
 
 impl Exchange {
-    /// Decides the gateway's trace context from the request's headers, and begins the span to
-    /// export when it is sampled and a collector is configured.
+    /// Decides the gateway's trace context from the trace headers the request carried
+    /// (`incoming`, collected from `headers`), and begins the span to export when it is
+    /// sampled and a collector is configured.
     pub(super) fn decide_trace(
         &mut self,
         worker: &Worker,
+        incoming: &TraceHeaders,
         headers: &impl Headers,
         method: Method,
         now: u64,
     ) -> Option<TraceWrite> {
         let settings = &worker.settings.tracing;
-        let incoming = TraceHeaders::collect(headers.pairs(), settings);
         let decision = {
             let mut state = worker.state.try_borrow_mut().ok()?;
-            trace::decide(settings, &incoming, &mut state.trace_ids)
+            trace::decide(settings, incoming, &mut state.trace_ids)
         };
         self.seen = Some((decision.trace_id, decision.span_id));
         // Only where it changes something: a span to export, a log line to write. Without

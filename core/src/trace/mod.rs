@@ -74,31 +74,42 @@ impl<'a> TraceHeaders<'a> {
     ) -> TraceHeaders<'a> {
         let mut headers = TraceHeaders::default();
         for (name, value) in pairs {
-            if let Some(index) = OWNED_HEADERS.iter().position(|h| h.as_bytes() == name) {
-                headers.present |= 1 << index;
-            }
-            match name {
-                b"traceparent" => headers.traceparent.push(value),
-                b"tracestate" => headers.tracestate.push(value),
-                b"uber-trace-id" => headers.uber_trace_id.push(value),
-                b"jaeger-debug-id" => headers.jaeger_debug_id = true,
-                b"b3" => headers.b3_single.push(value),
-                b"x-b3-traceid" => headers.b3_multi.trace_id = Some(value),
-                b"x-b3-spanid" => headers.b3_multi.span_id = Some(value),
-                b"x-b3-sampled" => headers.b3_multi.sampled = Some(value),
-                b"x-b3-flags" => headers.b3_multi.flags = Some(value),
-                _ => {
-                    if let Some(credential) = credential {
-                        if name == credential.header.as_bytes()
-                            && value.trim_ascii() == credential.value.as_bytes()
-                        {
-                            headers.trusted = true;
-                        }
+            headers.observe(name, value, credential);
+        }
+        headers
+    }
+
+    /// Takes one `(name, value)` pair into the collection, for a caller that walks the
+    /// request's headers once for other reasons too.
+    pub fn observe(
+        &mut self,
+        name: &'a [u8],
+        value: &'a [u8],
+        credential: Option<&DebugCredential>,
+    ) {
+        if let Some(index) = OWNED_HEADERS.iter().position(|h| h.as_bytes() == name) {
+            self.present |= 1 << index;
+        }
+        match name {
+            b"traceparent" => self.traceparent.push(value),
+            b"tracestate" => self.tracestate.push(value),
+            b"uber-trace-id" => self.uber_trace_id.push(value),
+            b"jaeger-debug-id" => self.jaeger_debug_id = true,
+            b"b3" => self.b3_single.push(value),
+            b"x-b3-traceid" => self.b3_multi.trace_id = Some(value),
+            b"x-b3-spanid" => self.b3_multi.span_id = Some(value),
+            b"x-b3-sampled" => self.b3_multi.sampled = Some(value),
+            b"x-b3-flags" => self.b3_multi.flags = Some(value),
+            _ => {
+                if let Some(credential) = credential {
+                    if name == credential.header.as_bytes()
+                        && value.trim_ascii() == credential.value.as_bytes()
+                    {
+                        self.trusted = true;
                     }
                 }
             }
         }
-        headers
     }
 
     /// The one `traceparent` (two are no context, as W3C says).
