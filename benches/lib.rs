@@ -1,6 +1,7 @@
 //! The bench's arithmetic, kept apart from the processes the `gateway` bench target drives so
 //! that it is tested (`make unit`): how a form's one-second slices make one measurement, the
-//! medians, the CPU a form adds above another within each round, and when a p99 stalled.
+//! medians, the CPU a form adds above another and its share of another's rate within each round,
+//! and when a p99 stalled.
 
 /// One wrk run of a form's measurement: the bench alternates forms between slices.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -62,6 +63,13 @@ pub fn added_within_rounds(ours: &[Measurement], theirs: &[Measurement]) -> f64 
             .map(|(a, b)| a.envoy_cpu_us_per_request - b.envoy_cpu_us_per_request)
             .collect(),
     )
+}
+
+/// `ours`'s rate (requests or messages per second) as a share of `theirs`, measured in the
+/// same rounds: the median over the rounds of the ratio within each, as
+/// [`added_within_rounds`] takes the CPU, so a round that runs every form slower cancels.
+pub fn share_within_rounds(ours: &[f64], theirs: &[f64]) -> f64 {
+    median(ours.iter().zip(theirs).map(|(a, b)| a / b).collect())
 }
 
 /// The order of `n` forms at turn `turn` (a round, a slice): forward on even turns, back on
@@ -127,6 +135,16 @@ mod tests {
         // Round by round: 2, 2.5, 1.75, 2, 2.25. The medians' difference would be 1.75.
         assert_eq!(added_within_rounds(&ours, &theirs), 2.0);
         assert_eq!(added_within_rounds(&theirs, &ours), -2.0);
+    }
+
+    #[test]
+    fn a_round_that_slows_every_form_cancels_in_a_share() {
+        // The second round ran every form at half the rate, the fourth at 1.2 times.
+        let ours = [900.0, 475.0, 920.0, 1140.0, 880.0];
+        let theirs = [1000.0, 500.0, 1000.0, 1200.0, 1000.0];
+        // Round by round: 0.90, 0.95, 0.92, 0.95, 0.88. The medians' ratio would be 0.9.
+        assert_eq!(share_within_rounds(&ours, &theirs), 0.92);
+        assert!(share_within_rounds(&[], &[]).is_nan());
     }
 
     #[test]

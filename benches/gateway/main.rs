@@ -18,9 +18,11 @@
 //!   spans exported, against the same peers; and its hooks alone (`make native-floor`: each
 //!   returns at once), the floor a dynamic-module filter of its shape pays.
 //!
-//! Reported per form and route: median requests/s, p50 and p99 latency, the ratio to no filter,
-//! Envoy's own CPU time per request (from /proc over the slices), and the CPU a form adds
-//! above another as the median of its difference within each round. Then: p99 latency at a fixed
+//! Reported per form and route: median requests/s, p50 and p99 latency, the share of no
+//! filter's requests/s, Envoy's own CPU time per request (from /proc over the slices), and the
+//! CPU a form adds above another. A share and an added CPU are taken within each round (the
+//! median over the rounds of the ratio, or the difference, inside each), so a round that runs
+//! every form slower cancels. Then: p99 latency at a fixed
 //! 70% of the no-filter maximum rate through nginx (oha), a WebSocket echo workload, memory over
 //! BENCH_MEMORY_REQUESTS (10 million) requests on 10,000 distinct paths, and the `.wasm` size.
 //!
@@ -226,6 +228,19 @@ fn main() {
         ))
     };
 
+    // A form's share of no filter's requests/s, within each round as the added CPU is.
+    let share = |id: FormId, route: Route| -> Option<f64> {
+        let rates = |id| -> Option<Vec<f64>> {
+            Some(
+                runs.get(&(id, route))?
+                    .iter()
+                    .map(|m| m.requests_per_second)
+                    .collect(),
+            )
+        };
+        Some(share_within_rounds(&rates(id)?, &rates(FormId::NoFilter)?))
+    };
+
     println!(
         "\nEnvoy 1.40, 1 worker on CPU {ENVOY_CPU}; wrk -t1 -c{connections} -d{seconds}s on CPU {LOAD_CPU}; median of {rounds} rounds\n"
     );
@@ -244,10 +259,13 @@ fn main() {
         );
         for form in forms.iter().filter(|f| f.routes.contains(&route)) {
             let s = summary(form.id, route).unwrap();
-            let (ratio, added) = match (base, above(form.id, route, FormId::NoFilter)) {
-                (Some(b), Some(added)) => {
-                    (format!("{:.2}", s.rps / b.rps), format!("{added:+.1} µs"))
-                }
+            // The templated route's forms are compared with no filter's direct responses.
+            let share = match route {
+                Route::Templated => base.map(|b| s.rps / b.rps),
+                _ => share(form.id, route),
+            };
+            let (ratio, added) = match (share, above(form.id, route, FormId::NoFilter)) {
+                (Some(share), Some(added)) => (format!("{share:.2}"), format!("{added:+.1} µs")),
                 _ => ("".to_owned(), "".to_owned()),
             };
             println!(
@@ -264,12 +282,6 @@ fn main() {
 
     let mut verdicts = Verdicts(Vec::new());
     for route in [Route::Direct, Route::Proxied] {
-        let (Some(none), Some(this)) = (
-            summary(FormId::NoFilter, route),
-            summary(FormId::ThisFilter, route),
-        ) else {
-            continue;
-        };
         let (Some(empty_added), Some(this_added)) = (
             above(FormId::EmptyWasm, route, FormId::NoFilter),
             above(FormId::ThisFilter, route, FormId::NoFilter),
@@ -286,15 +298,15 @@ fn main() {
             ADDED_CPU_VS_EMPTY_TARGET,
         );
         if route == Route::Direct {
-            let ratio = this.rps / none.rps;
-            verdicts.add(
-                ratio >= DIRECT_THROUGHPUT_TARGET,
-                "direct response: default filter's throughput vs no filter",
-                format!("{ratio:.3}"),
-                format!("≥ {DIRECT_THROUGHPUT_TARGET}"),
-            );
-            if let Some(metrics) = summary(FormId::NoTraceHeaders, route) {
-                let ratio = metrics.rps / none.rps;
+            if let Some(ratio) = share(FormId::ThisFilter, route) {
+                verdicts.add(
+                    ratio >= DIRECT_THROUGHPUT_TARGET,
+                    "direct response: default filter's throughput vs no filter",
+                    format!("{ratio:.3}"),
+                    format!("≥ {DIRECT_THROUGHPUT_TARGET}"),
+                );
+            }
+            if let Some(ratio) = share(FormId::NoTraceHeaders, route) {
                 verdicts.add(
                     ratio >= DIRECT_THROUGHPUT_TARGET,
                     "direct response: filter without trace headers (metrics only) throughput vs no filter",
@@ -333,9 +345,6 @@ fn main() {
         }
     }
     for route in [Route::Direct, Route::Proxied] {
-        let Some(none) = summary(FormId::NoFilter, route) else {
-            continue;
-        };
         let added = |id: FormId| above(id, route, FormId::NoFilter);
         let logger = added(FormId::StatsLogger);
         for (id, target, what) in [
@@ -375,8 +384,7 @@ fn main() {
             );
         }
         if route == Route::Direct {
-            if let Some(native) = summary(FormId::Native, route) {
-                let ratio = native.rps / none.rps;
+            if let Some(ratio) = share(FormId::Native, route) {
                 verdicts.add(
                     ratio >= NATIVE_DIRECT_THROUGHPUT_TARGET,
                     "direct response: native module's throughput vs no filter",
@@ -521,11 +529,17 @@ fn main() {
         println!("| form | messages/s (round trips) | vs no filter | Envoy CPU per message |");
         println!("|---|---|---|---|");
         let echo = |id: FormId| echoes.get(&id).map(|runs| median_pair(runs));
-        let base = echo(FormId::NoFilter);
+        // A form's share of no filter's message rate, within each round.
+        let share = |id: FormId| -> Option<f64> {
+            let rates = |id| -> Option<Vec<f64>> {
+                Some(echoes.get(&id)?.iter().map(|run| run.0).collect())
+            };
+            Some(share_within_rounds(&rates(id)?, &rates(FormId::NoFilter)?))
+        };
         for form in forms.iter().filter(|f| echoes.contains_key(&f.id)) {
             let (rate, cpu) = echo(form.id).unwrap();
-            let ratio = base
-                .map(|b| format!("{:.2}", rate / b.0))
+            let ratio = share(form.id)
+                .map(|share| format!("{share:.2}"))
                 .unwrap_or_default();
             println!("| {} | {rate:.0} | {ratio} | {cpu:.1} µs |", form.name);
         }
@@ -533,8 +547,7 @@ fn main() {
             (FormId::ThisFilter, "wasm", WEBSOCKET_TARGET),
             (FormId::Native, "native", NATIVE_WEBSOCKET_TARGET),
         ] {
-            if let (Some(base), Some(this)) = (base, echo(id)) {
-                let ratio = this.0 / base.0;
+            if let Some(ratio) = share(id) {
                 verdicts.add(
                     ratio >= target,
                     &format!("{build}: WebSocket echo rate vs no filter"),
