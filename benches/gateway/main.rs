@@ -214,23 +214,24 @@ fn main() {
             cpu: median(ms.iter().map(|m| m.envoy_cpu_us_per_request).collect()),
         })
     };
-    // Envoy CPU per request that a form adds above another, within each round. The templated
-    // route is compared with the other form's direct responses.
-    let above = |id: FormId, route: Route, base: FormId| -> Option<f64> {
-        let base_route = if route == Route::Templated {
+    // The templated route's forms are compared with the other form's direct responses.
+    let base_route = |route: Route| {
+        if route == Route::Templated {
             Route::Direct
         } else {
             route
-        };
+        }
+    };
+    // Envoy CPU per request that a form adds above another, within each round.
+    let above = |id: FormId, route: Route, base: FormId| -> Option<f64> {
         Some(added_within_rounds(
             runs.get(&(id, route))?,
-            runs.get(&(base, base_route))?,
+            runs.get(&(base, base_route(route)))?,
         ))
     };
-
     // A form's share of no filter's requests/s, within each round as the added CPU is.
     let share = |id: FormId, route: Route| -> Option<f64> {
-        let rates = |id| -> Option<Vec<f64>> {
+        let rates = |id, route| -> Option<Vec<f64>> {
             Some(
                 runs.get(&(id, route))?
                     .iter()
@@ -238,7 +239,10 @@ fn main() {
                     .collect(),
             )
         };
-        Some(share_within_rounds(&rates(id)?, &rates(FormId::NoFilter)?))
+        Some(share_within_rounds(
+            &rates(id, route)?,
+            &rates(FormId::NoFilter, base_route(route))?,
+        ))
     };
 
     println!(
@@ -249,22 +253,12 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|");
     for route in [Route::Direct, Route::Proxied, Route::Templated] {
-        let base = summary(
-            FormId::NoFilter,
-            if route == Route::Templated {
-                Route::Direct
-            } else {
-                route
-            },
-        );
         for form in forms.iter().filter(|f| f.routes.contains(&route)) {
             let s = summary(form.id, route).unwrap();
-            // The templated route's forms are compared with no filter's direct responses.
-            let share = match route {
-                Route::Templated => base.map(|b| s.rps / b.rps),
-                _ => share(form.id, route),
-            };
-            let (ratio, added) = match (share, above(form.id, route, FormId::NoFilter)) {
+            let (ratio, added) = match (
+                share(form.id, route),
+                above(form.id, route, FormId::NoFilter),
+            ) {
                 (Some(share), Some(added)) => (format!("{share:.2}"), format!("{added:+.1} µs")),
                 _ => ("".to_owned(), "".to_owned()),
             };
