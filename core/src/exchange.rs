@@ -118,14 +118,16 @@ impl Exchange {
         let settings = &worker.settings;
         let tracing = &settings.tracing;
         // One walk of the headers: the names below, the user's header when active users come
-        // from one (an empty name finds nothing), and the trace headers when the filter
-        // propagates (collected before it knows whether the request is traced: most are).
+        // from one (an empty name finds nothing), the trap header of a fault-injection build,
+        // and the trace headers when the filter propagates (collected before it knows whether the request is traced: most are).
         let user_header = match &settings.active_users.source {
             UserSource::Header(name) if settings.active_users.enabled => name.as_str(),
             _ => "",
         };
         let propagates = tracing.enabled && tracing.propagation == Propagation::Filter;
         let mut incoming = TraceHeaders::default();
+        #[cfg(feature = "fault-injection")]
+        let mut trap = false;
         let [method, path, authority, upgrade, authorization, user_header] = headers
             .find_and_visit(
                 [
@@ -137,6 +139,10 @@ impl Exchange {
                     user_header,
                 ],
                 |name, value| {
+                    #[cfg(feature = "fault-injection")]
+                    if (settings.trap_header.as_ref()).is_some_and(|t| t.as_bytes() == name) {
+                        trap = true;
+                    }
                     if propagates {
                         incoming.observe(name, value, tracing.debug_credential.as_ref());
                     }
@@ -154,9 +160,6 @@ impl Exchange {
                 Next::Continue
             };
         }
-        #[cfg(feature = "fault-injection")]
-        let trap = (settings.trap_header.as_ref())
-            .is_some_and(|trap| headers.find([trap.as_str()])[0].is_some());
         let user = if settings.active_users.enabled {
             let credentials = Credentials {
                 authorization,

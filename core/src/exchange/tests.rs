@@ -642,7 +642,7 @@ fn the_route_cache_is_cleared_only_when_asked_and_a_trace_header_was_written() {
 }
 
 #[test]
-fn the_user_header_and_the_trace_headers_are_read_in_one_walk() {
+fn the_user_header_and_the_trace_headers_are_both_read() {
     let mut host = MemoryHost::default();
     let worker = worker(
         &mut host,
