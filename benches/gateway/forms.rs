@@ -31,6 +31,9 @@ pub(crate) enum FormId {
     /// The native build whose hooks return at once (`make native-floor`): what any
     /// dynamic-module filter of its shape pays before doing any work.
     NativeFloor,
+    /// BENCH_NATIVE_VARIANT: another build of the native module (a layout, a compiler
+    /// setting) beside the shipped one, as configured by default.
+    NativeVariant,
 }
 
 impl FormId {
@@ -42,6 +45,7 @@ impl FormId {
                 | FormId::NativeNoTraceHeaders
                 | FormId::NativeSpans
                 | FormId::NativeFloor
+                | FormId::NativeVariant
         )
     }
 }
@@ -205,6 +209,13 @@ pub(crate) fn forms() -> Vec<Form> {
         ),
         form(FormId::Experiment, "BENCH_PLUGIN_CONFIG", BOTH, false, 0),
         form(
+            FormId::NativeVariant,
+            "BENCH_NATIVE_VARIANT",
+            BOTH,
+            false,
+            0,
+        ),
+        form(
             FormId::CargoWasm,
             "this filter, before wasm-opt",
             BOTH,
@@ -220,12 +231,17 @@ pub(crate) fn forms() -> Vec<Form> {
             .map(|(probes, name)| form(FormId::Probe(probes), name, BOTH, false, 0)),
     )
     .filter(|f| f.id != FormId::Experiment || experiment_config().is_some())
+    .filter(|f| f.id != FormId::NativeVariant || native_variant().is_some())
     .filter(|f| f.id != FormId::CargoWasm || env_number("BENCH_CARGO_WASM", 0) == 1)
     .collect()
 }
 
 pub(crate) fn experiment_config() -> Option<String> {
     std::env::var("BENCH_PLUGIN_CONFIG").ok()
+}
+
+pub(crate) fn native_variant() -> Option<std::path::PathBuf> {
+    std::env::var_os("BENCH_NATIVE_VARIANT").map(std::path::PathBuf::from)
 }
 
 pub(crate) fn config(id: FormId, nginx_port: u16, chat_port: u16) -> (GatewayConfig, Ports) {
@@ -248,6 +264,14 @@ pub(crate) fn config(id: FormId, nginx_port: u16, chat_port: u16) -> (GatewayCon
                 .display()
                 .to_string(),
         ),
+        FormId::NativeVariant => {
+            let variant = native_variant().unwrap();
+            assert!(variant.exists(), "BENCH_NATIVE_VARIANT: no {}", variant.display());
+            native(config).replace_once(
+                &native_path().display().to_string(),
+                &variant.display().to_string(),
+            )
+        }
         FormId::NativeNoTraceHeaders => {
             native(config).plugin_configuration(NO_TRACE_HEADERS_CONFIG)
         }

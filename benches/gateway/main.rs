@@ -32,6 +32,7 @@
 //! (form names, comma-separated, or separated by `|` when one has a comma in it; the verdicts
 //! that need a missing form are then not given), and
 //! BENCH_PLUGIN_CONFIG adds a form of this filter with that plugin configuration (JSON).
+//! BENCH_NATIVE_VARIANT adds a form loading that native module library (another build of it).
 //! BENCH_BROWSER_HEADERS=1 sends nine more request headers, as a browser would, with wrk.
 //! BENCH_PROBES=1 adds the probe filter's forms: the cost of each hostcall kind the filter makes.
 //! BENCH_CARGO_WASM=1 adds this filter as cargo builds it, before wasm-opt.
