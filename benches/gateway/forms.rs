@@ -257,21 +257,11 @@ pub(crate) fn config(id: FormId, nginx_port: u16, chat_port: u16) -> (GatewayCon
     let config = match id {
         FormId::ThisFilter => config,
         FormId::Native => native(config),
-        FormId::NativeFloor => native(config).replace_once(
-            &native_path().display().to_string(),
-            &Path::new(REPO)
-                .join("build/floor/libveza_observability.so")
-                .display()
-                .to_string(),
+        FormId::NativeFloor => native_library(
+            config,
+            &Path::new(REPO).join("build/floor/libveza_observability.so"),
         ),
-        FormId::NativeVariant => {
-            let variant = native_variant().unwrap();
-            assert!(variant.exists(), "BENCH_NATIVE_VARIANT: no {}", variant.display());
-            native(config).replace_once(
-                &native_path().display().to_string(),
-                &variant.display().to_string(),
-            )
-        }
+        FormId::NativeVariant => native_library(config, &native_variant().unwrap()),
         FormId::NativeNoTraceHeaders => {
             native(config).plugin_configuration(NO_TRACE_HEADERS_CONFIG)
         }
@@ -320,6 +310,20 @@ pub(crate) fn with_module(config: GatewayConfig, module: &str) -> GatewayConfig 
 
 /// The native build's filter entry, in the wasm filter's place.
 const NATIVE_FILTER: &str = include_str!("snippets/native-filter.yaml");
+
+/// The config with another build of the native module (the floor, a variant) in place of
+/// the wasm one.
+fn native_library(config: GatewayConfig, library: &Path) -> GatewayConfig {
+    assert!(
+        library.exists(),
+        "no native module at {}",
+        library.display()
+    );
+    native(config).replace_once(
+        &native_path().display().to_string(),
+        &library.display().to_string(),
+    )
+}
 
 /// The config with the native build in place of the wasm one (as envoy/envoy-native.yaml
 /// loads it: bare metric names through the namespace and the runtime flag).
