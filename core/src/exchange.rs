@@ -119,7 +119,8 @@ impl Exchange {
         let tracing = &settings.tracing;
         // One walk of the headers: the names below, the user's header when active users come
         // from one (an empty name finds nothing), the trap header of a fault-injection build,
-        // and the trace headers when the filter propagates (collected before it knows whether the request is traced: most are).
+        // and the trace headers when the filter propagates (collected before it knows whether
+        // the request is traced: most are).
         let user_header = match &settings.active_users.source {
             UserSource::Header(name) if settings.active_users.enabled => name.as_str(),
             _ => "",
