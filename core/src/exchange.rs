@@ -13,7 +13,7 @@ use crate::access_log;
 use crate::active_users::identity::{self, Credentials};
 use crate::config::business::UserSource;
 use crate::config::tracing::Propagation;
-use crate::config::EndpointSource;
+use crate::config::{EndpointSource, Settings};
 use crate::header_map::Headers;
 use crate::health::{self, Endpoint, Health};
 use crate::host::{HeaderMap, Property, Request};
@@ -54,6 +54,9 @@ pub struct Exchange {
     method: Option<Method>,
     route: Option<RouteMatch>,
     waiting_for_ready: bool,
+    /// Made by the module's access logger ([`Exchange::logged`]): the one exchange that counts
+    /// the request when `count_in_logger` is set.
+    logged: bool,
     /// A WebSocket upgrade request, until its outcome is counted.
     upgrade_pending: bool,
     /// A GET of a stream endpoint, until its response headers say whether it streams: the
@@ -121,10 +124,7 @@ impl Exchange {
         // from one (an empty name finds nothing), the trap header of a fault-injection build,
         // and the trace headers when the filter propagates (collected before it knows whether
         // the request is traced: most are).
-        let user_header = match &settings.active_users.source {
-            UserSource::Header(name) if settings.active_users.enabled => name.as_str(),
-            _ => "",
-        };
+        let user_header = user_header(settings);
         let propagates = tracing.enabled && tracing.propagation == Propagation::Filter;
         let mut incoming = TraceHeaders::default();
         #[cfg(feature = "fault-injection")]
@@ -161,25 +161,15 @@ impl Exchange {
                 Next::Continue
             };
         }
-        let user = if settings.active_users.enabled {
-            let credentials = Credentials {
-                authorization,
-                path,
-                header: user_header,
-            };
-            identity::user_hash(&settings.active_users.source, &credentials)
-        } else {
-            None
+        // Where the module's access logger counts the request, it observes the user too.
+        let user = match settings.count_in_logger {
+            None => user_of(settings, authorization, path, user_header),
+            Some(_) => None,
         };
         let health = &settings.health;
         let method = Method::parse(method);
         self.method = Some(method);
-        let mut route = settings.routes.resolve(method, path);
-        let endpoint = Health::classify(health, route, authority.unwrap_or_default());
-        if endpoint == Endpoint::Other && health.route_endpoint(route) != Endpoint::Other {
-            // `/live` for another authority goes on to the services: not the gateway's.
-            route = RouteMatch::NONE;
-        }
+        let (route, endpoint) = route_of(settings, method, path, authority);
         self.route = Some(route);
         self.upgrade_pending = upgrade.is_some_and(|u| u.eq_ignore_ascii_case(b"websocket"));
         let stream = route
@@ -212,16 +202,7 @@ impl Exchange {
             host.trap();
         }
         if let Some(user) = user {
-            if let Ok(mut state) = worker.state.try_borrow_mut() {
-                let State {
-                    registry,
-                    active_users,
-                    ..
-                } = &mut *state;
-                if let Some(active_users) = active_users {
-                    active_users.observe(registry, host, now.unwrap_or(0), user);
-                }
-            }
+            observe_user(worker, host, now.unwrap_or(0), user);
         }
         if let Some(trace) = trace {
             Self::write_trace(worker, host, &trace);
@@ -369,6 +350,48 @@ impl Exchange {
         }
     }
 
+    /// The request as the module's access logger sees it, once, at Envoy's access-log stage:
+    /// the counting half of a request, for a gateway whose `count_in_logger` names that logger.
+    /// Its route and user come from the request headers as [`Exchange::request_headers`]
+    /// takes them; it answers nothing, writes nothing and tracks no connection (the filter
+    /// does that on the routes that enable it), and its duration is Envoy's.
+    pub fn logged<R: Request>(&mut self, worker: &Worker, host: &mut R) {
+        self.logged = true;
+        let settings = &worker.settings;
+        // A failed read leaves the route unknown: the end reads again and counts it.
+        let (user, _trap) = match host.request_headers() {
+            Ok(headers) => {
+                let [method, path, authority, authorization, user_header] = headers.find([
+                    ":method",
+                    ":path",
+                    ":authority",
+                    "authorization",
+                    user_header(settings),
+                ]);
+                #[cfg(feature = "fault-injection")]
+                let trap = (settings.trap_header.as_deref())
+                    .is_some_and(|name| headers.find([name]) != [None]);
+                #[cfg(not(feature = "fault-injection"))]
+                let trap = false;
+                let method = Method::parse(method.unwrap_or_default());
+                let path = path.unwrap_or_default();
+                self.method = Some(method);
+                self.route = Some(route_of(settings, method, path, authority).0);
+                (user_of(settings, authorization, path, user_header), trap)
+            }
+            Err(_) => (None, false),
+        };
+        #[cfg(feature = "fault-injection")]
+        if _trap {
+            host.trap();
+        }
+        if let Some(user) = user {
+            let now = host.now_nanos().unwrap_or(0);
+            observe_user(worker, host, now, user);
+        }
+        self.end(worker, host);
+    }
+
     /// The end of the request as Envoy logs it, once per request: also for requests answered
     /// before the filter ran (no route), for dead upstreams, for resets and, for an upgraded
     /// connection, when it closes.
@@ -417,44 +440,47 @@ impl Exchange {
                 .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
                 .map(u64::from_le_bytes),
         };
-        let route_name = match settings.endpoint_source {
-            EndpointSource::RouteName => {
-                registry.read(Operation::GetProperty, host.property(Property::RouteName))
+        // Counted once: by the filter, or by the module's access logger when it counts.
+        if settings.count_in_logger.is_none() || self.logged {
+            let route_name = match settings.endpoint_source {
+                EndpointSource::RouteName => {
+                    registry.read(Operation::GetProperty, host.property(Property::RouteName))
+                }
+                EndpointSource::RouteTable => None,
+            };
+            let request = RequestRecord {
+                method,
+                route_name: route_name.as_deref(),
+                route,
+                status,
+                duration_nanos: duration,
+            };
+            // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
+            let counted = state.http.record(settings, registry, host, &request);
+            if settings.access_log {
+                let (endpoint, service) = state.http.labels(settings, counted);
+                self.log_fields(registry, host, endpoint, service);
             }
-            EndpointSource::RouteTable => None,
-        };
-        let request = RequestRecord {
-            method,
-            route_name: route_name.as_deref(),
-            route,
-            status,
-            duration_nanos: duration,
-        };
-        // The HTTP exchange itself; an upgraded connection is counted, not timed, here.
-        let counted = state.http.record(settings, registry, host, &request);
-        if settings.access_log {
-            let (endpoint, service) = state.http.labels(settings, counted);
-            self.log_fields(registry, host, endpoint, service);
-        }
-        if let (Some(mut span), Some(exporter)) = (self.span.take(), state.exporter.as_mut()) {
-            let protocol = registry.read(
-                Operation::GetProperty,
-                host.property(Property::RequestProtocol),
-            );
-            span.route = route
-                .endpoint
-                .and_then(|e| settings.routes.template_text(e))
-                .map(str::to_owned);
-            span.protocol_version = protocol.as_deref().and_then(protocol_version);
-            span.status = status.and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
-            if let Ok(now) = now {
-                span.end_unix_nanos = now;
+            if let (Some(mut span), Some(exporter)) = (self.span.take(), state.exporter.as_mut()) {
+                let protocol = registry.read(
+                    Operation::GetProperty,
+                    host.property(Property::RequestProtocol),
+                );
+                span.route = route
+                    .endpoint
+                    .and_then(|e| settings.routes.template_text(e))
+                    .map(str::to_owned);
+                span.protocol_version = protocol.as_deref().and_then(protocol_version);
+                span.status = status.and_then(|s| u16::try_from(s).ok()).unwrap_or(0);
+                if let Ok(now) = now {
+                    span.end_unix_nanos = now;
+                }
+                exporter.push(registry, *span);
             }
-            exporter.push(registry, *span);
+            state
+                .business
+                .record(&settings.business, registry, method, route.endpoint, status);
         }
-        state
-            .business
-            .record(&settings.business, registry, method, route.endpoint, status);
         let now = now.unwrap_or(0);
         if self.upgrade_pending {
             // No response headers came (the upstream failed first): the attempt's outcome.
@@ -486,6 +512,62 @@ impl Exchange {
 
     fn service(&self) -> Option<ServiceId> {
         self.route.and_then(|r| r.service)
+    }
+}
+
+/// The request header active users come from, when they come from one ("" finds nothing).
+fn user_header(settings: &Settings) -> &str {
+    match &settings.active_users.source {
+        UserSource::Header(name) if settings.active_users.enabled => name.as_str(),
+        _ => "",
+    }
+}
+
+/// The user a request counts for in active users, from its credentials.
+fn user_of(
+    settings: &Settings,
+    authorization: Option<&[u8]>,
+    path: &[u8],
+    header: Option<&[u8]>,
+) -> Option<u64> {
+    if !settings.active_users.enabled {
+        return None;
+    }
+    let credentials = Credentials {
+        authorization,
+        path,
+        header,
+    };
+    identity::user_hash(&settings.active_users.source, &credentials)
+}
+
+/// The request's route, and whether it is the gateway's `/live` or `/ready`.
+fn route_of(
+    settings: &Settings,
+    method: Method,
+    path: &[u8],
+    authority: Option<&[u8]>,
+) -> (RouteMatch, Endpoint) {
+    let health = &settings.health;
+    let route = settings.routes.resolve(method, path);
+    let endpoint = Health::classify(health, route, authority.unwrap_or_default());
+    if endpoint == Endpoint::Other && health.route_endpoint(route) != Endpoint::Other {
+        // `/live` for another authority goes on to the services: not the gateway's.
+        return (RouteMatch::NONE, endpoint);
+    }
+    (route, endpoint)
+}
+
+fn observe_user<R: Request>(worker: &Worker, host: &mut R, now: u64, user: u64) {
+    if let Ok(mut state) = worker.state.try_borrow_mut() {
+        let State {
+            registry,
+            active_users,
+            ..
+        } = &mut *state;
+        if let Some(active_users) = active_users {
+            active_users.observe(registry, host, now, user);
+        }
     }
 }
 

@@ -194,7 +194,10 @@ impl Worker {
                 ms => format!("every {ms} ms"),
             },
             if settings.health.enabled { settings.health.checks.len() } else { 0 },
-        )
+        ) + &match &settings.count_in_logger {
+            Some(name) => format!(", requests counted in access logger {name:?}"),
+            None => String::new(),
+        }
     }
 
     /// Hands what is pending to the host: a reconfiguration or shutdown keeps what this worker

@@ -51,7 +51,10 @@ impl RootContext for Root {
             }
         };
         let now = abi::current_time_nanos().unwrap_or(0);
-        let worker = match Worker::configure(&mut EnvoyHost, bytes.as_deref(), now) {
+        let configured = Worker::configure(&mut EnvoyHost, bytes.as_deref(), now).and_then(|w| {
+            veza_observability_core::config::counts_in_filter(&w.settings).map(|()| w)
+        });
+        let worker = match configured {
             Ok(worker) => worker,
             Err(err) => {
                 log::error!("veza-observability: invalid plugin configuration: {err}");

@@ -73,6 +73,12 @@ pub struct PluginConfig {
     /// and nothing else (no counting, no health, no tracing).
     #[serde(default)]
     pub exposition: Option<exposition::ExpositionConfig>,
+    /// The native build only: the name of the module's access logger (its `logger_config`)
+    /// that counts every request, once, at Envoy's access-log stage. The filter then counts
+    /// none, and runs only on the routes that need it: `/live`, `/ready`, WebSockets and
+    /// streams. Metrics only: tracing must be off.
+    #[serde(default)]
+    pub count_in_logger: Option<String>,
     /// For tests of Envoy's failure policy only: only a build with the `fault-injection`
     /// feature has it; the shipped module refuses it as an unknown field.
     #[cfg(feature = "fault-injection")]
@@ -217,6 +223,8 @@ pub struct Settings {
     pub access_log: bool,
     /// Set: this filter serves only the exposition at its path.
     pub exposition: Option<exposition::ExpositionSettings>,
+    /// Set: the module's access logger of this name counts requests; the filter does not.
+    pub count_in_logger: Option<String>,
     /// The request header that traps the VM (fault-injection tests only).
     #[cfg(feature = "fault-injection")]
     pub trap_header: Option<String>,
@@ -421,6 +429,10 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         business = BusinessSettings::default();
         websocket.chat_endpoints.clear();
     }
+    let count_in_logger = config
+        .count_in_logger
+        .map(|name| check_logger(name, &config.access_log, &tracing, exposition.is_some()))
+        .transpose()?;
     #[cfg(feature = "fault-injection")]
     let trap_header = match config.fault_injection {
         None => None,
@@ -435,6 +447,7 @@ pub fn compile(config: PluginConfig) -> Result<Settings, ConfigError> {
         tracing,
         access_log: config.access_log.enabled && exposition.is_none(),
         exposition,
+        count_in_logger,
         business,
         active_users,
         routes,
@@ -476,6 +489,52 @@ fn endpoint_ids(
                 })
             })
             .collect(),
+    }
+}
+
+/// Refuses `count_in_logger` in a build with no access logger of its own (the wasm build):
+/// the requests would be counted nowhere.
+pub fn counts_in_filter(settings: &Settings) -> Result<(), ConfigError> {
+    match settings.count_in_logger {
+        Some(_) => Err(error(
+            "count_in_logger",
+            "needs the native build's access logger: this build counts in the filter",
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The name of the access logger that counts, and what counting there leaves out: the filter
+/// runs only where routes enable it, so it can neither trace every request nor write every
+/// request's access-log fields.
+fn check_logger(
+    name: String,
+    access_log: &AccessLogConfig,
+    tracing: &TraceSettings,
+    exposition: bool,
+) -> Result<String, ConfigError> {
+    let field = "count_in_logger";
+    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+        return Err(error(
+            field,
+            format!("{name:?} must be 1 to 64 characters without control characters"),
+        ));
+    }
+    let conflict = if exposition {
+        Some("exposition")
+    } else if tracing.enabled {
+        Some("tracing.enabled")
+    } else if access_log.enabled {
+        Some("access_log.enabled")
+    } else {
+        None
+    };
+    match conflict {
+        Some(other) => Err(error(
+            field,
+            format!("counting in the access logger needs {other} off: the filter runs only where routes enable it"),
+        )),
+        None => Ok(name),
     }
 }
 

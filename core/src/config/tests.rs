@@ -132,6 +132,10 @@ fn bad_configuration_names_the_field() {
         (r#"{"websocket": {"chat_endpoints": ["/chat"]}}"#, "websocket.chat_endpoints[0]: \"/chat\" is not a route template"),
         (r#"{"websocket": {"chat_event_types": ["Send Message"]}}"#, "websocket.chat_event_types[0]: \"Send Message\" must be"),
         (r#"{"streams": {"endpoints": ["/stream/:id"]}}"#, "streams.endpoints[0]: \"/stream/:id\" is not a route template"),
+        (r#"{"count_in_logger": "veza"}"#, "count_in_logger: counting in the access logger needs tracing.enabled off"),
+        (r#"{"count_in_logger": "veza", "tracing": {"enabled": false}, "access_log": {"enabled": true}}"#, "count_in_logger: counting in the access logger needs access_log.enabled off"),
+        (r#"{"count_in_logger": "veza", "tracing": {"enabled": false}, "exposition": {"admin_cluster": "admin"}}"#, "count_in_logger: counting in the access logger needs exposition off"),
+        (r#"{"count_in_logger": "", "tracing": {"enabled": false}}"#, "count_in_logger: \"\" must be 1 to 64 characters"),
     ];
     for (json, expected) in cases {
         let err = load_str(json).unwrap_err();
@@ -140,4 +144,18 @@ fn bad_configuration_names_the_field() {
             "{json}\n got: {err}\nwant: {expected}"
         );
     }
+}
+
+#[test]
+fn counting_in_the_logger_is_metrics_only() {
+    let settings =
+        load_str(r#"{"count_in_logger": "veza", "tracing": {"enabled": false}}"#).unwrap();
+    assert_eq!(settings.count_in_logger.as_deref(), Some("veza"));
+    assert_eq!(load(None).unwrap().count_in_logger, None);
+    // The wasm build has no access logger of its own.
+    assert_eq!(
+        counts_in_filter(&settings).unwrap_err().to_string(),
+        "count_in_logger: needs the native build's access logger: this build counts in the filter"
+    );
+    assert_eq!(counts_in_filter(&load(None).unwrap()), Ok(()));
 }

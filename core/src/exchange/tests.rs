@@ -675,3 +675,71 @@ fn the_user_header_and_the_trace_headers_are_both_read() {
     // alice and bob.
     assert_eq!(host.series("active_users", &[]), Some(2));
 }
+
+const COUNT_IN_LOGGER: &str = r#"{"count_in_logger": "veza", "tracing": {"enabled": false},
+    "metrics_flush_interval_ms": 0, "active_users": {"source": {"header": "x-user-id"}}}"#;
+
+/// The same request as the module's access logger hands it over: its headers, Envoy's response
+/// code and duration.
+fn logged(worker: &Worker, host: &mut MemoryHost, pairs: &[(&str, &str)], status: &str) {
+    host.request = request(pairs, 10 * SECOND);
+    host.request.properties.push((
+        Property::RequestDuration,
+        (SECOND / 5).to_le_bytes().to_vec(),
+    ));
+    respond(host, status, 10 * SECOND);
+    Exchange::new(0).logged(worker, host);
+}
+
+#[test]
+fn with_count_in_logger_the_logger_counts_each_request_once_and_the_filter_none() {
+    let mut host = MemoryHost::default();
+    let worker = worker(&mut host, COUNT_IN_LOGGER);
+    // `/live` through the filter, enabled on its route: answered, not counted.
+    let live = [(":method", "GET"), (":path", "/live"), ("x-user-id", "u1")];
+    let mut exchange = Exchange::new(1);
+    host.request = request(
+        &[(":method", "GET"), (":path", "/live"), ("x-user-id", "u0")],
+        9 * SECOND,
+    );
+    assert_eq!(exchange.request_headers(&worker, &mut host), Next::Pause);
+    assert_eq!(host.request.reply.as_ref().map(|r| r.0), Some(200));
+    respond(&mut host, "200", 9 * SECOND);
+    exchange.end(&worker, &mut host);
+    worker.flush(&mut host);
+    let live_series = [
+        ("method", "GET"),
+        ("endpoint", "/live"),
+        ("status", "200"),
+        ("service", "gateway"),
+    ];
+    assert_eq!(host.series("http_requests_total", &live_series), None);
+    // The logger counts it, and a request the filter never ran on, with Envoy's duration.
+    logged(&worker, &mut host, &live, "200");
+    let track = [
+        (":method", "GET"),
+        (":path", "/api/v1/tracks/42"),
+        ("x-user-id", "u2"),
+    ];
+    logged(&worker, &mut host, &track, "200");
+    worker.flush(&mut host);
+    assert_eq!(host.series("http_requests_total", &live_series), Some(1));
+    let labels = [
+        ("method", "GET"),
+        ("endpoint", "/api/v1/tracks/:id"),
+        ("service", "backend-api"),
+    ];
+    assert_eq!(
+        host.series(
+            "http_requests_total",
+            &[labels[0], labels[1], ("status", "200"), labels[2]]
+        ),
+        Some(1)
+    );
+    let bucket = |le| duration_bucket(&host, &labels, le);
+    assert_eq!((bucket("0.1"), bucket("0.25")), (Some(0), Some(1)));
+    // The users the logger saw, not the one of the filter's `/live`.
+    worker.tick(&mut host, 11 * SECOND);
+    assert_eq!(host.counter(crate::metrics::names::ACTIVE_USERS), Some(2));
+    assert_eq!(host.errors(), 0);
+}
