@@ -1,11 +1,12 @@
 //! Envoy's dynamic-module ABI, the subset this filter uses: checked against Envoy 1.40.0, whose
 //! `envoy_dynamic_module_on_program_init` expects ABI version `v0.2.0`.
 //!
-//! Envoy resolves the hooks this library exports with `dlsym` when a filter config is created
-//! (a missing one refuses the config), and the dynamic linker binds the callbacks declared
-//! here when the library is loaded (a missing one refuses the load). A changed signature is
-//! not detected by either, so these declarations are pinned to that Envoy version, and the
-//! tests load the library into that Envoy. Envoy's C enums are `int`-sized.
+//! Envoy resolves the hooks this library exports with `dlsym` when a filter config or an
+//! access logger config is created (a missing one refuses the config), and the dynamic linker
+//! binds the callbacks declared here when the library is loaded (a missing one refuses the
+//! load). A changed signature is not detected by either, so these declarations are pinned to
+//! that Envoy version, and the tests load the library into that Envoy. Envoy's C enums are
+//! `int`-sized.
 
 #![allow(non_camel_case_types)]
 
@@ -300,6 +301,41 @@ extern "C" {
         body: Buffer,
         timeout_ms: u64,
     ) -> CalloutInit;
+
+    // The access logger (`envoy.access_loggers.dynamic_modules`): its calls take the logger's
+    // object for one logged request (valid during `on_access_logger_log`), and read what
+    // Envoy logged.
+    pub fn envoy_dynamic_module_callback_access_logger_get_headers_size(
+        logger: EnvoyPtr,
+        header_type: HeaderType,
+    ) -> usize;
+    pub fn envoy_dynamic_module_callback_access_logger_get_headers(
+        logger: EnvoyPtr,
+        header_type: HeaderType,
+        headers: *mut Header,
+    ) -> bool;
+    /// 0 when no response was sent.
+    pub fn envoy_dynamic_module_callback_access_logger_get_response_code(logger: EnvoyPtr) -> u32;
+    pub fn envoy_dynamic_module_callback_access_logger_get_route_name(
+        logger: EnvoyPtr,
+        value: *mut Buffer,
+    ) -> bool;
+    pub fn envoy_dynamic_module_callback_access_logger_get_timing_info(
+        logger: EnvoyPtr,
+        timing: *mut TimingInfo,
+    );
+    pub fn envoy_dynamic_module_callback_access_logger_get_worker_index(logger: EnvoyPtr) -> u32;
+}
+
+/// `envoy_dynamic_module_type_timing_info`: the request's start and its durations from it, in
+/// nanoseconds, -1 where Envoy has none. Envoy 1.40 writes these eight fields.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct TimingInfo {
+    pub start_time_unix_ns: i64,
+    /// From the first request byte to the request's completion: Envoy's `%DURATION%`.
+    pub request_complete_duration_ns: i64,
+    pub other: [i64; 6],
 }
 
 /// The define callbacks by metric kind.

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -138,6 +138,10 @@ pub struct Gateway {
     busy: AtomicBool,
     queued: Mutex<Vec<Answer>>,
     ticker: Mutex<Option<Ticker>>,
+    /// Whether Envoy's filter config is still there: false from [`Gateway::close`] on. The
+    /// module's access logger, which may outlive it, holds it for reading while it counts
+    /// through the config.
+    open: RwLock<bool>,
 }
 
 /// A lock that a panic elsewhere poisoned still guards consistent data here: every critical
@@ -172,6 +176,7 @@ impl Gateway {
             busy: AtomicBool::new(false),
             queued: Mutex::default(),
             ticker: Mutex::new(None),
+            open: RwLock::new(true),
         };
         let now = now_nanos();
         for index in 0..workers.max(1) {
@@ -182,6 +187,24 @@ impl Gateway {
             gateway.slots.push(Mutex::new(Slot { worker, series }));
         }
         Ok(gateway)
+    }
+
+    /// Envoy's filter config, for metric updates made off the main thread (by the access
+    /// logger, while [`Gateway::open`] holds).
+    pub fn config(&self) -> EnvoyPtr {
+        self.config as EnvoyPtr
+    }
+
+    /// Held while the filter config is there: `None` once it is gone.
+    pub fn open(&self) -> Option<RwLockReadGuard<'_, bool>> {
+        let open = self.open.read().unwrap_or_else(PoisonError::into_inner);
+        (*open).then_some(open)
+    }
+
+    /// The name of the access logger that counts this gateway's requests, if one does.
+    pub fn count_in_logger(&self) -> Option<String> {
+        let slot = lock(self.slots.first()?);
+        slot.worker.settings.count_in_logger.clone()
     }
 
     pub fn families(&self) -> &Families {
@@ -375,6 +398,8 @@ impl Gateway {
     /// Main thread, the config going away: stop the ticker, hand over what each worker
     /// counted, and release Envoy's scheduler.
     pub fn close(&self) {
+        // Waits for an access logger counting through the config, and stops the next.
+        *self.open.write().unwrap_or_else(PoisonError::into_inner) = false;
         if let Some(mut ticker) = lock(&self.ticker).take() {
             let (stopped, wake) = &*ticker.stop;
             *lock(stopped) = true;

@@ -91,7 +91,7 @@ unsafe fn free_filter(filter: *mut Filter) {
 }
 
 /// What a panic said, for the log.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
@@ -101,7 +101,12 @@ fn panic_message(payload: &(dyn Any + Send)) -> String {
 
 /// Counts a hook's panic; the registry logs the first of each worker, as for any failed
 /// host call.
-fn report(gateway: &Gateway, slot: Option<usize>, hook: &str, payload: &(dyn Any + Send)) {
+pub(crate) fn report(
+    gateway: &Gateway,
+    slot: Option<usize>,
+    hook: &str,
+    payload: &(dyn Any + Send),
+) {
     let why = format!(
         "panicked ({}), the request went on untouched",
         panic_message(payload)
@@ -194,9 +199,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 abi::LOG_INFO,
                 &format!("veza-observability: {}", gateway.describe()),
             );
-            let gateway: &'static Gateway = Box::leak(Box::new(gateway));
+            let gateway = Arc::new(gateway);
             gateway.start_ticker();
-            (gateway as *const Gateway).cast()
+            crate::access_logger::register(&gateway);
+            Arc::into_raw(gateway).cast()
         }
         Ok(Err(err)) => {
             abi::log(abi::LOG_ERROR, &format!("veza-observability: {err}"));
@@ -221,8 +227,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 /// A gateway this library created, destroyed once.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: ModulePtr) {
-    // SAFETY: the caller's guarantee: the box made in config_new, no request left.
-    let gateway = unsafe { Box::from_raw(config as *mut Gateway) };
+    // SAFETY: the caller's guarantee: the gateway made in config_new, no request left. An
+    // access logger may still hold it: it counts through it no more once it is closed.
+    let gateway = unsafe { Arc::from_raw(config.cast::<Gateway>()) };
     let _ = catch_unwind(AssertUnwindSafe(|| gateway.close()));
     drop(gateway);
 }
@@ -300,6 +307,26 @@ unsafe fn slice<'a, T>(ptr: *const T, count: usize) -> &'a [T] {
     }
     // SAFETY: the caller's guarantee.
     unsafe { std::slice::from_raw_parts(ptr, count) }
+}
+
+// ---------------------------------------------------------------------------- per route
+
+/// What a route's `typed_per_filter_config` enables the filter with: nothing of its own (the
+/// filter is configured once, for the gateway), so every route gets the same marker.
+static ROUTE_ENABLES: u8 = 0;
+
+/// Main thread: a route enables the filter (where the HTTP connection manager has it
+/// `disabled` by default, as counting in the access logger does).
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_new(
+    _name: Buffer,
+    _configuration: Buffer,
+) -> ModulePtr {
+    (&ROUTE_ENABLES as *const u8).cast()
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_per_route_config_destroy(_config: ModulePtr) {
 }
 
 // ---------------------------------------------------------------------------- requests

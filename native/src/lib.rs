@@ -17,6 +17,7 @@ mod host;
 mod metrics;
 mod shared;
 
+mod access_logger;
 mod body;
 mod hooks;
 mod logger;
