@@ -32,6 +32,7 @@ fn every_shipped_envoy_config_validates() {
         shipped,
         [
             "envoy/bench.yaml",
+            "envoy/envoy-native-metrics.yaml",
             "envoy/envoy-native.yaml",
             "envoy/envoy.yaml",
             "examples/func-e/envoy.yaml"

@@ -91,9 +91,9 @@ fn traffic(envoy: &Envoy) {
 fn both_builds_emit_the_same_families_labels_and_values_for_the_same_traffic() {
     let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
     let exporters = (free_port(), free_port());
-    let start = |build: Build| {
-        let (config, ports) = GatewayConfig::gateway_for(
-            build,
+    let start = |relative: &str| {
+        let (config, ports) = GatewayConfig::gateway_from(
+            relative,
             Upstreams {
                 backend: standins.backend.port(),
                 chat: standins.chat.port(),
@@ -106,8 +106,10 @@ fn both_builds_emit_the_same_families_labels_and_values_for_the_same_traffic() {
         traffic(&envoy);
         envoy
     };
-    let wasm = start(Build::Wasm);
-    let native = start(Build::Native);
+    let wasm = start(Build::Wasm.gateway_config());
+    let native = start(Build::Native.gateway_config());
+    // Metrics only, counted in the module's access logger.
+    let logged = start("envoy/envoy-native-metrics.yaml");
     // Both flush within a second; the counted totals settle.
     let settled = |envoy: &Envoy| {
         let mut last = filter_series(envoy);
@@ -121,6 +123,7 @@ fn both_builds_emit_the_same_families_labels_and_values_for_the_same_traffic() {
     };
     let mut from_wasm = settled(&wasm);
     let from_native = settled(&native);
+    let from_logged = settled(&logged);
     // The VM's memory is the wasm build's alone: the native module's is Envoy's own.
     from_wasm.retain(|(name, _), _| name != names::VM_MEMORY_BYTES);
     let keys = |series: &BTreeMap<SeriesKey, f64>| series.keys().cloned().collect::<BTreeSet<_>>();
@@ -136,8 +139,18 @@ fn both_builds_emit_the_same_families_labels_and_values_for_the_same_traffic() {
         let rounds = key.0.starts_with(names::DEPENDENCY_CHECK_DURATION_SECONDS);
         if !timing(&key.0) || (key.0.ends_with("_count") && !rounds) {
             assert_eq!(Some(value), from_native.get(key), "{key:?}");
+            // Counted at the access-log stage, each request once, the same.
+            assert_eq!(Some(value), from_logged.get(key), "{key:?}, logged");
         }
     }
+    assert_eq!(keys(&from_logged), native_keys);
+    // Envoy's own duration of each request (read from the log), not the filter's clock: the
+    // stand-ins answer within milliseconds.
+    let micros: f64 = (from_logged.iter())
+        .filter(|((name, _), _)| name == "http_request_duration_seconds_sum_microseconds")
+        .map(|(_, value)| value)
+        .sum();
+    assert!(micros > 0.0 && micros < 5e6, "{micros} µs");
 }
 
 const TRAP: &str = r#"{"fault_injection": {"trap_header": "x-veza-test-trap"}}"#;
@@ -214,6 +227,65 @@ fn a_panic_in_a_hook_is_caught_the_request_goes_on_and_envoy_keeps_counting() {
     envoy.expect_errors(&[("hook", 2.0)]);
 }
 
+/// The module's access logger guards its hook as the filter does: the request's count is
+/// lost, nothing else, and the panic is counted and logged once.
+#[test]
+fn a_panic_in_the_access_logger_is_caught_and_envoy_keeps_counting() {
+    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
+    let (config, ports) = GatewayConfig::gateway_from(
+        "envoy/envoy-native-metrics.yaml",
+        Upstreams {
+            backend: standins.backend.port(),
+            chat: standins.chat.port(),
+            stream: standins.stream.port(),
+            postgres_exporter: free_port(),
+            redis_exporter: free_port(),
+        },
+    );
+    let faults = config
+        .replace_once(
+            &format!("filename: {}", native_path().display()),
+            &format!("filename: {}", fault_injection_native_path().display()),
+        )
+        .replace_once(
+            r#"{"count_in_logger": "veza", "tracing": {"enabled": false}}"#,
+            r#"{"count_in_logger": "veza", "tracing": {"enabled": false}, "fault_injection": {"trap_header": "x-veza-test-trap"}}"#,
+        );
+    let mut envoy = Envoy::start(&faults, ports, 1);
+    let get = |headers: &[(&str, &str)]| {
+        http("GET", &envoy.url("/api/v1/tracks/1"), headers, "")
+            .unwrap()
+            .0
+    };
+    for trapped in [false, false, true, false, true, false] {
+        let headers: &[(&str, &str)] = if trapped {
+            &[("x-veza-test-trap", "1")]
+        } else {
+            &[]
+        };
+        assert_eq!(get(headers), 200);
+    }
+    envoy.wait_for(
+        "veza_observability_errors_total",
+        &[("operation", "hook")],
+        2.0,
+    );
+    poll("four requests counted", Duration::from_secs(10), || {
+        let samples = envoy.samples("http_requests_total");
+        (samples.iter().map(|s| s.value).sum::<f64>() == 4.0).then_some(())
+    });
+    let log = envoy.flushed_log_text();
+    assert_eq!(
+        log.matches(
+            "hook failed with panicked (fault injection: the trap header, logged), the request went on untouched for access_log"
+        )
+        .count(),
+        1,
+        "logged once"
+    );
+    envoy.expect_errors(&[("hook", 2.0)]);
+}
+
 /// Four workers, eight clients: each request a new connection, so they spread over workers.
 const WORKERS: u32 = 4;
 const CLIENTS: usize = 8;
@@ -222,7 +294,34 @@ const CLIENTS: usize = 8;
 fn four_workers_share_one_series_budget_exactly() {
     let (_standins, config, ports) = GatewayConfig::with_standins();
     let config = config.plugin_configuration(r#"{"max_series": 20}"#);
-    let envoy = Envoy::start(&config, ports, WORKERS);
+    series_budget_exactly(&config, ports);
+}
+
+/// The same, counted in the module's access logger: the logger of each worker admits the
+/// series through the gateway's shared budget as the filter does.
+#[test]
+fn four_workers_counting_in_the_access_logger_share_one_series_budget_exactly() {
+    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
+    let (config, ports) = GatewayConfig::gateway_from(
+        "envoy/envoy-native-metrics.yaml",
+        Upstreams {
+            backend: standins.backend.port(),
+            chat: standins.chat.port(),
+            stream: standins.stream.port(),
+            postgres_exporter: free_port(),
+            redis_exporter: free_port(),
+        },
+    );
+    let config = config.replace_once(
+        r#"{"count_in_logger": "veza", "tracing": {"enabled": false}}"#,
+        r#"{"count_in_logger": "veza", "tracing": {"enabled": false}, "max_series": 20}"#,
+    );
+    series_budget_exactly(&config, ports);
+}
+
+/// Eight clients offer 60 label sets to a budget of 20 through four workers.
+fn series_budget_exactly(config: &GatewayConfig, ports: Ports) {
+    let envoy = Envoy::start(config, ports, WORKERS);
     const REQUESTS: usize = 60;
     std::thread::scope(|scope| {
         for client in 0..CLIENTS {

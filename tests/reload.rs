@@ -208,6 +208,66 @@ fn a_new_plugin_configuration_under_load_loses_no_request_and_no_count() {
     );
 }
 
+/// Counting in the module's access logger: the new listener's logger finds the new filter
+/// config, the old one's counts until its drain ends, and the old config leaves no ticker.
+#[test]
+fn a_listener_update_counting_in_the_access_logger_loses_no_count() {
+    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
+    let (config, ports) = GatewayConfig::gateway_from(
+        "envoy/envoy-native-metrics.yaml",
+        Upstreams {
+            backend: standins.backend.port(),
+            chat: standins.chat.port(),
+            stream: standins.stream.port(),
+            postgres_exporter: free_port(),
+            redis_exporter: free_port(),
+        },
+    );
+    let dir = scratch_dir("lds-logger");
+    let (bootstrap, mut listener) = with_lds(&config, &dir);
+    publish(&dir, &listener);
+    let envoy = Envoy::start_draining_in(&bootstrap, ports, 2, 1);
+    let tickers = || envoy.threads_named("veza-ticker");
+    poll(
+        "the filter config's ticker",
+        Duration::from_secs(10),
+        || (tickers() == 1).then_some(()),
+    );
+
+    let ((), sent, failed) = under_load(ports.listener, |load| {
+        let filters =
+            &mut listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"];
+        filters[0]["typed_config"]["filter_config"]["value"] = json!(
+            r#"{"count_in_logger": "veza", "tracing": {"enabled": false}, "max_series": 1000}"#
+        );
+        publish(&dir, &listener);
+        poll(
+            "Envoy to take the new listener",
+            Duration::from_secs(15),
+            || (stat(&envoy, "envoy_listener_manager_lds_update_success") >= 2.0).then_some(()),
+        );
+        load.wait_for_more(200, "load through the new listener");
+    });
+
+    assert_eq!(failed, 0, "of {sent} requests");
+    poll(
+        "every request to be counted once",
+        Duration::from_secs(10),
+        || (tracks_counted(&envoy) == sent as f64).then_some(()),
+    );
+    poll(
+        "the old listener to be gone",
+        Duration::from_secs(15),
+        || (stat(&envoy, "envoy_listener_manager_total_listeners_draining") == 0.0).then_some(()),
+    );
+    poll(
+        "the old config's ticker to stop",
+        Duration::from_secs(10),
+        || (tickers() == 1).then_some(()),
+    );
+    assert!(envoy.flushed_log_text().contains("max_series 1000"));
+}
+
 #[test]
 fn a_hot_restart_under_load_fails_no_request_and_loses_no_count() {
     let (_standins, config, ports) = GatewayConfig::with_standins();

@@ -115,7 +115,12 @@ impl GatewayConfig {
 
     /// The gateway loading `build`, whichever build the suite runs with.
     pub fn gateway_for(build: Build, upstreams: Upstreams) -> (GatewayConfig, Ports) {
-        let (config, ports) = GatewayConfig::shipped_on_fresh_ports(build.gateway_config());
+        GatewayConfig::gateway_from(build.gateway_config(), upstreams)
+    }
+
+    /// The shipped gateway config `relative` in front of `upstreams`.
+    pub fn gateway_from(relative: &str, upstreams: Upstreams) -> (GatewayConfig, Ports) {
+        let (config, ports) = GatewayConfig::shipped_on_fresh_ports(relative);
         let config = config.ports(&[
             (8080, upstreams.backend),
             (3001, upstreams.chat),
