@@ -269,6 +269,7 @@ profile:
 count: tools wasm native native-floor build/.bench-packages
 	@command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
 	$(CARGO) build --quiet -p veza-standins
+	$(CARGO) build --quiet --profile native -p logger-probe
 	.venv/bin/python tools/count-instructions
 
 # oha (crates.io): the fixed-rate load of the p99 latency goal, with latency correction.

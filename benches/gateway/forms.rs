@@ -26,6 +26,9 @@ pub(crate) enum FormId {
     Native,
     /// The native build without trace headers.
     NativeNoTraceHeaders,
+    /// The native build without trace headers, counting in its access logger with the filter
+    /// off on the bench's routes (as envoy/envoy-native-metrics.yaml on the Veza API's).
+    NativeLogged,
     /// The native build sampling 100% with every span exported.
     NativeSpans,
     /// The native build whose hooks return at once (`make native-floor`): what any
@@ -43,6 +46,7 @@ impl FormId {
             self,
             FormId::Native
                 | FormId::NativeNoTraceHeaders
+                | FormId::NativeLogged
                 | FormId::NativeSpans
                 | FormId::NativeFloor
                 | FormId::NativeVariant
@@ -108,6 +112,9 @@ impl Route {
 /// The default configuration without trace headers: metrics (HTTP, business, active users)
 /// only, the foundation issue's capability.
 pub(crate) const NO_TRACE_HEADERS_CONFIG: &str = r#"{"tracing": {"enabled": false}}"#;
+/// Metrics only, counted in the module's access logger (snippets/native-logger.yaml).
+pub(crate) const COUNT_IN_LOGGER_CONFIG: &str =
+    r#"{"count_in_logger": "bench", "tracing": {"enabled": false}}"#;
 /// The same job as Envoy's tracer: every request sampled, `traceparent` written, a span
 /// exported per request (to nginx, which answers 200 to any POST). Metrics as always.
 pub(crate) const TRACE_ALL_CONFIG: &str = r#"{"tracing": {"sampling_ratio": 1.0, "outgoing": ["traceparent"], "collector": {"cluster": "collector"}}}"#;
@@ -174,6 +181,13 @@ pub(crate) fn forms() -> Vec<Form> {
         form(
             FormId::NativeNoTraceHeaders,
             "native module, no trace headers",
+            BOTH,
+            false,
+            0,
+        ),
+        form(
+            FormId::NativeLogged,
+            "native module, counted in its access logger",
             BOTH,
             false,
             0,
@@ -265,6 +279,16 @@ pub(crate) fn config(id: FormId, nginx_port: u16, chat_port: u16) -> (GatewayCon
         FormId::NativeNoTraceHeaders => {
             native(config).plugin_configuration(NO_TRACE_HEADERS_CONFIG)
         }
+        FormId::NativeLogged => native(config)
+            .plugin_configuration(COUNT_IN_LOGGER_CONFIG)
+            .replace_once(
+                "          - name: veza_observability\n",
+                "          - name: veza_observability\n            disabled: true\n",
+            )
+            .replace_once(
+                "          # native peer\n",
+                &NATIVE_LOGGER.replace("NATIVE", &native_path().display().to_string()),
+            ),
         FormId::NativeSpans => native(config).plugin_configuration(TRACE_ALL_CONFIG),
         FormId::ThisFilterSpans => config.plugin_configuration(TRACE_ALL_CONFIG),
         FormId::NoTraceHeaders => config.plugin_configuration(NO_TRACE_HEADERS_CONFIG),
@@ -310,6 +334,8 @@ pub(crate) fn with_module(config: GatewayConfig, module: &str) -> GatewayConfig 
 
 /// The native build's filter entry, in the wasm filter's place.
 const NATIVE_FILTER: &str = include_str!("snippets/native-filter.yaml");
+/// The module's access logger, counting for the filter config `COUNT_IN_LOGGER_CONFIG` names.
+const NATIVE_LOGGER: &str = include_str!("snippets/native-logger.yaml");
 
 /// The config with another build of the native module (the floor, a variant) in place of
 /// the wasm one.

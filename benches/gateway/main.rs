@@ -353,6 +353,11 @@ fn main() {
                 NATIVE_METRICS_ONLY_VS_LOGGER_TARGET,
                 "native module without trace headers",
             ),
+            (
+                FormId::NativeLogged,
+                NATIVE_METRICS_ONLY_VS_LOGGER_TARGET,
+                "native module without trace headers, counted in its access logger",
+            ),
         ] {
             if let (Some(ours), Some(logger)) = (added(id), logger) {
                 verdicts.add_ratio(
