@@ -99,6 +99,10 @@ fn each_bad_configuration_is_refused_with_its_field_named() {
             r#"{"health": {"checks": [{"name": "database", "cluster": "veza_postgres_exporter", "timeout_ms": 0}]}}"#,
             "health.checks[0].timeout_ms: must be 1 to 60000 (got 0)",
         ),
+        (
+            r#"{"count_in_logger": "veza"}"#,
+            "count_in_logger: counting in the access logger needs tracing.enabled off",
+        ),
     ];
     for (json, message) in cases {
         let (ok, output) = validate(&gateway().plugin_configuration(json));
@@ -109,6 +113,39 @@ fn each_bad_configuration_is_refused_with_its_field_named() {
             "{json}: expected {expected:?} in:\n{output}"
         );
         assert!(output.contains(envoy_refusal()), "{output}");
+    }
+}
+
+/// Counting in the access logger is the native build's: the wasm build, which has no logger,
+/// refuses it; the native module refuses a logger it is not, or one no gateway could name.
+#[test]
+fn counting_in_the_access_logger_is_refused_where_it_cannot_be() {
+    let metrics_only = r#"{"count_in_logger": "veza", "tracing": {"enabled": false}}"#;
+    let wasm =
+        GatewayConfig::shipped(Build::Wasm.gateway_config()).plugin_configuration(metrics_only);
+    let (ok, output) = validate(&wasm);
+    assert!(!ok, "the wasm build took count_in_logger:\n{output}");
+    let expected = format!(
+        "{REFUSED}count_in_logger: needs the native build's access logger: this build counts in the filter"
+    );
+    assert!(output.contains(&expected), "{output}");
+
+    let logger = GatewayConfig::shipped("envoy/envoy-native-metrics.yaml");
+    for (from, to, message) in [
+        (
+            "                value: veza\n",
+            "                value: \"\"\n",
+            "veza-observability: logger_config: \"\" must be 1 to 64 characters",
+        ),
+        (
+            "              logger_name: veza_observability\n",
+            "              logger_name: another\n",
+            "veza-observability: unknown logger_name \"another\"",
+        ),
+    ] {
+        let (ok, output) = validate(&logger.clone().replace_once(from, to));
+        assert!(!ok, "{to} was accepted:\n{output}");
+        assert!(output.contains(message), "{message:?} in:\n{output}");
     }
 }
 

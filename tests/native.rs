@@ -286,6 +286,41 @@ fn a_panic_in_the_access_logger_is_caught_and_envoy_keeps_counting() {
     envoy.expect_errors(&[("hook", 2.0)]);
 }
 
+/// A logger that no filter config names counts nothing, and says so once per worker.
+#[test]
+fn an_access_logger_no_gateway_names_warns_and_counts_nothing() {
+    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
+    let (config, ports) = GatewayConfig::gateway_from(
+        "envoy/envoy-native-metrics.yaml",
+        Upstreams {
+            backend: standins.backend.port(),
+            chat: standins.chat.port(),
+            stream: standins.stream.port(),
+            postgres_exporter: free_port(),
+            redis_exporter: free_port(),
+        },
+    );
+    // Flushed after every request: had the logger counted the first request, the count
+    // would be in Envoy's stats by the time its warning is in the log.
+    let config = config
+        .replace_once("                value: veza\n", "                value: nobody\n")
+        .replace_once(
+            r#"{"count_in_logger": "veza", "tracing": {"enabled": false}}"#,
+            r#"{"count_in_logger": "veza", "tracing": {"enabled": false}, "metrics_flush_interval_ms": 0}"#,
+        );
+    let envoy = Envoy::start(&config, ports, 1);
+    for _ in 0..3 {
+        let (status, _) = http("GET", &envoy.url("/api/v1/tracks/1"), &[], "").unwrap();
+        assert_eq!(status, 200);
+    }
+    let warning = "no filter config counts in access logger \"nobody\" (count_in_logger)";
+    poll("the warning", Duration::from_secs(10), || {
+        envoy.flushed_log_text().contains(warning).then_some(())
+    });
+    assert_eq!(envoy.flushed_log_text().matches(warning).count(), 1);
+    assert_eq!(envoy.samples("http_requests_total").len(), 0);
+}
+
 /// Four workers, eight clients: each request a new connection, so they spread over workers.
 const WORKERS: u32 = 4;
 const CLIENTS: usize = 8;
