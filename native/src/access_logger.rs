@@ -173,51 +173,68 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_access_logger_log(
     }
     // SAFETY: the caller's guarantee: this thread's logger, called on this thread only.
     let logger = unsafe { &mut *logger.cast::<Logger>().cast_mut() };
-    let gateway = match logger.gateway.upgrade() {
-        Some(gateway) => gateway,
-        None => match find(&logger.name) {
-            Some(gateway) => {
-                logger.gateway = Arc::downgrade(&gateway);
-                gateway
-            }
-            None => {
-                if !logger.warned {
-                    logger.warned = true;
-                    let why = format!(
-                        "veza-observability: no filter config counts in access logger {:?} \
-                         (count_in_logger): its requests are not counted",
-                        logger.name
-                    );
-                    abi::log(abi::LOG_WARN, &why);
-                }
-                return;
-            }
-        },
-    };
     // SAFETY: Envoy's object for the logged request, during the call.
     let worker =
         unsafe { abi::envoy_dynamic_module_callback_access_logger_get_worker_index(envoy) };
-    let slot = worker as usize;
-    let counted = catch_unwind(AssertUnwindSafe(|| count(&gateway, slot, envoy)));
-    if let Err(payload) = counted {
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            report(&gateway, Some(slot), "access_log", payload.as_ref())
-        }));
+    // The gateway this logger counted for last, else (it closed, or there was none) the
+    // newest open one of its name.
+    let mut looked_up = false;
+    loop {
+        let gateway = match logger.gateway.upgrade() {
+            Some(gateway) => gateway,
+            None if looked_up => return,
+            None => {
+                looked_up = true;
+                match find(&logger.name) {
+                    Some(gateway) => {
+                        logger.gateway = Arc::downgrade(&gateway);
+                        gateway
+                    }
+                    None => return logger.warn_once(),
+                }
+            }
+        };
+        let slot = worker as usize;
+        match catch_unwind(AssertUnwindSafe(|| count(&gateway, slot, envoy))) {
+            Ok(true) => return,
+            // Closed since this logger last counted: look for its successor.
+            Ok(false) => logger.gateway = Weak::new(),
+            Err(payload) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| {
+                    report(&gateway, Some(slot), "access_log", payload.as_ref())
+                }));
+                return;
+            }
+        }
     }
 }
 
-/// Counts one request with the worker's core, while the filter config is there.
-fn count(gateway: &Gateway, worker: usize, envoy: EnvoyPtr) {
+impl Logger {
+    fn warn_once(&mut self) {
+        if !self.warned {
+            self.warned = true;
+            let why = format!(
+                "veza-observability: no filter config counts in access logger {:?} \
+                 (count_in_logger): its requests are not counted",
+                self.name
+            );
+            abi::log(abi::LOG_WARN, &why);
+        }
+    }
+}
+
+/// Counts one request with the worker's core, if the filter config is still there.
+fn count(gateway: &Gateway, worker: usize, envoy: EnvoyPtr) -> bool {
     let Some(_open) = gateway.open() else {
-        return;
+        return false;
     };
-    let Some((_, slot)) = gateway.slot(worker) else {
-        return;
-    };
-    let mut slot = gateway::lock(slot);
-    let Slot { worker, series, .. } = &mut *slot;
-    let mut host = LogHost::new(gateway, series, gateway.config(), envoy);
-    Exchange::new(0).logged(worker, &mut host);
+    if let Some((_, slot)) = gateway.slot(worker) {
+        let mut slot = gateway::lock(slot);
+        let Slot { worker, series, .. } = &mut *slot;
+        let mut host = LogHost::new(gateway, series, gateway.config(), envoy);
+        Exchange::new(0).logged(worker, &mut host);
+    }
+    true
 }
 
 #[cfg(test)]
