@@ -429,6 +429,7 @@ fn main() {
         FormId::ThisFilter,
         FormId::StatsLogger,
         FormId::Native,
+        FormId::NativeLogged,
         FormId::NativeFloor,
     ];
     let mut p99s: HashMap<FormId, Vec<(f64, f64)>> = HashMap::new();
