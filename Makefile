@@ -151,7 +151,8 @@ kube-rules:
 
 # ---------------------------------------------------------------- run
 
-# VEZA_BUILD=native runs the native module (envoy/envoy-native.yaml) instead of the .wasm.
+# VEZA_BUILD=native runs the native module (envoy/envoy-native.yaml) instead of the .wasm;
+# VEZA_BUILD=native-metrics counts in its access logger, metrics only (envoy-native-metrics.yaml).
 run: tools wasm native
 	$(CARGO) build --quiet -p veza-standins
 	scripts/run-gateway.sh

@@ -6,7 +6,9 @@
 # VEZA_STATS_PORT (19001), VEZA_BACKEND_PORT (8080), VEZA_CHAT_PORT (3001), VEZA_STREAM_PORT (3002).
 # VEZA_DEMO_TRAFFIC=0 turns off the light demo traffic sent when stand-ins answer.
 # VEZA_RUN_DIR (build) holds the generated Envoy config and Envoy's log.
-# VEZA_BUILD=native runs the native module (envoy/envoy-native.yaml) instead of the .wasm.
+# VEZA_BUILD=native runs the native module (envoy/envoy-native.yaml) instead of the .wasm;
+# VEZA_BUILD=native-metrics the native module counting in its access logger, metrics only
+# (envoy/envoy-native-metrics.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,13 @@ stream=${VEZA_STREAM_PORT:-3002}
 case ${VEZA_BUILD:-wasm} in
   wasm) shipped=envoy/envoy.yaml module=veza_observability.wasm ;;
   native) shipped=envoy/envoy-native.yaml module=libveza_observability.so ;;
-  *) echo "VEZA_BUILD=${VEZA_BUILD}: expected wasm or native" >&2; exit 2 ;;
+  native-metrics) shipped=envoy/envoy-native-metrics.yaml module=libveza_observability.so ;;
+  *) echo "VEZA_BUILD=${VEZA_BUILD}: expected wasm, native or native-metrics" >&2; exit 2 ;;
+esac
+# The metrics-only gateway carries no trace context, so its access log has no trace ids.
+case ${VEZA_BUILD:-wasm} in
+  native-metrics) log_fields="one JSON line per request" ;;
+  *) log_fields="one JSON line per request, with trace ids" ;;
 esac
 run_dir=${VEZA_RUN_DIR:-build}
 
@@ -89,7 +97,7 @@ cat <<MSG
   Metrics           http://127.0.0.1:$stats/metrics   (what Prometheus scrapes: the filter's metrics)
   Envoy's own       http://127.0.0.1:$stats/stats/prometheus
   Envoy log         $run_dir/envoy-run.log
-  Access log        $run_dir/access-log.json   (one JSON line per request, with trace ids)
+  Access log        $run_dir/access-log.json   ($log_fields)
   Stand-ins for     ${missing[*]:-nothing (every Veza service is running)}
 
   Ctrl-C stops everything.

@@ -1,7 +1,9 @@
 //! `make run`'s script (scripts/run-gateway.sh) as a newcomer meets it: with no Veza service
 //! running, it starts the stand-ins and Envoy with the filter on the ports the environment
 //! names, the demo traffic shows up in the Prometheus text, and Ctrl-C (SIGINT to the
-//! terminal's process group) stops every process it started.
+//! terminal's process group) stops every process it started. Once per build `VEZA_BUILD`
+//! can name: the .wasm, the native module, and the native module counting in its access
+//! logger.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -22,7 +24,21 @@ fn listening(port: u16) -> bool {
 }
 
 #[test]
-fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
+fn make_run_serves_the_wasm_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
+    serves_and_stops("wasm");
+}
+
+#[test]
+fn make_run_serves_the_native_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
+    serves_and_stops("native");
+}
+
+#[test]
+fn make_run_serves_the_metrics_only_native_gateway_and_ctrl_c_stops_everything() {
+    serves_and_stops("native-metrics");
+}
+
+fn serves_and_stops(build: &str) {
     let standins = Path::new(REPO).join("target/debug/veza-standins");
     assert!(
         standins.exists(),
@@ -32,7 +48,7 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
     let [gateway, admin, stats, backend, chat, stream] = [(); 6].map(|()| free_port());
     // Its own directory for the generated config and Envoy's log: a developer's `make run`
     // may be using build/.
-    let run_dir = scratch_dir("make-run");
+    let run_dir = scratch_dir(&format!("make-run-{build}"));
     let output_path = run_dir.join("output");
     let output = std::fs::File::create(&output_path).unwrap();
     let mut script = Command::new("bash");
@@ -45,6 +61,7 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
         .env("VEZA_CHAT_PORT", chat.to_string())
         .env("VEZA_STREAM_PORT", stream.to_string())
         .env("VEZA_RUN_DIR", &run_dir)
+        .env("VEZA_BUILD", build)
         .stdout(output.try_clone().unwrap())
         .stderr(output)
         .stdin(Stdio::null())
@@ -81,20 +98,44 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
     assert_eq!(tracks.label("service"), "backend-api");
     assert_eq!(tracks.label("method"), "GET");
     assert_eq!(tracks.label("status"), "200");
-    // Envoy's JSON access log goes to the run directory, not over the terminal.
-    let line = poll(
-        "the access log line of the demo traffic",
-        Duration::from_secs(10),
-        || {
-            std::fs::read_to_string(run_dir.join("access-log.json"))
-                .ok()?
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|l| l["endpoint"] == "/api/v1/tracks/:id")
-        },
-    );
-    assert_eq!(line["service"], "backend-api");
-    assert_eq!(line["method"], "GET");
+    // Envoy's JSON access log goes to the run directory, not over the terminal. The
+    // gateways with the filter on every request log its endpoint, service and trace ids;
+    // the metrics-only one logs Envoy's own fields.
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(run_dir.join("access-log.json"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    if build == "native-metrics" {
+        let backend_host = format!("127.0.0.1:{backend}");
+        let line = poll(
+            "the access log line of the demo traffic",
+            Duration::from_secs(10),
+            || {
+                lines()
+                    .into_iter()
+                    .find(|l| l["upstream_host"] == backend_host.as_str())
+            },
+        );
+        assert!(line.get("trace_id").is_none(), "{line}");
+    } else {
+        let line = poll(
+            "the access log line of the demo traffic",
+            Duration::from_secs(10),
+            || {
+                lines()
+                    .into_iter()
+                    .find(|l| l["endpoint"] == "/api/v1/tracks/:id")
+            },
+        );
+        assert_eq!(line["service"], "backend-api");
+        assert_eq!(line["method"], "GET");
+        let trace_id = line["trace_id"].as_str().unwrap_or_default();
+        assert_eq!(trace_id.len(), 32, "{line}");
+        assert!(trace_id.bytes().all(|b| b.is_ascii_hexdigit()), "{line}");
+    }
     assert_eq!(
         http("GET", &format!("http://127.0.0.1:{gateway}/live"), &[], "")
             .unwrap()
@@ -113,6 +154,10 @@ fn make_run_serves_the_gateway_with_stand_ins_and_ctrl_c_stops_everything() {
     });
     let output = std::fs::read_to_string(&output_path).unwrap();
     assert!(status.success(), "{status}\n{output}");
+    assert!(
+        output.contains(&format!("{build} build (envoy/")),
+        "{output}"
+    );
     assert!(output.contains("\nstopped\n"), "{output}");
     assert!(
         output.contains(&format!("http://127.0.0.1:{gateway}/live")),
