@@ -17,7 +17,7 @@ use veza_observability_core::exchange::Exchange;
 
 use crate::abi::{self, Buffer, EnvoyPtr, ModulePtr};
 use crate::gateway::{self, Gateway, Slot};
-use crate::hooks::{panic_message, report};
+use crate::hooks::{made_or_refused, report};
 use crate::host::LogHost;
 
 /// The `logger_name` this library answers to.
@@ -94,24 +94,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_access_logger_config_new(
 ) -> ModulePtr {
     // SAFETY: the caller's guarantee.
     let (name, configuration) = unsafe { (name.bytes(), configuration.bytes()) };
-    match catch_unwind(|| logger_name(name, configuration)) {
-        Ok(Ok(name)) => Box::into_raw(Box::new(LoggerConfig { name }))
+    match made_or_refused("the logger configuration", || {
+        logger_name(name, configuration)
+    }) {
+        Some(name) => Box::into_raw(Box::new(LoggerConfig { name }))
             .cast_const()
             .cast(),
-        Ok(Err(err)) => {
-            abi::log(abi::LOG_ERROR, &format!("veza-observability: {err}"));
-            std::ptr::null()
-        }
-        Err(payload) => {
-            abi::log(
-                abi::LOG_ERROR,
-                &format!(
-                    "veza-observability: the logger configuration panicked ({})",
-                    panic_message(payload.as_ref())
-                ),
-            );
-            std::ptr::null()
-        }
+        None => std::ptr::null(),
     }
 }
 

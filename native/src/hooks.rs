@@ -99,6 +99,31 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "a panic".to_owned())
 }
 
+/// Main thread: a config Envoy asked for, or NULL to refuse it, with the error or the
+/// panic that refused it in Envoy's log.
+pub(crate) fn made_or_refused<T, E: std::fmt::Display>(
+    what: &str,
+    make: impl FnOnce() -> Result<T, E>,
+) -> Option<T> {
+    match catch_unwind(AssertUnwindSafe(make)) {
+        Ok(Ok(made)) => Some(made),
+        Ok(Err(err)) => {
+            abi::log(abi::LOG_ERROR, &format!("veza-observability: {err}"));
+            None
+        }
+        Err(payload) => {
+            abi::log(
+                abi::LOG_ERROR,
+                &format!(
+                    "veza-observability: {what} panicked ({})",
+                    panic_message(payload.as_ref())
+                ),
+            );
+            None
+        }
+    }
+}
+
 /// Counts a hook's panic; the registry logs the first of each worker, as for any failed
 /// host call.
 pub(crate) fn report(
@@ -188,37 +213,22 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 ) -> ModulePtr {
     // SAFETY: Envoy's buffer, during the call.
     let bytes = unsafe { configuration.bytes() };
-    let created = catch_unwind(AssertUnwindSafe(|| {
+    let created = made_or_refused("configuration", || {
         // SAFETY: a call on the main thread, as the ABI allows.
         let workers = unsafe { abi::envoy_dynamic_module_callback_get_concurrency() };
         Gateway::new(config, bytes, workers as usize)
-    }));
-    match created {
-        Ok(Ok(gateway)) => {
-            abi::log(
-                abi::LOG_INFO,
-                &format!("veza-observability: {}", gateway.describe()),
-            );
-            let gateway = Arc::new(gateway);
-            gateway.start_ticker();
-            crate::access_logger::register(&gateway);
-            Arc::into_raw(gateway).cast()
-        }
-        Ok(Err(err)) => {
-            abi::log(abi::LOG_ERROR, &format!("veza-observability: {err}"));
-            std::ptr::null()
-        }
-        Err(payload) => {
-            abi::log(
-                abi::LOG_ERROR,
-                &format!(
-                    "veza-observability: configuration panicked ({})",
-                    panic_message(payload.as_ref())
-                ),
-            );
-            std::ptr::null()
-        }
-    }
+    });
+    let Some(gateway) = created else {
+        return std::ptr::null();
+    };
+    abi::log(
+        abi::LOG_INFO,
+        &format!("veza-observability: {}", gateway.describe()),
+    );
+    let gateway = Arc::new(gateway);
+    gateway.start_ticker();
+    crate::access_logger::register(&gateway);
+    Arc::into_raw(gateway).cast()
 }
 
 /// Main thread: the config goes (listener drain, update, shutdown).
