@@ -159,16 +159,7 @@ const TRAP: &str = r#"{"fault_injection": {"trap_header": "x-veza-test-trap"}}"#
 fn a_panic_in_a_hook_is_caught_the_request_goes_on_and_envoy_keeps_counting() {
     // The native build whichever build the suite runs with: only it has hooks to guard.
     let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway_for(
-        Build::Native,
-        Upstreams {
-            backend: standins.backend.port(),
-            chat: standins.chat.port(),
-            stream: standins.stream.port(),
-            postgres_exporter: free_port(),
-            redis_exporter: free_port(),
-        },
-    );
+    let (config, ports) = GatewayConfig::gateway_for(Build::Native, Upstreams::standins(&standins));
     let faults = config.replace_once(
         &format!("filename: {}", native_path().display()),
         &format!("filename: {}", fault_injection_native_path().display()),
@@ -234,13 +225,7 @@ fn a_panic_in_the_access_logger_is_caught_and_envoy_keeps_counting() {
     let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
     let (config, ports) = GatewayConfig::gateway_from(
         "envoy/envoy-native-metrics.yaml",
-        Upstreams {
-            backend: standins.backend.port(),
-            chat: standins.chat.port(),
-            stream: standins.stream.port(),
-            postgres_exporter: free_port(),
-            redis_exporter: free_port(),
-        },
+        Upstreams::standins(&standins),
     );
     let faults = config
         .replace_once(
@@ -292,13 +277,7 @@ fn an_access_logger_no_gateway_names_warns_and_counts_nothing() {
     let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
     let (config, ports) = GatewayConfig::gateway_from(
         "envoy/envoy-native-metrics.yaml",
-        Upstreams {
-            backend: standins.backend.port(),
-            chat: standins.chat.port(),
-            stream: standins.stream.port(),
-            postgres_exporter: free_port(),
-            redis_exporter: free_port(),
-        },
+        Upstreams::standins(&standins),
     );
     // Flushed after every request: had the logger counted the first request, the count
     // would be in Envoy's stats by the time its warning is in the log.
@@ -339,13 +318,7 @@ fn four_workers_counting_in_the_access_logger_share_one_series_budget_exactly() 
     let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
     let (config, ports) = GatewayConfig::gateway_from(
         "envoy/envoy-native-metrics.yaml",
-        Upstreams {
-            backend: standins.backend.port(),
-            chat: standins.chat.port(),
-            stream: standins.stream.port(),
-            postgres_exporter: free_port(),
-            redis_exporter: free_port(),
-        },
+        Upstreams::standins(&standins),
     );
     let config = config.replace_once(
         r#"{"count_in_logger": "veza", "tracing": {"enabled": false}}"#,

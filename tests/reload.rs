@@ -95,6 +95,21 @@ fn reconfigure(envoy: &Envoy, dir: &Path, listener: &mut Value, configuration: &
     );
 }
 
+/// Waits for the old listener's drain to end, and then for its filter config's ticker to stop
+/// with it: `tickers` counts them, `left` is the new config's.
+fn wait_old_listener_gone(envoy: &Envoy, tickers: impl Fn() -> usize, left: usize) {
+    poll(
+        "the old listener to be gone",
+        Duration::from_secs(15),
+        || (stat(envoy, "envoy_listener_manager_total_listeners_draining") == 0.0).then_some(()),
+    );
+    poll(
+        "the old config's ticker to stop",
+        Duration::from_secs(10),
+        || (tickers() == left).then_some(()),
+    );
+}
+
 fn stat(envoy: &Envoy, name: &str) -> f64 {
     envoy.samples(name).first().map_or(0.0, |s| s.value)
 }
@@ -215,13 +230,7 @@ fn a_listener_update_counting_in_the_access_logger_loses_no_count() {
     let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
     let (config, ports) = GatewayConfig::gateway_from(
         "envoy/envoy-native-metrics.yaml",
-        Upstreams {
-            backend: standins.backend.port(),
-            chat: standins.chat.port(),
-            stream: standins.stream.port(),
-            postgres_exporter: free_port(),
-            redis_exporter: free_port(),
-        },
+        Upstreams::standins(&standins),
     );
     let dir = scratch_dir("lds-logger");
     let (bootstrap, mut listener) = with_lds(&config, &dir);
@@ -255,16 +264,7 @@ fn a_listener_update_counting_in_the_access_logger_loses_no_count() {
         Duration::from_secs(10),
         || (tracks_counted(&envoy) == sent as f64).then_some(()),
     );
-    poll(
-        "the old listener to be gone",
-        Duration::from_secs(15),
-        || (stat(&envoy, "envoy_listener_manager_total_listeners_draining") == 0.0).then_some(()),
-    );
-    poll(
-        "the old config's ticker to stop",
-        Duration::from_secs(10),
-        || (tickers() == 1).then_some(()),
-    );
+    wait_old_listener_gone(&envoy, tickers, 1);
     assert!(envoy.flushed_log_text().contains("max_series 1000"));
 }
 
@@ -314,17 +314,7 @@ fn a_listener_update_ends_the_old_listeners_websockets_with_its_drain_and_the_ga
     // drain passes, then Envoy closes what is still open on it.
     wait_closed_by_envoy(&mut old, Duration::from_secs(15));
     envoy.wait_websockets_closed("chat", 3.0);
-    poll(
-        "the old listener to be gone",
-        Duration::from_secs(15),
-        || (stat(&envoy, "envoy_listener_manager_total_listeners_draining") == 0.0).then_some(()),
-    );
-    // The old listener's filter config is gone, and its ticker with it.
-    poll(
-        "the old config's ticker to stop",
-        Duration::from_secs(10),
-        || (tickers(&envoy) == live_configs()).then_some(()),
-    );
+    wait_old_listener_gone(&envoy, || tickers(&envoy), live_configs());
 
     // The new listener and its plugin instance count on the same series.
     let new = raw_websocket(ports.listener, "/ws");

@@ -28,6 +28,19 @@ pub struct Upstreams {
     pub redis_exporter: u16,
 }
 
+impl Upstreams {
+    /// The stand-ins' services; the exporters' clusters point at ports nobody listens on.
+    pub fn standins(standins: &veza_standins::Standins) -> Upstreams {
+        Upstreams {
+            backend: standins.backend.port(),
+            chat: standins.chat.port(),
+            stream: standins.stream.port(),
+            postgres_exporter: free_port(),
+            redis_exporter: free_port(),
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 pub struct Ports {
     pub listener: u16,
