@@ -18,16 +18,14 @@ stats=${VEZA_STATS_PORT:-19001}
 backend=${VEZA_BACKEND_PORT:-8080}
 chat=${VEZA_CHAT_PORT:-3001}
 stream=${VEZA_STREAM_PORT:-3002}
+log_fields="one JSON line per request, with trace ids"
 case ${VEZA_BUILD:-wasm} in
   wasm) shipped=envoy/envoy.yaml module=veza_observability.wasm ;;
   native) shipped=envoy/envoy-native.yaml module=libveza_observability.so ;;
-  native-metrics) shipped=envoy/envoy-native-metrics.yaml module=libveza_observability.so ;;
+  # Metrics only: no trace context, so its access log has no trace ids.
+  native-metrics) shipped=envoy/envoy-native-metrics.yaml module=libveza_observability.so
+    log_fields="one JSON line per request" ;;
   *) echo "VEZA_BUILD=${VEZA_BUILD}: expected wasm, native or native-metrics" >&2; exit 2 ;;
-esac
-# The metrics-only gateway carries no trace context, so its access log has no trace ids.
-case ${VEZA_BUILD:-wasm} in
-  native-metrics) log_fields="one JSON line per request" ;;
-  *) log_fields="one JSON line per request, with trace ids" ;;
 esac
 run_dir=${VEZA_RUN_DIR:-build}
 

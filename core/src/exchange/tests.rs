@@ -8,7 +8,6 @@ fn worker(host: &mut MemoryHost, json: &str) -> Worker {
     Worker::configure(host, Some(json.as_bytes()), 0).unwrap()
 }
 
-/// The request duration histogram's bucket `le` of one label set.
 /// A track's GET, as the backend's template and service label it.
 const TRACK: [(&str, &str); 3] = [
     ("method", "GET"),
@@ -16,6 +15,7 @@ const TRACK: [(&str, &str); 3] = [
     ("service", "backend-api"),
 ];
 
+/// `http_requests_total` of one label set and status.
 fn requests(host: &MemoryHost, labels: &[(&str, &str); 3], status: &str) -> Option<u64> {
     let [method, endpoint, service] = *labels;
     host.series(
@@ -24,6 +24,7 @@ fn requests(host: &MemoryHost, labels: &[(&str, &str); 3], status: &str) -> Opti
     )
 }
 
+/// The request duration histogram's bucket `le` of one label set.
 fn duration_bucket(host: &MemoryHost, labels: &[(&str, &str); 3], le: &str) -> Option<u64> {
     let [method, endpoint, service] = *labels;
     host.series(
@@ -85,10 +86,9 @@ fn a_request_is_routed_traced_and_counted_with_its_duration() {
     );
     exchange.end(&worker, &mut host);
     worker.flush(&mut host);
-    let labels = TRACK;
-    assert_eq!(requests(&host, &labels, "200"), Some(1));
+    assert_eq!(requests(&host, &TRACK, "200"), Some(1));
     // 30 ms, from the two clock reads: in the 0.05 bucket, not in 0.025.
-    let bucket = |le| duration_bucket(&host, &labels, le);
+    let bucket = |le| duration_bucket(&host, &TRACK, le);
     assert_eq!((bucket("0.025"), bucket("0.05")), (Some(0), Some(1)));
     assert_eq!(host.request.reply, None);
 }
@@ -729,9 +729,8 @@ fn with_count_in_logger_the_logger_counts_each_request_once_and_the_filter_none(
     logged(&worker, &mut host, &track, "200");
     worker.flush(&mut host);
     assert_eq!(host.series("http_requests_total", &live_series), Some(1));
-    let labels = TRACK;
-    assert_eq!(requests(&host, &labels, "200"), Some(1));
-    let bucket = |le| duration_bucket(&host, &labels, le);
+    assert_eq!(requests(&host, &TRACK, "200"), Some(1));
+    let bucket = |le| duration_bucket(&host, &TRACK, le);
     assert_eq!((bucket("0.1"), bucket("0.25")), (Some(0), Some(1)));
     // The users the logger saw, not the one of the filter's `/live`.
     worker.tick(&mut host, 11 * SECOND);

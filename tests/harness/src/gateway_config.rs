@@ -98,11 +98,7 @@ impl GatewayConfig {
     /// The Veza stand-ins on ephemeral ports and the gateway config in front of them.
     pub fn with_standins() -> (veza_standins::Standins, GatewayConfig, Ports) {
         let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-        let (config, ports) = GatewayConfig::gateway(
-            standins.backend.port(),
-            standins.chat.port(),
-            standins.stream.port(),
-        );
+        let (config, ports) = GatewayConfig::gateway_with(Upstreams::standins(&standins));
         (standins, config, ports)
     }
 
