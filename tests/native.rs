@@ -158,8 +158,8 @@ const TRAP: &str = r#"{"fault_injection": {"trap_header": "x-veza-test-trap"}}"#
 #[test]
 fn a_panic_in_a_hook_is_caught_the_request_goes_on_and_envoy_keeps_counting() {
     // The native build whichever build the suite runs with: only it has hooks to guard.
-    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway_for(Build::Native, Upstreams::standins(&standins));
+    let (_standins, config, ports) =
+        GatewayConfig::with_standins_from(Build::Native.gateway_config());
     let faults = config.replace_once(
         &format!("filename: {}", native_path().display()),
         &format!("filename: {}", fault_injection_native_path().display()),
@@ -222,11 +222,8 @@ fn a_panic_in_a_hook_is_caught_the_request_goes_on_and_envoy_keeps_counting() {
 /// lost, nothing else, and the panic is counted and logged once.
 #[test]
 fn a_panic_in_the_access_logger_is_caught_and_envoy_keeps_counting() {
-    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway_from(
-        "envoy/envoy-native-metrics.yaml",
-        Upstreams::standins(&standins),
-    );
+    let (_standins, config, ports) =
+        GatewayConfig::with_standins_from("envoy/envoy-native-metrics.yaml");
     let faults = config
         .replace_once(
             &format!("filename: {}", native_path().display()),
@@ -274,11 +271,8 @@ fn a_panic_in_the_access_logger_is_caught_and_envoy_keeps_counting() {
 /// A logger that no filter config names counts nothing, and says so once per worker.
 #[test]
 fn an_access_logger_no_gateway_names_warns_and_counts_nothing() {
-    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway_from(
-        "envoy/envoy-native-metrics.yaml",
-        Upstreams::standins(&standins),
-    );
+    let (_standins, config, ports) =
+        GatewayConfig::with_standins_from("envoy/envoy-native-metrics.yaml");
     // Flushed after every request: had the logger counted the first request, the count
     // would be in Envoy's stats by the time its warning is in the log.
     let config = config
@@ -315,11 +309,8 @@ fn four_workers_share_one_series_budget_exactly() {
 /// series through the gateway's shared budget as the filter does.
 #[test]
 fn four_workers_counting_in_the_access_logger_share_one_series_budget_exactly() {
-    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway_from(
-        "envoy/envoy-native-metrics.yaml",
-        Upstreams::standins(&standins),
-    );
+    let (_standins, config, ports) =
+        GatewayConfig::with_standins_from("envoy/envoy-native-metrics.yaml");
     let config = config.replace_once(
         r#"{"count_in_logger": "veza", "tracing": {"enabled": false}}"#,
         r#"{"count_in_logger": "veza", "tracing": {"enabled": false}, "max_series": 20}"#,

@@ -227,11 +227,8 @@ fn a_new_plugin_configuration_under_load_loses_no_request_and_no_count() {
 /// config, the old one's counts until its drain ends, and the old config leaves no ticker.
 #[test]
 fn a_listener_update_counting_in_the_access_logger_loses_no_count() {
-    let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-    let (config, ports) = GatewayConfig::gateway_from(
-        "envoy/envoy-native-metrics.yaml",
-        Upstreams::standins(&standins),
-    );
+    let (_standins, config, ports) =
+        GatewayConfig::with_standins_from("envoy/envoy-native-metrics.yaml");
     let dir = scratch_dir("lds-logger");
     let (bootstrap, mut listener) = with_lds(&config, &dir);
     publish(&dir, &listener);

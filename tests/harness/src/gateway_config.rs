@@ -29,15 +29,25 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// The stand-ins' services; the exporters' clusters point at ports nobody listens on.
-    pub fn standins(standins: &veza_standins::Standins) -> Upstreams {
+    /// The three services on these ports; the exporters' clusters point at ports nobody
+    /// listens on.
+    pub fn services(backend: u16, chat: u16, stream: u16) -> Upstreams {
         Upstreams {
-            backend: standins.backend.port(),
-            chat: standins.chat.port(),
-            stream: standins.stream.port(),
+            backend,
+            chat,
+            stream,
             postgres_exporter: free_port(),
             redis_exporter: free_port(),
         }
+    }
+
+    /// The stand-ins' services, with no exporters.
+    pub fn standins(standins: &veza_standins::Standins) -> Upstreams {
+        Upstreams::services(
+            standins.backend.port(),
+            standins.chat.port(),
+            standins.stream.port(),
+        )
     }
 }
 
@@ -86,19 +96,19 @@ impl GatewayConfig {
     /// The Veza gateway with its three upstreams and fresh listener and admin ports; the
     /// exporters' clusters point at ports nobody listens on.
     pub fn gateway(backend: u16, chat: u16, stream: u16) -> (GatewayConfig, Ports) {
-        GatewayConfig::gateway_with(Upstreams {
-            backend,
-            chat,
-            stream,
-            postgres_exporter: free_port(),
-            redis_exporter: free_port(),
-        })
+        GatewayConfig::gateway_with(Upstreams::services(backend, chat, stream))
     }
 
     /// The Veza stand-ins on ephemeral ports and the gateway config in front of them.
     pub fn with_standins() -> (veza_standins::Standins, GatewayConfig, Ports) {
+        GatewayConfig::with_standins_from(Build::selected().gateway_config())
+    }
+
+    /// The Veza stand-ins on ephemeral ports and the shipped config `relative` in front of
+    /// them.
+    pub fn with_standins_from(relative: &str) -> (veza_standins::Standins, GatewayConfig, Ports) {
         let standins = veza_standins::spawn(Listeners::ephemeral().unwrap(), 0).unwrap();
-        let (config, ports) = GatewayConfig::gateway_with(Upstreams::standins(&standins));
+        let (config, ports) = GatewayConfig::gateway_from(relative, Upstreams::standins(&standins));
         (standins, config, ports)
     }
 
@@ -118,13 +128,9 @@ impl GatewayConfig {
         (shipped.ports(&moves), ports)
     }
 
+    /// The gateway of the build the suite runs with, in front of `upstreams`.
     pub fn gateway_with(upstreams: Upstreams) -> (GatewayConfig, Ports) {
-        GatewayConfig::gateway_for(Build::selected(), upstreams)
-    }
-
-    /// The gateway loading `build`, whichever build the suite runs with.
-    pub fn gateway_for(build: Build, upstreams: Upstreams) -> (GatewayConfig, Ports) {
-        GatewayConfig::gateway_from(build.gateway_config(), upstreams)
+        GatewayConfig::gateway_from(Build::selected().gateway_config(), upstreams)
     }
 
     /// The shipped gateway config `relative` in front of `upstreams`.
